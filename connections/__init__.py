@@ -1,0 +1,1 @@
+"""Who is connected and how a frame reaches a socket (registry, tenants, transports)."""

@@ -1,0 +1,1 @@
+"""DynamoDB storage of connections and subscriptions, behind small store APIs."""

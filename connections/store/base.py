@@ -1,0 +1,173 @@
+"""What every DynamoDB model and store shares: where the tables are, time, cursors and
+the translation of PynamoDB/botocore failures into our typed errors.
+
+Models register themselves with :func:`register_model`; :func:`configure` points all of
+them at an endpoint and table prefix (done from settings at start-up, and by tests for
+moto or the embedded server).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import orjson
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError as BotoClientError
+from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
+from pynamodb.models import Model
+
+from connections.store.errors import StorageUnavailable, ValidationError
+
+M = TypeVar("M", bound=type[Model])
+T = TypeVar("T")
+
+_MODELS: list[type[Model]] = []
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the tables live."""
+
+    endpoint_url: str | None
+    region: str = "us-east-1"
+    table_prefix: str = "streamer"
+    connect_timeout_s: int = 2
+    read_timeout_s: int = 5
+    max_retry_attempts: int = 2
+
+
+_config = StoreConfig(endpoint_url=None)
+
+
+def register_model(model: M) -> M:
+    """Class decorator: the model takes part in :func:`configure` and ``create_tables``."""
+    _MODELS.append(model)
+    _apply(model, _config)
+    return model
+
+
+def registered_models() -> list[type[Model]]:
+    """Every registered model, in registration order."""
+    return list(_MODELS)
+
+
+def configure(config: StoreConfig) -> None:
+    """Point every registered model at ``config`` (resets their cached connections)."""
+    global _config
+    _config = config
+    for model in _MODELS:
+        _apply(model, config)
+
+
+def current_config() -> StoreConfig:
+    """The configuration in force."""
+    return _config
+
+
+def _apply(model: type[Model], config: StoreConfig) -> None:
+    meta: Any = model.Meta
+    base_name = getattr(meta, "base_table_name", None) or meta.table_name
+    meta.base_table_name = base_name
+    meta.table_name = f"{config.table_prefix}-{base_name}"
+    meta.host = config.endpoint_url
+    meta.region = config.region
+    meta.connect_timeout_seconds = config.connect_timeout_s
+    meta.read_timeout_seconds = config.read_timeout_s
+    meta.max_retry_attempts = config.max_retry_attempts
+    if config.endpoint_url:
+        # Local endpoints accept any credentials; real AWS uses the normal chain.
+        meta.aws_access_key_id = "local"
+        meta.aws_secret_access_key = "local"  # noqa: S105
+    else:
+        meta.aws_access_key_id = None
+        meta.aws_secret_access_key = None
+    model._connection = None
+    for index in model._indexes.values():
+        index.Meta.model = model  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list: the items and the cursor of the next page (None at the end)."""
+
+    items: list[T]
+    cursor: str | None
+
+
+def now_ms() -> int:
+    """Milliseconds since the Unix epoch (UTC): every stored time uses this unit."""
+    return time.time_ns() // 1_000_000
+
+
+def require_text(name: str, value: str | None, max_length: int = 1024) -> str:
+    """Validate an id-like argument before any network call."""
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise ValidationError(f"{name} must be a non-empty string of at most {max_length} chars")
+    return value
+
+
+def encode_cursor(last_evaluated_key: dict[str, Any] | None) -> str | None:
+    """Turn DynamoDB's LastEvaluatedKey into an opaque URL-safe cursor."""
+    if not last_evaluated_key:
+        return None
+    return base64.urlsafe_b64encode(orjson.dumps(last_evaluated_key)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+    """Inverse of :func:`encode_cursor`; a malformed cursor is a ValidationError."""
+    if not cursor:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError) as exc:
+        raise ValidationError("invalid cursor") from exc
+    if not isinstance(value, dict):
+        raise ValidationError("invalid cursor")
+    return value
+
+
+_THROTTLING = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+}
+
+
+def is_conditional_failure(exc: BaseException) -> bool:
+    """True when a PynamoDB error was caused by a failed ConditionExpression."""
+    cause = getattr(exc, "cause", None) or exc.__cause__
+    code = getattr(exc, "cause_response_code", None)
+    if code is None and isinstance(cause, BotoClientError):
+        code = cause.response.get("Error", {}).get("Code")
+    return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
+
+
+@contextlib.contextmanager
+def storage_errors(operation: str) -> Iterator[None]:
+    """Translate transport-level failures into :class:`StorageUnavailable`.
+
+    Conditional failures and other PynamoDB errors are re-raised untouched for the
+    caller to map; connection refusals, timeouts and throttling become
+    StorageUnavailable with a message that carries no library text.
+    """
+    try:
+        yield
+    except PynamoDBConnectionError as exc:
+        raise StorageUnavailable(f"storage unavailable during {operation}") from exc
+    except PynamoDBException as exc:
+        if getattr(exc, "cause_response_code", None) in _THROTTLING or isinstance(
+            getattr(exc, "cause", None), BotoCoreError
+        ):
+            raise StorageUnavailable(f"storage unavailable during {operation}") from exc
+        raise
+    except (BotoCoreError, OSError) as exc:
+        raise StorageUnavailable(f"storage unavailable during {operation}") from exc

@@ -1,0 +1,42 @@
+"""Create and delete every registered table (used by ``manage.py create_tables`` and tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pynamodb.exceptions import PynamoDBException
+
+from connections.store.base import registered_models, storage_errors
+
+
+def create_all(report: Callable[[str], None] = lambda _msg: None) -> list[str]:
+    """Create missing tables (idempotent) and enable TTL where the endpoint supports it.
+
+    Returns the table names. ``report`` receives one human-readable line per step.
+    """
+    names = []
+    for model in registered_models():
+        name = model.Meta.table_name
+        names.append(name)
+        with storage_errors("create_tables"):
+            if model.exists():
+                report(f"table {name}: exists")
+            else:
+                model.create_table(billing_mode="PAY_PER_REQUEST", wait=True, ignore_update_ttl_errors=True)
+                report(f"table {name}: created")
+            if getattr(model, "_ttl_attribute", lambda: None)() is not None:
+                try:
+                    model.update_ttl(ignore_update_ttl_errors=False)
+                    report(f"table {name}: TTL enabled")
+                except PynamoDBException:
+                    report(f"table {name}: TTL not supported by this endpoint (expired items stay)")
+    return names
+
+
+def delete_all(report: Callable[[str], None] = lambda _msg: None) -> None:
+    """Delete every registered table that exists."""
+    for model in registered_models():
+        with storage_errors("delete_tables"):
+            if model.exists():
+                model.delete_table()
+                report(f"table {model.Meta.table_name}: deleted")

@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class StreamingConfig(AppConfig):
+    name = "streaming"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from connections.store import base
+        from streaming.requests import model  # noqa: F401  (registers the requests table)
+
+        base.configure(base.current_config())

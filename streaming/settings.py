@@ -1,0 +1,181 @@
+"""Django settings for Streamer.
+
+Everything is configured by environment variables with safe defaults; README.md lists
+them all. Nothing here reads a file outside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    """Read a boolean environment variable (1/true/yes/on)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    """Read an integer environment variable."""
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def env_list(name: str, default: str) -> list[str]:
+    """Read a comma-separated environment variable."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "var"))
+DEBUG = env_bool("DJANGO_DEBUG", False)
+_DEV_SECRET = "streamer-insecure-development-key-change-me"  # noqa: S105
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", _DEV_SECRET)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "connections",
+    "streaming",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "streaming.urls"
+ASGI_APPLICATION = "streaming.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "streaming" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{DATA_DIR / 'streamer.sqlite3'}",
+        conn_max_age=60,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Channels -----------------------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 1000, "expiry": 60},
+        }
+    }
+
+# --- DynamoDB -----------------------------------------------------------------------
+# Unset: the embedded local server the run command starts. Set to "": real AWS.
+DYNAMODB_ENDPOINT_URL = os.environ.get("DYNAMODB_ENDPOINT_URL", "http://127.0.0.1:8001") or None
+DYNAMODB_REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+STREAMER_TABLE_PREFIX = os.environ.get("STREAMER_TABLE_PREFIX", "streamer")
+# Shards of the "due" index (see streaming/requests/model.py): spreads pending requests
+# over several partitions so workers never hammer one hot key.
+STREAMER_QUEUE_SHARDS = env_int("STREAMER_QUEUE_SHARDS", 4)
+
+# --- Authentication ---------------------------------------------------------------------
+_DEV_JWT_SECRET = "streamer-development-jwt-secret-change-me"  # noqa: S105
+STREAMER_JWT_SECRET = os.environ.get("STREAMER_JWT_SECRET", _DEV_JWT_SECRET if DEBUG else "")
+STREAMER_JWT_PUBLIC_KEY = os.environ.get("STREAMER_JWT_PUBLIC_KEY", "")
+STREAMER_JWT_ALGORITHMS = env_list(
+    "STREAMER_JWT_ALGORITHMS", "RS256" if STREAMER_JWT_PUBLIC_KEY else "HS256"
+)
+STREAMER_JWT_ISSUER = os.environ.get("STREAMER_JWT_ISSUER", "") or None
+STREAMER_JWT_AUDIENCE = os.environ.get("STREAMER_JWT_AUDIENCE", "") or None
+STREAMER_JWT_LEEWAY_S = 30
+
+# --- Limits (PROTOCOL.md §5) ----------------------------------------------------------------
+STREAMER_MAX_FRAME_BYTES = env_int("STREAMER_MAX_FRAME_BYTES", 128 * 1024)
+STREAMER_RATE_LIMIT_FRAMES = env_int("STREAMER_RATE_LIMIT_FRAMES", 100)
+STREAMER_RATE_LIMIT_WINDOW_S = env_int("STREAMER_RATE_LIMIT_WINDOW_S", 10)
+STREAMER_IDLE_TIMEOUT_S = env_int("STREAMER_IDLE_TIMEOUT_S", 600)
+STREAMER_PROGRESS_FRAMES_PER_S = 10
+STREAMER_PROGRESS_WRITES_PER_S = 1
+STREAMER_REQUEST_TTL_S = 7 * 24 * 3600
+STREAMER_TENANT_CACHE_S = env_int("STREAMER_TENANT_CACHE_S", 10)
+
+# --- Worker -----------------------------------------------------------------------------
+STREAMER_WORKER_CONCURRENCY = env_int("STREAMER_WORKER_CONCURRENCY", 8)
+STREAMER_LEASE_S = env_int("STREAMER_LEASE_S", 30)
+STREAMER_POLL_INTERVAL_S = float(os.environ.get("STREAMER_POLL_INTERVAL_S", "1.0"))
+# Without Redis the web process runs the worker itself (one process, in-memory layer).
+STREAMER_INPROCESS_WORKER = env_bool("STREAMER_INPROCESS_WORKER", not REDIS_URL)
+
+# --- Transports (how a frame reaches a socket), chosen like CHANNEL_LAYERS -------------
+STREAMER_TRANSPORTS = {
+    "channels": {"BACKEND": "connections.transports.channels.ChannelsTransport", "CONFIG": {}},
+    "apigw": {
+        "BACKEND": "connections.transports.apigw.ApiGatewayTransport",
+        "CONFIG": {"max_attempts": 4, "base_backoff_s": 0.05, "max_backoff_s": 2.0},
+    },
+}
+
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "botocore": {"level": "WARNING"},
+        "pynamodb": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+    },
+}

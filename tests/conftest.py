@@ -1,0 +1,72 @@
+"""Fixtures shared by every test tier.
+
+* ``moto_dynamodb``: every registered table, in moto (unit tier).
+* ``local_dynamodb``: every registered table, in a real embedded dynalite server
+  (integration tier; one server per test session, a fresh table prefix per test).
+* ``dynamodb``: parametrized over both, for store contract tests that must hold against
+  moto *and* a real DynamoDB-compatible endpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import pytest
+from moto import mock_aws
+
+from connections.store import base, localserver, tables
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+_prefix_counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _restore_store_config() -> Iterator[None]:
+    saved = base.current_config()
+    yield
+    base.configure(saved)
+
+
+@pytest.fixture
+def moto_dynamodb() -> Iterator[base.StoreConfig]:
+    """All tables in moto; yields the active store configuration."""
+    with mock_aws():
+        config = base.StoreConfig(endpoint_url=None, region="us-east-1", table_prefix="test")
+        base.configure(config)
+        tables.create_all()
+        yield config
+
+
+@pytest.fixture(scope="session")
+def dynalite_endpoint() -> Iterator[str]:
+    """A real dynalite server for the whole session (in memory)."""
+    port = localserver.free_port()
+    proc = localserver.start_dynalite(port)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        localserver.wait_until_up(endpoint)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def local_dynamodb(dynalite_endpoint: str) -> Iterator[base.StoreConfig]:
+    """All tables in the embedded server under a fresh prefix."""
+    config = base.StoreConfig(
+        endpoint_url=dynalite_endpoint,
+        table_prefix=f"t{os.getpid()}x{next(_prefix_counter)}",
+    )
+    base.configure(config)
+    tables.create_all()
+    yield config
+
+
+@pytest.fixture(params=["moto", pytest.param("dynalite", marks=pytest.mark.integration)])
+def dynamodb(request: pytest.FixtureRequest) -> base.StoreConfig:
+    """Store contract tests run against moto and against the embedded server."""
+    fixture = "moto_dynamodb" if request.param == "moto" else "local_dynamodb"
+    return request.getfixturevalue(fixture)
