@@ -8,6 +8,7 @@ class ConnectionsConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
+        from connections import signals  # noqa: F401
         from connections.store import base
 
         # Import the models so they register before configure().

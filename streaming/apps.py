@@ -7,6 +7,7 @@ class StreamingConfig(AppConfig):
 
     def ready(self) -> None:
         from connections.store import base
+        from streaming.actions import builtin, report  # noqa: F401  (register built-in actions)
         from streaming.requests import model  # noqa: F401  (registers the requests table)
 
         base.configure(base.current_config())

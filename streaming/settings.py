@@ -166,6 +166,12 @@ STREAMER_TRANSPORTS = {
     },
 }
 
+# API Gateway: the Management API endpoint when a custom domain fronts the WebSocket API
+# (default: derived from each event's domainName/stage), and the shared secret that
+# authenticates POST /apigw/events (unset: the endpoint refuses everything).
+STREAMER_APIGW_ENDPOINT = os.environ.get("STREAMER_APIGW_ENDPOINT", "")
+STREAMER_APIGW_SHARED_SECRET = os.environ.get("STREAMER_APIGW_SHARED_SECRET", "")
+
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,

@@ -171,3 +171,9 @@ def storage_errors(operation: str) -> Iterator[None]:
         raise
     except (BotoCoreError, OSError) as exc:
         raise StorageUnavailable(f"storage unavailable during {operation}") from exc
+
+
+def warm_up() -> None:
+    """Create every model's botocore client now (a first call otherwise pays ~100 ms)."""
+    for model in _MODELS:
+        _ = model._get_connection().connection.client

@@ -1,0 +1,32 @@
+"""Durable asynchronous requests: the DynamoDB model, its status machine (PROTOCOL.md
+§3) and the store every other part uses to enqueue, claim, report on and end them."""
+
+from streaming.requests.model import (
+    ALLOWED,
+    DEFAULT_SHARDS,
+    FINAL,
+    RECORD_TTL_S,
+    RequestKey,
+    RequestModel,
+    RequestRecord,
+    RequestStatus,
+    make_owner,
+    shard_for,
+)
+from streaming.requests.store import CANCELLED_ERROR, RequestStore, request_store
+
+__all__ = [
+    "ALLOWED",
+    "CANCELLED_ERROR",
+    "DEFAULT_SHARDS",
+    "FINAL",
+    "RECORD_TTL_S",
+    "RequestKey",
+    "RequestModel",
+    "RequestRecord",
+    "RequestStatus",
+    "RequestStore",
+    "make_owner",
+    "request_store",
+    "shard_for",
+]

@@ -1,0 +1,189 @@
+"""The connection manager: push a frame to a connection, a user, a tenant, the
+subscribers of a request, or a list of connections, wherever their sockets live.
+
+Product code uses the module-level :data:`manager`::
+
+    await manager.send_to_user("acme", "u-42", frames.response(None, {"hello": 1}))
+
+The frame is encoded once per call; fan-out runs with bounded concurrency; a socket
+that is gone (API Gateway 410) has its connection record and subscriptions removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter
+
+from connections.store.connection import ConnectionInfo, connection_store
+from connections.store.errors import NotFound
+from connections.store.subscription import subscription_store
+from connections.transports import ConnectionGone, TransportError, get_transport
+from protocol import codec
+
+log = logging.getLogger(__name__)
+
+SENDS = Counter(
+    "streamer_sends_total", "Frames pushed to sockets by outcome", ["transport", "outcome"]
+)
+
+SUBSCRIBER_CACHE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one socket is: enough to deliver without reading storage."""
+
+    connection_id: str
+    transport: str
+    address: str
+
+    @classmethod
+    def of(cls, info: ConnectionInfo) -> Target:
+        """The target of a stored connection."""
+        return cls(info.connection_id, info.transport, info.address)
+
+
+@dataclass
+class SendReport:
+    """What happened to one fan-out."""
+
+    delivered: int = 0
+    gone: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class ConnectionManager:
+    """Delivers frames; safe to share between tasks of one event loop."""
+
+    def __init__(self, concurrency: int = 256) -> None:
+        self.concurrency = concurrency
+        self._subscribers: dict[str, tuple[float, list[Target]]] = {}
+
+    async def send_to_target(self, target: Target, frame: dict[str, Any], text: str | None = None) -> str:
+        """Deliver to one socket; returns "delivered", "gone" or "failed"."""
+        text = codec.dumps_text(frame) if text is None else text
+        try:
+            await get_transport(target.transport).send(target.address, frame, text)
+        except ConnectionGone:
+            SENDS.labels(target.transport, "gone").inc()
+            await self.forget(target.connection_id)
+            return "gone"
+        except TransportError as exc:
+            SENDS.labels(target.transport, "failed").inc()
+            log.warning("send to %s failed: %s", target.connection_id, exc)
+            return "failed"
+        SENDS.labels(target.transport, "delivered").inc()
+        return "delivered"
+
+    async def send(
+        self, connection_id: str, frame: dict[str, Any], *, record: ConnectionInfo | None = None
+    ) -> bool:
+        """Send to one connection; reads its record only when the caller has none."""
+        if record is None:
+            try:
+                record = await asyncio.to_thread(connection_store.get, connection_id)
+            except NotFound:
+                return False
+        return await self.send_to_target(Target.of(record), frame) == "delivered"
+
+    async def send_to_user(self, tenant_id: str, user_id: str, frame: dict[str, Any]) -> SendReport:
+        """Send to every connection of one user (one index query)."""
+        infos = await asyncio.to_thread(lambda: list(connection_store.iter_by_user(tenant_id, user_id)))
+        return await self.broadcast([Target.of(i) for i in infos], frame)
+
+    async def send_to_tenant(self, tenant_id: str, frame: dict[str, Any]) -> SendReport:
+        """Send to every connection of a tenant (index query, paged)."""
+        infos = await asyncio.to_thread(lambda: list(connection_store.iter_by_tenant(tenant_id)))
+        return await self.broadcast([Target.of(i) for i in infos], frame)
+
+    async def broadcast(self, targets: Iterable[Target | str], frame: dict[str, Any]) -> SendReport:
+        """Send one frame to many sockets, at most ``concurrency`` at a time."""
+        text = codec.dumps_text(frame)
+        resolved: list[Target] = []
+        for target in targets:
+            if isinstance(target, str):
+                try:
+                    info = await asyncio.to_thread(connection_store.get, target)
+                except NotFound:
+                    continue
+                target = Target.of(info)
+            resolved.append(target)
+        report = SendReport()
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def one(target: Target) -> None:
+            async with semaphore:
+                outcome = await self.send_to_target(target, frame, text)
+            if outcome == "delivered":
+                report.delivered += 1
+            elif outcome == "gone":
+                report.gone.append(target.connection_id)
+            else:
+                report.failed.append(target.connection_id)
+
+        await asyncio.gather(*(one(t) for t in resolved))
+        return report
+
+    async def send_to_request(
+        self,
+        request_key: str,
+        frame: dict[str, Any],
+        *,
+        origin: Target | None = None,
+        fresh: bool = False,
+    ) -> SendReport:
+        """Send a frame about a request to its sender and every subscribed connection.
+
+        Subscribers are cached for a second (progress frames); ``fresh`` re-reads them,
+        which terminal frames do so that a late subscriber still gets the end.
+        """
+        targets = await self.subscribers(request_key, fresh=fresh)
+        if origin is not None and all(t.connection_id != origin.connection_id for t in targets):
+            targets = [origin, *targets]
+        return await self.broadcast(targets, frame)
+
+    async def subscribers(self, request_key: str, *, fresh: bool = False) -> list[Target]:
+        """The targets subscribed to a request (cached for SUBSCRIBER_CACHE_S)."""
+        now = time.monotonic()
+        hit = self._subscribers.get(request_key)
+        if hit is not None and hit[0] > now and not fresh:
+            return hit[1]
+        subs = await asyncio.to_thread(subscription_store.list_by_request, request_key)
+        targets = [Target(s.connection_id, s.transport, s.address) for s in subs]
+        if len(self._subscribers) > 10_000:
+            self._subscribers = {k: v for k, v in self._subscribers.items() if v[0] > now}
+        self._subscribers[request_key] = (now + SUBSCRIBER_CACHE_S, targets)
+        return targets
+
+    async def disconnect(self, connection_id: str, code: int = 1000, reason: str = "") -> bool:
+        """Close a connection's socket wherever it is; False when it is not registered."""
+        try:
+            info = await asyncio.to_thread(connection_store.get, connection_id)
+        except NotFound:
+            return False
+        try:
+            await get_transport(info.transport).close(info.address, code, reason)
+        except ConnectionGone:
+            await self.forget(connection_id)
+        except TransportError as exc:
+            log.warning("disconnect of %s failed: %s", connection_id, exc)
+            return False
+        return True
+
+    async def forget(self, connection_id: str) -> None:
+        """Remove a dead connection's record and subscriptions."""
+
+        def _forget() -> None:
+            connection_store.delete(connection_id)
+            subscription_store.delete_by_connection(connection_id)
+
+        await asyncio.to_thread(_forget)
+
+
+manager = ConnectionManager()

@@ -1,0 +1,498 @@
+"""The registry of live WebSocket connections, in DynamoDB.
+
+One item per connection, keyed by ``connection_id``. Three global secondary indexes
+answer every question without a scan:
+
+* ``by_tenant`` (``tenant_id``, ``connected_at``): a tenant's connections, newest first,
+  their count (connection limit) and fan-out to a tenant;
+* ``by_user`` (``owner`` = ``"{tenant_id}#{user_id}"``, ``connected_at``): a user's
+  connections, for fan-out to a user;
+* ``by_last_seen`` (``stale_shard``, ``last_seen``): connections not seen for a while,
+  for the periodic cleanup. The hash key is one of 8 shards derived from a stable hash of
+  the connection id, so the index has no single hot partition; the cleanup queries each
+  shard with ``last_seen < cutoff``.
+
+Every item also carries a DynamoDB TTL one day after it was last seen, so connections
+that nobody cleaned up expire on their own where the endpoint supports TTL.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pynamodb.attributes import (
+    ListAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.exceptions import DeleteError, DoesNotExist, UpdateError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from connections.store.base import (
+    Page,
+    decode_cursor,
+    encode_cursor,
+    is_conditional_failure,
+    now_ms,
+    register_model,
+    require_text,
+    storage_errors,
+)
+from connections.store.errors import NotFound, ValidationError
+
+#: Transports a connection can be held by.
+TRANSPORTS = frozenset({"channels", "apigw"})
+#: Number of hash-key shards of the ``by_last_seen`` index.
+STALE_SHARDS = 8
+#: A connection item expires (DynamoDB TTL) this long after it was last seen.
+CONNECTION_TTL_MS = 24 * 60 * 60 * 1000
+#: Largest page a list call accepts.
+MAX_PAGE = 100
+#: Longest user agent kept (longer ones are truncated).
+MAX_USER_AGENT = 512
+#: Longest address (channel name or API Gateway endpoint URL).
+MAX_ADDRESS = 2048
+
+_BATCH = 25  # DynamoDB BatchWriteItem limit
+_ITER_PAGE = 100  # page size of the iter_* fan-out queries
+
+
+def stale_shard_of(connection_id: str) -> str:
+    """The ``by_last_seen`` shard ("0".."7") of a connection: stable across processes."""
+    return str(zlib.crc32(connection_id.encode("utf-8")) % STALE_SHARDS)
+
+
+def owner_of(tenant_id: str, user_id: str) -> str:
+    """The ``by_user`` hash key of a user."""
+    return f"{tenant_id}#{user_id}"
+
+
+def _ttl_at(ms: int) -> datetime:
+    return datetime.fromtimestamp((ms + CONNECTION_TTL_MS) / 1000, tz=UTC)
+
+
+class ByTenantIndex(GlobalSecondaryIndex["ConnectionModel"]):
+    """A tenant's connections, ordered by connection time."""
+
+    class Meta:
+        index_name = "by_tenant"
+        projection = AllProjection()
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    connected_at = NumberAttribute(range_key=True)
+
+
+class ByUserIndex(GlobalSecondaryIndex["ConnectionModel"]):
+    """A user's connections (``owner`` = tenant#user), ordered by connection time."""
+
+    class Meta:
+        index_name = "by_user"
+        projection = AllProjection()
+
+    owner = UnicodeAttribute(hash_key=True)
+    connected_at = NumberAttribute(range_key=True)
+
+
+class ByLastSeenIndex(GlobalSecondaryIndex["ConnectionModel"]):
+    """Connections per shard ordered by last activity: keys only, for the cleanup."""
+
+    class Meta:
+        index_name = "by_last_seen"
+        projection = KeysOnlyProjection()
+
+    stale_shard = UnicodeAttribute(hash_key=True)
+    last_seen = NumberAttribute(range_key=True)
+
+
+@register_model
+class ConnectionModel(Model):
+    """One live WebSocket connection (times are epoch milliseconds)."""
+
+    class Meta:
+        table_name = "connections"
+
+    connection_id = UnicodeAttribute(hash_key=True)
+    tenant_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    owner = UnicodeAttribute()
+    transport = UnicodeAttribute()
+    address = UnicodeAttribute()
+    permissions = ListAttribute(of=UnicodeAttribute, default=list)
+    connected_at = NumberAttribute()
+    last_seen = NumberAttribute()
+    # Empty strings are stored as absent (older DynamoDB-compatible servers refuse them).
+    user_agent = UnicodeAttribute(null=True)
+    source_ip = UnicodeAttribute(null=True)
+    stale_shard = UnicodeAttribute()
+    ttl = TTLAttribute(null=True)
+
+    by_tenant = ByTenantIndex()
+    by_user = ByUserIndex()
+    by_last_seen = ByLastSeenIndex()
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What the rest of the code knows about a connection (times in epoch ms)."""
+
+    connection_id: str
+    tenant_id: str
+    user_id: str
+    transport: str
+    address: str
+    permissions: tuple[str, ...] = ()
+    connected_at: int = 0
+    last_seen: int = 0
+    user_agent: str = ""
+    source_ip: str | None = None
+
+    @property
+    def owner(self) -> str:
+        """``"{tenant_id}#{user_id}"``, the ``by_user`` key."""
+        return owner_of(self.tenant_id, self.user_id)
+
+
+def _to_info(model: ConnectionModel) -> ConnectionInfo:
+    return ConnectionInfo(
+        connection_id=model.connection_id,
+        tenant_id=model.tenant_id,
+        user_id=model.user_id,
+        transport=model.transport,
+        address=model.address,
+        permissions=tuple(model.permissions or ()),
+        connected_at=int(model.connected_at),
+        last_seen=int(model.last_seen),
+        user_agent=model.user_agent or "",
+        source_ip=model.source_ip,
+    )
+
+
+def _require_time(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"{name} must be a non-negative integer of epoch milliseconds")
+    return value
+
+
+def _require_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE}")
+    return limit
+
+
+def _require_tenant(tenant_id: str) -> str:
+    require_text("tenant_id", tenant_id, 256)
+    if "#" in tenant_id:
+        # owner = tenant#user must be unambiguous.
+        raise ValidationError("tenant_id must not contain '#'")
+    return tenant_id
+
+
+def _validate(info: ConnectionInfo) -> None:
+    if not isinstance(info, ConnectionInfo):
+        raise ValidationError("info must be a ConnectionInfo")
+    require_text("connection_id", info.connection_id, 256)
+    _require_tenant(info.tenant_id)
+    require_text("user_id", info.user_id, 256)
+    if info.transport not in TRANSPORTS:
+        raise ValidationError(f"transport must be one of {sorted(TRANSPORTS)}")
+    require_text("address", info.address, MAX_ADDRESS)
+    if not isinstance(info.permissions, tuple | list) or not all(
+        isinstance(p, str) and p for p in info.permissions
+    ):
+        raise ValidationError("permissions must be a sequence of non-empty strings")
+    _require_time("connected_at", info.connected_at)
+    _require_time("last_seen", info.last_seen)
+    if not isinstance(info.user_agent, str):
+        raise ValidationError("user_agent must be a string")
+    if info.source_ip is not None:
+        require_text("source_ip", info.source_ip, 64)
+
+
+def _index_cursor(
+    cursor: str | None, hash_name: str, hash_value: str, range_name: str
+) -> dict[str, Any] | None:
+    """Decode a list cursor and check that it belongs to this index and this hash key.
+
+    A cursor that fails the checks is a ValidationError (raised before any network
+    call), never a storage error.
+    """
+    key = decode_cursor(cursor)
+    if key is None:
+        return None
+    expected = {"connection_id", hash_name, range_name}
+    try:
+        ok = (
+            set(key) == expected
+            and set(key["connection_id"]) == {"S"}
+            and isinstance(key["connection_id"]["S"], str)
+            and bool(key["connection_id"]["S"])
+            and key[hash_name] == {"S": hash_value}
+            and set(key[range_name]) == {"N"}
+            and isinstance(key[range_name]["N"], str)
+            and key[range_name]["N"].isdigit()
+        )
+    except (TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise ValidationError("invalid cursor")
+    return key
+
+
+def _cursor_of(model: ConnectionModel, hash_name: str) -> str | None:
+    return encode_cursor(
+        {
+            "connection_id": {"S": model.connection_id},
+            hash_name: {"S": getattr(model, hash_name)},
+            "connected_at": {"N": str(int(model.connected_at))},
+        }
+    )
+
+
+class ConnectionStore:
+    """Typed operations on the connection registry.
+
+    Stateless: use the module-level :data:`connection_store`. Every method validates its
+    arguments before any network call (``ValidationError``) and turns unreachable or
+    throttled storage into ``StorageUnavailable``.
+    """
+
+    # -- single items -----------------------------------------------------------------
+
+    def save(self, info: ConnectionInfo) -> ConnectionInfo:
+        """Store ``info`` (insert or replace) in one PutItem and return what was stored.
+
+        ``connected_at`` and ``last_seen`` default to now when 0; ``user_agent`` is
+        truncated to :data:`MAX_USER_AGENT` characters.
+        """
+        _validate(info)
+        now = now_ms()
+        connected_at = info.connected_at or now
+        last_seen = info.last_seen or max(now, connected_at)
+        stored = replace(
+            info,
+            permissions=tuple(info.permissions),
+            connected_at=connected_at,
+            last_seen=last_seen,
+            user_agent=info.user_agent[:MAX_USER_AGENT],
+        )
+        item = ConnectionModel(
+            stored.connection_id,
+            tenant_id=stored.tenant_id,
+            user_id=stored.user_id,
+            owner=stored.owner,
+            transport=stored.transport,
+            address=stored.address,
+            permissions=list(stored.permissions),
+            connected_at=connected_at,
+            last_seen=last_seen,
+            user_agent=stored.user_agent or None,
+            source_ip=stored.source_ip,
+            stale_shard=stale_shard_of(stored.connection_id),
+            ttl=_ttl_at(last_seen),
+        )
+        with storage_errors("connection.save"):
+            item.save()
+        return stored
+
+    def get(self, connection_id: str) -> ConnectionInfo:
+        """The connection ``connection_id``; ``NotFound`` when it is not registered."""
+        require_text("connection_id", connection_id, 256)
+        with storage_errors("connection.get"):
+            try:
+                item = ConnectionModel.get(connection_id)
+            except DoesNotExist as exc:
+                raise NotFound("connection not found") from exc
+        return _to_info(item)
+
+    def delete(self, connection_id: str) -> bool:
+        """Remove a connection in one call; True if it existed, False if it did not.
+
+        Idempotent: deleting an unknown connection is not an error.
+        """
+        require_text("connection_id", connection_id, 256)
+        with storage_errors("connection.delete"):
+            try:
+                ConnectionModel(connection_id).delete(
+                    condition=ConnectionModel.connection_id.exists()
+                )
+            except DeleteError as exc:
+                if is_conditional_failure(exc):
+                    return False
+                raise
+        return True
+
+    def touch(self, connection_id: str, at_ms: int | None = None) -> None:
+        """Record activity: set ``last_seen`` (default now) and push the TTL back.
+
+        One conditional UpdateItem: an unknown connection raises ``NotFound`` and no
+        partial item is ever created.
+        """
+        require_text("connection_id", connection_id, 256)
+        at = now_ms() if at_ms is None else _require_time("at_ms", at_ms)
+        with storage_errors("connection.touch"):
+            try:
+                ConnectionModel(connection_id).update(
+                    actions=[
+                        ConnectionModel.last_seen.set(at),
+                        ConnectionModel.ttl.set(_ttl_at(at)),
+                    ],
+                    condition=ConnectionModel.connection_id.exists(),
+                )
+            except UpdateError as exc:
+                if is_conditional_failure(exc):
+                    raise NotFound("connection not found") from exc
+                raise
+
+    # -- lists --------------------------------------------------------------------------
+
+    def list_by_user(
+        self, tenant_id: str, user_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[ConnectionInfo]:
+        """One page of a user's connections, newest first.
+
+        Pass the returned ``cursor`` back to get the next page; it is None on the last.
+        """
+        _require_tenant(tenant_id)
+        require_text("user_id", user_id, 256)
+        owner = owner_of(tenant_id, user_id)
+        _require_limit(limit)
+        start = _index_cursor(cursor, "owner", owner, "connected_at")
+        return self._page(ConnectionModel.by_user, "owner", owner, limit, start, "list_by_user")
+
+    def list_by_tenant(
+        self, tenant_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[ConnectionInfo]:
+        """One page of a tenant's connections, newest first (see :meth:`list_by_user`)."""
+        _require_tenant(tenant_id)
+        _require_limit(limit)
+        start = _index_cursor(cursor, "tenant_id", tenant_id, "connected_at")
+        return self._page(
+            ConnectionModel.by_tenant, "tenant_id", tenant_id, limit, start, "list_by_tenant"
+        )
+
+    @staticmethod
+    def _page(
+        index: GlobalSecondaryIndex[ConnectionModel],
+        hash_name: str,
+        hash_value: str,
+        limit: int,
+        start: dict[str, Any] | None,
+        operation: str,
+    ) -> Page[ConnectionInfo]:
+        # Ask for one more than the page so that the last page has no cursor.
+        with storage_errors(f"connection.{operation}"):
+            rows = list(
+                index.query(
+                    hash_value,
+                    scan_index_forward=False,
+                    limit=limit + 1,
+                    page_size=limit + 1,
+                    last_evaluated_key=start,
+                )
+            )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = _cursor_of(rows[-1], hash_name) if more else None
+        return Page(items=[_to_info(row) for row in rows], cursor=next_cursor)
+
+    def iter_by_tenant(self, tenant_id: str) -> Iterator[ConnectionInfo]:
+        """Every connection of a tenant, newest first, fetched page by page (fan-out).
+
+        Arguments are checked at call time; storage is reached when iteration starts.
+        """
+        _require_tenant(tenant_id)
+        return self._iter(ConnectionModel.by_tenant, tenant_id, "iter_by_tenant")
+
+    def iter_by_user(self, tenant_id: str, user_id: str) -> Iterator[ConnectionInfo]:
+        """Every connection of a user, newest first, fetched page by page (fan-out)."""
+        _require_tenant(tenant_id)
+        require_text("user_id", user_id, 256)
+        return self._iter(ConnectionModel.by_user, owner_of(tenant_id, user_id), "iter_by_user")
+
+    @staticmethod
+    def _iter(
+        index: GlobalSecondaryIndex[ConnectionModel], hash_value: str, operation: str
+    ) -> Iterator[ConnectionInfo]:
+        with storage_errors(f"connection.{operation}"):
+            for row in index.query(hash_value, scan_index_forward=False, page_size=_ITER_PAGE):
+                yield _to_info(row)
+
+    def count_by_tenant(self, tenant_id: str) -> int:
+        """How many connections a tenant has (an index query with Select=COUNT)."""
+        _require_tenant(tenant_id)
+        with storage_errors("connection.count_by_tenant"):
+            return int(ConnectionModel.by_tenant.count(tenant_id))
+
+    # -- cleanup ------------------------------------------------------------------------
+
+    def delete_stale(
+        self,
+        older_than_ms: int,
+        *,
+        dry_run: bool = False,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete connections not seen for more than ``older_than_ms`` milliseconds.
+
+        ``older_than_ms`` is an age (for example ``10 * 60 * 1000``), not a timestamp:
+        connections whose ``last_seen`` is before ``now - older_than_ms`` go. Each of the
+        :data:`STALE_SHARDS` shards of ``by_last_seen`` is queried with a key condition
+        (never a table scan) and the matches are removed with BatchWriteItem, 25 at a
+        time. Returns how many were deleted (with ``dry_run``, how many would be; nothing
+        is deleted). ``on_progress`` receives the running total after each batch (dry run:
+        after each shard).
+
+        A connection that becomes active between the query and its batch delete is
+        removed anyway (batch deletes are unconditional); its socket's next write re-saves
+        or closes it.
+        """
+        if isinstance(older_than_ms, bool) or not isinstance(older_than_ms, int):
+            raise ValidationError("older_than_ms must be a positive integer of milliseconds")
+        if older_than_ms <= 0:
+            raise ValidationError("older_than_ms must be a positive integer of milliseconds")
+        if on_progress is not None and not callable(on_progress):
+            raise ValidationError("on_progress must be callable")
+        cutoff = now_ms() - older_than_ms
+        total = 0
+        with storage_errors("connection.delete_stale"):
+            for shard in range(STALE_SHARDS):
+                condition = ConnectionModel.last_seen < cutoff
+                if dry_run:
+                    total += ConnectionModel.by_last_seen.count(
+                        str(shard), range_key_condition=condition
+                    )
+                    if on_progress is not None:
+                        on_progress(total)
+                    continue
+                batch: list[ConnectionModel] = []
+                for row in ConnectionModel.by_last_seen.query(
+                    str(shard), range_key_condition=condition, page_size=_ITER_PAGE
+                ):
+                    batch.append(row)
+                    if len(batch) == _BATCH:
+                        total += _batch_delete(batch)
+                        batch = []
+                        if on_progress is not None:
+                            on_progress(total)
+                if batch:
+                    total += _batch_delete(batch)
+                    if on_progress is not None:
+                        on_progress(total)
+        return total
+
+
+def _batch_delete(rows: list[ConnectionModel]) -> int:
+    with ConnectionModel.batch_write() as writer:
+        for row in rows:
+            writer.delete(row)
+    return len(rows)
+
+
+#: The store every caller uses.
+connection_store = ConnectionStore()

@@ -1,0 +1,60 @@
+"""Tenant lookups with a short in-process cache, so a connect costs no SQL round trip
+in the common case (the cache lives for ``STREAMER_TENANT_CACHE_S`` seconds)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from connections.models import Tenant
+
+
+@dataclass(frozen=True)
+class TenantPolicy:
+    """What the real-time path needs to know about a tenant."""
+
+    tenant_id: str
+    active: bool
+    max_connections: int
+    rate_limit_frames: int
+    rate_limit_window_s: int
+
+
+_cache: dict[str, tuple[float, TenantPolicy | None]] = {}
+_lock = threading.Lock()
+
+
+def get_tenant_policy(tenant_id: str) -> TenantPolicy | None:
+    """The tenant's policy, or None when it does not exist (cached briefly, misses too)."""
+    now = time.monotonic()
+    with _lock:
+        hit = _cache.get(tenant_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    policy = None
+    if tenant is not None:
+        policy = TenantPolicy(
+            tenant_id=tenant.id,
+            active=tenant.active,
+            max_connections=tenant.max_connections,
+            rate_limit_frames=tenant.rate_limit_frames or settings.STREAMER_RATE_LIMIT_FRAMES,
+            rate_limit_window_s=tenant.rate_limit_window_s or settings.STREAMER_RATE_LIMIT_WINDOW_S,
+        )
+    with _lock:
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[tenant_id] = (now + settings.STREAMER_TENANT_CACHE_S, policy)
+    return policy
+
+
+def forget_tenant(tenant_id: str | None = None) -> None:
+    """Drop one cached tenant (or all): called when a tenant is saved in the admin."""
+    with _lock:
+        if tenant_id is None:
+            _cache.clear()
+        else:
+            _cache.pop(tenant_id, None)

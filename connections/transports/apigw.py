@@ -1,0 +1,234 @@
+"""Sockets held by an AWS API Gateway WebSocket API, reached with the Management API
+(``PostToConnection``).
+
+The connection record's ``address`` is the connection's Management API URL:
+``https://{api-id}.execute-api.{region}.amazonaws.com/{stage}/@connections/{id}``
+(see :func:`apigw_address`), so a send needs no storage read.
+
+Failures: 410 Gone → :class:`ConnectionGone` (the caller removes the records);
+429 and 5xx → retried with exponential backoff and jitter, honouring ``Retry-After``,
+never sleeping after the last attempt; 403 and 413 → no retry. Frames over API
+Gateway's 128 KiB limit are refused before any call. A per-connection circuit breaker
+(bounded memory) stops hammering a connection that keeps failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from prometheus_client import Counter
+
+from connections.transports.base import ConnectionGone, Transport, TransportError
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 128 * 1024
+SEPARATOR = "/@connections/"
+
+APIGW_CALLS = Counter(
+    "streamer_apigw_calls_total", "PostToConnection/DeleteConnection calls by outcome", ["outcome"]
+)
+
+
+class FrameTooLarge(TransportError):
+    """The frame exceeds API Gateway's 128 KiB limit; it was not sent."""
+
+
+class Forbidden(TransportError):
+    """API Gateway refused the call (403): wrong endpoint or missing permission."""
+
+
+class CircuitOpen(TransportError):
+    """The connection failed too often recently; sends are skipped for a while."""
+
+
+class Throttled(TransportError):
+    """Still throttled or failing (429/5xx) after every attempt."""
+
+
+def apigw_address(domain_name: str, stage: str, connection_id: str) -> str:
+    """The Management API URL of one API Gateway connection."""
+    return f"https://{domain_name}/{stage}{SEPARATOR}{connection_id}"
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """(endpoint URL, connection id) of an API Gateway address."""
+    endpoint, sep, connection_id = address.rpartition(SEPARATOR)
+    if not sep or not endpoint or not connection_id:
+        raise TransportError("not an API Gateway connection address")
+    return endpoint, connection_id
+
+
+class CircuitBreaker:
+    """Per-key failure counts with a cool-down; remembers at most ``max_keys`` keys."""
+
+    def __init__(self, threshold: int = 5, cooldown_s: float = 30.0, max_keys: int = 10_000) -> None:
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self.max_keys = max_keys
+        self._state: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        """False while the circuit of ``key`` is open."""
+        with self._lock:
+            failures, opened_at = self._state.get(key, (0, 0.0))
+            if failures < self.threshold:
+                return True
+            if time.monotonic() - opened_at >= self.cooldown_s:
+                self._state[key] = (self.threshold - 1, 0.0)  # half-open: one trial
+                return True
+            return False
+
+    def success(self, key: str) -> None:
+        with self._lock:
+            self._state.pop(key, None)
+
+    def failure(self, key: str) -> None:
+        with self._lock:
+            failures = self._state.pop(key, (0, 0.0))[0] + 1
+            self._state[key] = (failures, time.monotonic() if failures >= self.threshold else 0.0)
+            while len(self._state) > self.max_keys:
+                self._state.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+
+class ApiGatewayTransport(Transport):
+    """PostToConnection with bounded, honest retries."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_attempts: int = 4,
+        base_backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+        region: str | None = None,
+        breaker_threshold: int = 5,
+        breaker_cooldown_s: float = 30.0,
+        max_clients: int = 64,
+        **config: Any,
+    ) -> None:
+        super().__init__(name, **config)
+        self.max_attempts = max(1, max_attempts)
+        self.base_backoff_s = base_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.region = region
+        self.breaker = CircuitBreaker(breaker_threshold, breaker_cooldown_s)
+        self.max_clients = max_clients
+        self._clients: OrderedDict[str, Any] = OrderedDict()
+        self._clients_lock = threading.Lock()
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self.sleep = asyncio.sleep  # replaced in tests to observe backoff
+
+    def client(self, endpoint: str) -> Any:
+        """A Management API client for ``endpoint`` (cached, bounded)."""
+        with self._clients_lock:
+            client = self._clients.get(endpoint)
+            if client is None:
+                client = boto3.client(
+                    "apigatewaymanagementapi",
+                    endpoint_url=endpoint,
+                    region_name=self.region or _region_of(endpoint),
+                    config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5),
+                )
+                self._clients[endpoint] = client
+                while len(self._clients) > self.max_clients:
+                    self._clients.popitem(last=False)
+            else:
+                self._clients.move_to_end(endpoint)
+            return client
+
+    async def send(self, address: str, frame: dict[str, Any], text: str) -> None:
+        data = text.encode()
+        if len(data) > MAX_FRAME_BYTES:
+            APIGW_CALLS.labels("too_large").inc()
+            raise FrameTooLarge("frame larger than 128 KiB")
+        endpoint, connection_id = split_address(address)
+        if not self.breaker.allow(address):
+            APIGW_CALLS.labels("circuit_open").inc()
+            raise CircuitOpen("connection failing; circuit open")
+        client = self.client(endpoint)
+        await self._with_retries(
+            address, lambda: client.post_to_connection(ConnectionId=connection_id, Data=data)
+        )
+
+    async def close(self, address: str, code: int, reason: str = "") -> None:
+        """API Gateway cannot send a close code: the connection is deleted."""
+        endpoint, connection_id = split_address(address)
+        client = self.client(endpoint)
+        await self._with_retries(address, lambda: client.delete_connection(ConnectionId=connection_id))
+
+    async def _with_retries(self, address: str, call: Any) -> None:
+        for attempt in range(1, self.max_attempts + 1):
+            future = asyncio.ensure_future(asyncio.to_thread(call))
+            self._in_flight.add(future)
+            try:
+                await future
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                code = exc.response.get("Error", {}).get("Code", "")
+                if status == 410 or code == "GoneException":
+                    APIGW_CALLS.labels("gone").inc()
+                    self.breaker.success(address)
+                    raise ConnectionGone("connection is gone") from None
+                if status in (403, 413) or code in ("ForbiddenException", "PayloadTooLargeException"):
+                    APIGW_CALLS.labels(f"rejected_{status or code}").inc()
+                    self.breaker.failure(address)
+                    raise (Forbidden if status == 403 else FrameTooLarge)("rejected by API Gateway") from None
+                if status != 429 and status < 500 and code not in ("LimitExceededException", "ThrottlingException"):
+                    APIGW_CALLS.labels("error").inc()
+                    self.breaker.failure(address)
+                    raise TransportError("API Gateway error") from None
+                APIGW_CALLS.labels("throttled" if status == 429 else "server_error").inc()
+                delay = self._delay(attempt, exc.response)
+            except BotoCoreError:
+                APIGW_CALLS.labels("network").inc()
+                delay = self._delay(attempt, {})
+            else:
+                APIGW_CALLS.labels("ok").inc()
+                self.breaker.success(address)
+                return
+            finally:
+                self._in_flight.discard(future)
+            if attempt == self.max_attempts:
+                break  # no sleep after the last attempt
+            await self.sleep(delay)
+        self.breaker.failure(address)
+        raise Throttled("API Gateway kept failing")
+
+    def _delay(self, attempt: int, response: dict[str, Any]) -> float:
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
+        retry_after = headers.get("retry-after")
+        if retry_after:
+            try:
+                return min(self.max_backoff_s * 4, max(0.0, float(retry_after)))
+            except ValueError:
+                pass
+        backoff = min(self.max_backoff_s, self.base_backoff_s * 2 ** (attempt - 1))
+        return backoff * random.uniform(0.5, 1.0)  # noqa: S311
+
+    async def aclose(self) -> None:
+        """Wait for in-flight calls to end."""
+        if self._in_flight:
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+
+
+def _region_of(endpoint: str) -> str:
+    # https://{api}.execute-api.{region}.amazonaws.com/{stage}
+    host = endpoint.split("//", 1)[-1].split("/", 1)[0]
+    parts = host.split(".")
+    if len(parts) > 3 and parts[1] == "execute-api":
+        return parts[2]
+    return "us-east-1"

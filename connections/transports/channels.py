@@ -1,0 +1,47 @@
+"""Sockets held by our own daphne servers, reached through the Channels layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+
+from connections.transports.base import Transport, TransportError
+
+FRAME_MESSAGE = "streamer.frame"
+CLOSE_MESSAGE = "streamer.close"
+
+
+class ChannelsTransport(Transport):
+    """Sends to the consumer's channel name; the consumer writes the frame to its socket.
+
+    Besides the text, the message carries the few frame fields the consumer needs to
+    enforce the per-request ordering guarantees without decoding JSON again.
+    """
+
+    def __init__(self, name: str, *, layer_alias: str = "default", **config: Any) -> None:
+        super().__init__(name, **config)
+        self.layer_alias = layer_alias
+
+    async def send(self, address: str, frame: dict[str, Any], text: str) -> None:
+        message = {
+            "type": FRAME_MESSAGE,
+            "text": text,
+            "frame_type": frame.get("type"),
+            "request_id": frame.get("request_id"),
+            "percentage": frame.get("percentage"),
+        }
+        await self._send(address, message)
+
+    async def close(self, address: str, code: int, reason: str = "") -> None:
+        await self._send(address, {"type": CLOSE_MESSAGE, "code": code, "reason": reason})
+
+    async def _send(self, address: str, message: dict[str, Any]) -> None:
+        layer = get_channel_layer(self.layer_alias)
+        if layer is None:
+            raise TransportError("no channel layer configured")
+        try:
+            await layer.send(address, message)
+        except ChannelFull as exc:
+            raise TransportError("channel full") from exc

@@ -1,0 +1,132 @@
+"""Actions every deployment has (PROTOCOL.md §3): echo and the request.* family."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from connections.manager import Target, manager
+from connections.store.errors import InvalidTransition, NotFound
+from connections.store.subscription import subscription_store
+from protocol import frames
+from protocol.errors import ErrorCode, ProtocolError
+from streaming.actions.registry import action
+from streaming.pipeline import ActionContext
+from streaming.queue import notify_cancelled
+from streaming.requests.model import FINAL, RequestKey, RequestRecord, RequestStatus
+from streaming.requests.store import request_store
+
+REQUEST_ID = Field(min_length=1, max_length=128)
+
+
+class RequestRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    request_id: str = REQUEST_ID
+
+
+class StatusPayload(RequestRef):
+    subscribe: bool = True
+
+
+class ListPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    status: RequestStatus | None = None
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=2048)
+
+
+def _key(ctx: ActionContext, request_id: str) -> RequestKey:
+    return RequestKey(ctx.tenant_id, ctx.user_id, request_id)
+
+
+def _not_found() -> ProtocolError:
+    return ProtocolError(ErrorCode.NOT_FOUND, "Request not found")
+
+
+@action("echo")
+async def echo(ctx: ActionContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Answer with the payload; touches no storage."""
+    return {"echo": payload}
+
+
+@action("request.status", schema=StatusPayload)
+async def request_status(ctx: ActionContext, payload: StatusPayload) -> dict[str, Any]:
+    """The caller's request record; with ``subscribe`` this connection also gets its
+    later frames (how a client resumes after a reconnect).
+
+    Subscribing before reading closes the race with a worker finishing in between:
+    either the read sees the final record, or the worker's terminal fan-out sees the
+    subscription.
+    """
+    key = _key(ctx, payload.request_id)
+    session = ctx.session
+    if payload.subscribe:
+        await asyncio.to_thread(
+            subscription_store.subscribe,
+            key.as_string(),
+            session.connection_id,
+            session.transport,
+            session.address,
+        )
+        session.subscriptions.add(key.as_string())
+    try:
+        record = await asyncio.to_thread(request_store.get, key)
+    except NotFound:
+        if payload.subscribe:
+            await asyncio.to_thread(
+                subscription_store.unsubscribe, key.as_string(), session.connection_id
+            )
+            session.subscriptions.discard(key.as_string())
+        raise _not_found() from None
+    if record.status in FINAL:
+        session.guard.mark_final(record.request_id)
+    return record.public()
+
+
+@action("request.cancel", schema=RequestRef)
+async def request_cancel(ctx: ActionContext, payload: RequestRef) -> dict[str, Any]:
+    """Cancel the caller's request if it has not finished; subscribers then get its
+    terminal ``error`` frame with code CANCELLED."""
+    key = _key(ctx, payload.request_id)
+    try:
+        record = await asyncio.to_thread(request_store.cancel, key)
+    except NotFound:
+        raise _not_found() from None
+    except InvalidTransition:
+        try:
+            return (await asyncio.to_thread(request_store.get, key)).public()
+        except NotFound:
+            raise _not_found() from None
+    await notify_cancelled(key.as_string())
+    await send_terminal(record, frames.error(record.request_id, ErrorCode.CANCELLED, "Request cancelled"))
+    return record.public()
+
+
+@action("request.list", schema=ListPayload)
+async def request_list(ctx: ActionContext, payload: ListPayload) -> dict[str, Any]:
+    """The caller's own requests, newest first, with a cursor."""
+    page = await asyncio.to_thread(
+        request_store.list_by_user,
+        ctx.tenant_id,
+        ctx.user_id,
+        status=payload.status,
+        limit=payload.limit,
+        cursor=payload.cursor,
+    )
+    return {"requests": [r.public() for r in page.items], "cursor": page.cursor}
+
+
+def origin_of(record: RequestRecord) -> Target | None:
+    """Where the sender of a request was connected."""
+    if not record.connection_id or not record.origin_transport:
+        return None
+    return Target(record.connection_id, record.origin_transport, record.origin_address)
+
+
+async def send_terminal(record: RequestRecord, frame: dict[str, Any]) -> None:
+    """Deliver a request's terminal frame to its sender and all current subscribers."""
+    await manager.send_to_request(
+        record.key.as_string(), frame, origin=origin_of(record), fresh=True
+    )

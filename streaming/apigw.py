@@ -1,0 +1,226 @@
+"""API Gateway WebSocket events, handled by the same pipeline as the Channels consumer.
+
+API Gateway holds the sockets and sends us one event per connect, frame and disconnect
+(through Lambda — see :mod:`streaming.lambda_handlers` — or the HTTP endpoint
+``POST /apigw/events``). Replies go back with ``PostToConnection`` through the
+``apigw`` transport. Workers are triggered by DynamoDB Streams on the requests table
+(:func:`handle_stream_event`) and claim exactly as ``process_requests`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from boto3.dynamodb.types import TypeDeserializer
+from django.conf import settings
+
+from connections.manager import Target, manager
+from connections.store.connection import ConnectionInfo, connection_store
+from connections.store.errors import NotFound, StorageUnavailable
+from connections.store.subscription import subscription_store
+from connections.tenants import get_tenant_policy
+from connections.transports.apigw import apigw_address
+from streaming.auth import FORBIDDEN_TENANT, AuthFailure, Identity, extract_token, verify_token
+from streaming.consumer import get_pipeline
+from streaming.ratelimit import TokenBucket
+from streaming.requests.model import RequestKey, RequestStatus
+from streaming.session import Session, open_session
+from streaming.worker import Worker
+
+log = logging.getLogger(__name__)
+
+TRANSPORT = "apigw"
+HTTP_STATUS = {4401: 401, 4403: 403, 4429: 429, 1011: 503}
+_CACHE_S = 60.0
+_MAX_CACHED = 10_000
+
+
+class _SessionCache:
+    """Warm containers keep sessions (record + rate limiter) for a minute, bounded."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[str, tuple[float, Session]] = OrderedDict()
+
+    def get(self, connection_id: str) -> Session | None:
+        hit = self._items.get(connection_id)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, session: Session) -> None:
+        self._items[session.connection_id] = (time.monotonic() + _CACHE_S, session)
+        self._items.move_to_end(session.connection_id)
+        while len(self._items) > _MAX_CACHED:
+            self._items.popitem(last=False)
+
+    def drop(self, connection_id: str) -> None:
+        self._items.pop(connection_id, None)
+
+
+sessions = _SessionCache()
+
+
+def _context(event: dict[str, Any]) -> dict[str, Any]:
+    context = event.get("requestContext")
+    if not isinstance(context, dict) or not context.get("connectionId"):
+        raise ValueError("not an API Gateway WebSocket event")
+    return context
+
+
+def _address(context: dict[str, Any]) -> str:
+    endpoint = getattr(settings, "STREAMER_APIGW_ENDPOINT", "")
+    connection_id = context["connectionId"]
+    if endpoint:
+        return f"{endpoint.rstrip('/')}/@connections/{connection_id}"
+    return apigw_address(context.get("domainName", ""), context.get("stage", ""), connection_id)
+
+
+def _lower_headers(event: dict[str, Any]) -> dict[str, str]:
+    headers = event.get("headers") or {}
+    return {str(k).lower(): str(v) for k, v in headers.items()}
+
+
+def _query(event: dict[str, Any]) -> dict[str, list[str]]:
+    multi = event.get("multiValueQueryStringParameters")
+    if isinstance(multi, dict):
+        return {str(k): [str(v) for v in vs] for k, vs in multi.items() if isinstance(vs, list)}
+    single = event.get("queryStringParameters") or {}
+    return {str(k): [str(v)] for k, v in single.items()}
+
+
+async def handle_websocket_event(event: dict[str, Any]) -> dict[str, Any]:
+    """Handle one ``$connect``/``$disconnect``/``$default`` event; returns the proxy
+    response API Gateway expects (statusCode 200, or 401/403/429/503 on refusal)."""
+    try:
+        context = _context(event)
+    except ValueError:
+        return {"statusCode": 400, "body": "Bad event"}
+    route = context.get("routeKey") or context.get("eventType")
+    if route in ("$connect", "CONNECT"):
+        return await _connect(event, context)
+    if route in ("$disconnect", "DISCONNECT"):
+        return await _disconnect(context["connectionId"])
+    return await _message(event, context)
+
+
+async def _connect(event: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    identity_info = context.get("identity") or {}
+    try:
+        identity = verify_token(extract_token(_query(event), _lower_headers(event)))
+        session = await open_session(
+            identity,
+            connection_id=context["connectionId"],
+            transport=TRANSPORT,
+            address=_address(context),
+            user_agent=str(identity_info.get("userAgent") or ""),
+            source_ip=identity_info.get("sourceIp"),
+        )
+    except AuthFailure as failure:
+        return {"statusCode": HTTP_STATUS.get(failure.close_code, 401), "body": failure.reason}
+    sessions.put(session)
+    return {"statusCode": 200}
+
+
+async def _disconnect(connection_id: str) -> dict[str, Any]:
+    sessions.drop(connection_id)
+
+    def _forget() -> None:
+        connection_store.delete(connection_id)
+        subscription_store.delete_by_connection(connection_id)
+
+    try:
+        await asyncio.to_thread(_forget)
+    except StorageUnavailable:
+        log.warning("could not delete connection %s; cleanup_connections will", connection_id)
+    return {"statusCode": 200}
+
+
+async def _session_for(connection_id: str) -> Session:
+    session = sessions.get(connection_id)
+    if session is not None:
+        return session
+    info: ConnectionInfo = await asyncio.to_thread(connection_store.get, connection_id)
+    policy = await sync_to_async(get_tenant_policy)(info.tenant_id)
+    if policy is None or not policy.active:
+        raise AuthFailure(FORBIDDEN_TENANT, "Tenant unavailable")
+    session = Session(
+        identity=Identity(info.tenant_id, info.user_id, frozenset(info.permissions)),
+        connection_id=info.connection_id,
+        transport=info.transport,
+        address=info.address,
+        limiter=TokenBucket(policy.rate_limit_frames, policy.rate_limit_window_s),
+        policy=policy,
+    )
+    sessions.put(session)
+    return session
+
+
+async def _message(event: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    connection_id = context["connectionId"]
+    try:
+        session = await _session_for(connection_id)
+    except (NotFound, AuthFailure):
+        return {"statusCode": 403, "body": "Unknown connection"}
+    except StorageUnavailable:
+        return {"statusCode": 503, "body": "Service unavailable"}
+    body = event.get("body")
+    binary = bool(event.get("isBase64Encoded"))
+    data: str | bytes | None = body
+    if binary and isinstance(body, str):
+        try:
+            data = base64.b64decode(body)
+        except ValueError:
+            data = b""
+    replies = await get_pipeline().handle(session, data, binary=binary)
+    target = Target(session.connection_id, session.transport, session.address)
+    for frame in replies:
+        await manager.send_to_target(target, frame)
+    return {"statusCode": 200}
+
+
+_deserializer = TypeDeserializer()
+
+
+def decode_image(image: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB Streams typed image ({"S": ...}, {"N": ...}) as plain values."""
+    return {k: _deserializer.deserialize(v) for k, v in image.items()}
+
+
+def runnable_keys(event: dict[str, Any]) -> list[RequestKey]:
+    """Requests in a Streams batch that a worker should try to claim (new or retrying)."""
+    keys: list[RequestKey] = []
+    for record in event.get("Records") or []:
+        if record.get("eventName") not in ("INSERT", "MODIFY"):
+            continue
+        image = (record.get("dynamodb") or {}).get("NewImage")
+        if not isinstance(image, dict):
+            continue
+        try:
+            item = decode_image(image)
+        except (TypeError, ValueError, KeyError):
+            log.warning("undecodable stream image skipped")
+            continue
+        if item.get("status") not in (RequestStatus.PENDING, RequestStatus.RETRYING):
+            continue
+        tenant, user, request_id = item.get("tenant_id"), item.get("user_id"), item.get("request_id")
+        if isinstance(tenant, str) and isinstance(user, str) and isinstance(request_id, str):
+            keys.append(RequestKey(tenant, user, request_id))
+    return keys
+
+
+async def handle_stream_event(event: dict[str, Any], worker: Worker | None = None) -> dict[str, Any]:
+    """Run the requests a DynamoDB Streams batch announces. The claim is the same
+    conditional update as ``process_requests``, so a duplicate delivery never runs a
+    request twice."""
+    worker = worker or Worker(
+        lease_s=settings.STREAMER_LEASE_S, shards=settings.STREAMER_QUEUE_SHARDS
+    )
+    keys = runnable_keys(event)
+    results = await asyncio.gather(*(worker.run_one(key) for key in keys))
+    return {"claimed": sum(results), "seen": len(keys)}

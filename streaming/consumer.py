@@ -1,0 +1,117 @@
+"""The WebSocket consumer at ``/ws``: sockets held by our own daphne servers.
+
+Authentication and session opening happen on connect (close codes of PROTOCOL.md §1,
+sent after accept so browsers can read them); every frame then goes through the shared
+:class:`~streaming.pipeline.Pipeline`. Frames pushed from elsewhere (workers, other
+processes) arrive as ``streamer.frame`` channel messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from protocol import codec
+from streaming.auth import AuthFailure, asgi_headers, extract_token, parse_query, verify_token
+from streaming.metrics import CONNECTIONS, CONNECTS, FRAMES_OUT
+from streaming.pipeline import Pipeline
+from streaming.session import Session, close_session, open_session
+
+log = logging.getLogger(__name__)
+
+_pipeline: Pipeline | None = None
+
+
+def get_pipeline() -> Pipeline:
+    """The process-wide pipeline, built from settings on first use."""
+    global _pipeline
+    if _pipeline is None:
+        _pipeline = Pipeline(max_frame_bytes=settings.STREAMER_MAX_FRAME_BYTES)
+    return _pipeline
+
+
+class StreamerConsumer(AsyncWebsocketConsumer):
+    """One client socket."""
+
+    session: Session | None = None
+    _idle_handle: asyncio.TimerHandle | None = None
+
+    async def connect(self) -> None:
+        scope = self.scope
+        headers = asgi_headers(scope.get("headers", []))
+        try:
+            identity = verify_token(extract_token(parse_query(scope.get("query_string", b"")), headers))
+            client = scope.get("client") or (None, None)
+            self.session = await open_session(
+                identity,
+                connection_id=uuid.uuid4().hex,
+                transport="channels",
+                address=self.channel_name,
+                user_agent=headers.get("user-agent", ""),
+                source_ip=client[0],
+            )
+        except AuthFailure as failure:
+            CONNECTS.labels(str(failure.close_code)).inc()
+            await self.accept()
+            await self.close(code=failure.close_code, reason=failure.reason)
+            return
+        CONNECTS.labels("accepted").inc()
+        CONNECTIONS.inc()
+        await self.accept()
+        self._last_activity = time.monotonic()
+        self._schedule_idle_check(settings.STREAMER_IDLE_TIMEOUT_S)
+
+    async def disconnect(self, code: int) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        if self.session is not None:
+            session, self.session = self.session, None
+            CONNECTIONS.dec()
+            await close_session(session)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.session is None:
+            return
+        self._last_activity = time.monotonic()
+        binary = text_data is None
+        replies = await get_pipeline().handle(
+            self.session, text_data if not binary else bytes_data, binary=binary
+        )
+        for frame in replies:
+            FRAMES_OUT.labels(frame["type"]).inc()
+            await self.send(text_data=codec.dumps_text(frame))
+
+    async def streamer_frame(self, message: dict[str, Any]) -> None:
+        """A frame pushed to this socket from a worker or another process."""
+        if self.session is None:
+            return
+        if not self.session.guard.allow(
+            message.get("frame_type"), message.get("request_id"), message.get("percentage")
+        ):
+            return
+        FRAMES_OUT.labels(message.get("frame_type") or "other").inc()
+        await self.send(text_data=message["text"])
+
+    async def streamer_close(self, message: dict[str, Any]) -> None:
+        """Close this socket on request (admin disconnect, tenant disabled)."""
+        await self.close(code=int(message.get("code", 1000)), reason=message.get("reason") or None)
+
+    def _schedule_idle_check(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_handle = loop.call_later(delay, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.session is None:
+            return
+        idle_for = time.monotonic() - self._last_activity
+        timeout = settings.STREAMER_IDLE_TIMEOUT_S
+        if idle_for >= timeout:
+            asyncio.ensure_future(self.close(code=1000, reason="Idle timeout"))
+        else:
+            self._schedule_idle_check(timeout - idle_for)

@@ -1,0 +1,48 @@
+"""What an asynchronous action handler gets: its request, a progress reporter and
+cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from streaming.progress import ProgressReporter
+
+
+class JobCancelled(Exception):
+    """Raised inside a handler (from ``report``/``check``) once its request was cancelled
+    or its time ran out; the worker sends nothing more for it."""
+
+
+@dataclass
+class JobContext:
+    """Passed to async-mode handlers as their first argument."""
+
+    request_id: str
+    tenant_id: str
+    user_id: str
+    action: str
+    attempt: int
+    reporter: ProgressReporter
+    metadata: dict[str, Any] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def report(self, percentage: float, message: str = "", details: dict[str, Any] | None = None) -> None:
+        """Report progress (cheap: coalesced, rate-limited). Raises JobCancelled once the
+        request is cancelled, so a handler stops at its next report."""
+        if self.cancelled.is_set():
+            raise JobCancelled
+        self.reporter.report(percentage, message, details)
+
+    def check(self) -> None:
+        """Raise JobCancelled if the request was cancelled."""
+        if self.cancelled.is_set():
+            raise JobCancelled
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait (for pacing or back-pressure), waking early and raising on cancellation."""
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        self.check()

@@ -1,0 +1,55 @@
+"""manage.py send_message (--connection ID | --user TENANT:USER | --tenant ID) --json FRAME"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from connections.publishing import Audience, PublishError, build_frame, publish
+from connections.store.connection import connection_store
+from connections.store.errors import NotFound, StoreError
+from protocol import codec
+
+
+class Command(BaseCommand):
+    help = "Push a frame to one connection, every connection of a user, or a whole tenant."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        target = parser.add_mutually_exclusive_group(required=True)
+        target.add_argument("--connection", metavar="ID")
+        target.add_argument("--user", metavar="TENANT:USER")
+        target.add_argument("--tenant", metavar="ID")
+        parser.add_argument("--json", required=True, metavar="FRAME", help='e.g. \'{"text": "hi"}\'')
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            frame = build_frame(codec.loads(options["json"]))
+        except ValueError as exc:
+            raise CommandError(f"invalid frame: {exc if isinstance(exc, PublishError) else 'not JSON'}") from exc
+        try:
+            audience = self._audience(options)
+            report = asyncio.run(publish(audience, frame))
+        except StoreError as exc:
+            raise CommandError(f"storage error: {exc}") from exc
+        self.stdout.write(
+            f"delivered={report.delivered} gone={len(report.gone)} failed={len(report.failed)}"
+        )
+        if report.delivered == 0:
+            raise CommandError("no connection received the frame")
+
+    @staticmethod
+    def _audience(options: dict[str, Any]) -> Audience:
+        if options["connection"]:
+            try:
+                info = connection_store.get(options["connection"])
+            except NotFound as exc:
+                raise CommandError("no such connection") from exc
+            return Audience(info.tenant_id, connection_id=info.connection_id)
+        if options["user"]:
+            tenant, sep, user = options["user"].partition(":")
+            if not sep or not tenant or not user:
+                raise CommandError("--user takes TENANT:USER")
+            return Audience(tenant, user_id=user)
+        return Audience(options["tenant"])

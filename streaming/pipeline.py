@@ -1,0 +1,134 @@
+"""One request pipeline for every entry point (the Channels consumer and the API
+Gateway handlers): rate limit → parse → route → permission → validate → run or
+enqueue → frames to send back. Every failure becomes an error frame; nothing raised
+here reaches a client as library text."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from connections.store.errors import AlreadyExists, StorageUnavailable
+from protocol import frames
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.parsing import ClientRequest, Ping, parse_frame
+from streaming.actions.registry import ActionRegistry, ActionSpec, registry
+from streaming.metrics import ERRORS, FRAMES_IN
+from streaming.queue import wake_worker
+from streaming.requests.store import RequestStore, request_store
+from streaming.session import Session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ActionContext:
+    """What a synchronous action handler gets besides its payload."""
+
+    session: Session
+    request: ClientRequest
+
+    @property
+    def tenant_id(self) -> str:
+        return self.session.identity.tenant_id
+
+    @property
+    def user_id(self) -> str:
+        return self.session.identity.user_id
+
+
+class Pipeline:
+    """Turns one client frame into the frames that answer it."""
+
+    def __init__(
+        self,
+        *,
+        actions: ActionRegistry = registry,
+        store: RequestStore = request_store,
+        max_frame_bytes: int = 128 * 1024,
+    ) -> None:
+        self.actions = actions
+        self.store = store
+        self.max_frame_bytes = max_frame_bytes
+
+    async def handle(
+        self, session: Session, data: str | bytes | None, *, binary: bool = False
+    ) -> list[dict[str, Any]]:
+        """Answer one frame. Never raises."""
+        request_id: str | None = None
+        try:
+            wait_ms = session.limiter.take()
+            message = parse_frame(data, binary=binary, max_bytes=self.max_frame_bytes)
+            if isinstance(message, Ping):
+                FRAMES_IN.labels("ping").inc()
+                return [frames.pong()]
+            FRAMES_IN.labels("request").inc()
+            request_id = message.id
+            if wait_ms:
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED, "Too many messages", {"retry_after_ms": wait_ms}
+                )
+            return await self.dispatch(session, message)
+        except ProtocolError as exc:
+            if request_id is None:
+                FRAMES_IN.labels("invalid").inc()
+                request_id = exc.request_id
+            return [self._error(request_id, exc)]
+        except StorageUnavailable:
+            return [self._error(request_id, ProtocolError(ErrorCode.SERVICE_UNAVAILABLE))]
+        except Exception:
+            log.exception("unexpected error handling a frame")
+            return [self._error(request_id, ProtocolError(ErrorCode.INTERNAL_ERROR))]
+
+    async def dispatch(self, session: Session, request: ClientRequest) -> list[dict[str, Any]]:
+        """Route a parsed request to its action."""
+        spec = self.actions.get(request.action)
+        if spec.permission and spec.permission not in session.identity.permissions:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "Not allowed", {"action": request.action})
+        payload = spec.validate(request.payload)
+        if spec.mode == "async":
+            return [await self.enqueue(session, request, spec)]
+        ctx = ActionContext(session=session, request=request)
+        if spec.is_coroutine:
+            data = await spec.handler(ctx, payload)
+        else:
+            data = await sync_to_async(spec.handler, thread_sensitive=False)(ctx, payload)
+        return [frames.response(request.id, data, metadata=request.metadata)]
+
+    async def enqueue(
+        self, session: Session, request: ClientRequest, spec: ActionSpec
+    ) -> dict[str, Any]:
+        """Store the request durably (one conditional write), wake a worker, acknowledge."""
+        identity = session.identity
+        try:
+            record = await asyncio.to_thread(
+                self.store.enqueue,
+                tenant_id=identity.tenant_id,
+                user_id=identity.user_id,
+                request_id=request.id,
+                action=spec.name,
+                payload=request.payload,
+                metadata=request.metadata,
+                max_attempts=spec.max_attempts,
+                timeout_s=spec.timeout_s,
+                connection_id=session.connection_id,
+                origin_transport=session.transport,
+                origin_address=session.address,
+            )
+        except AlreadyExists as exc:
+            raise ProtocolError(
+                ErrorCode.DUPLICATE_REQUEST,
+                "A request with this id already exists",
+                {"status": exc.existing_status},
+            ) from None
+        await wake_worker(record.key.as_string())
+        return frames.acknowledgment(request.id, "Request queued")
+
+    @staticmethod
+    def _error(request_id: str | None, exc: ProtocolError) -> dict[str, Any]:
+        ERRORS.labels(exc.code.value).inc()
+        return frames.error_from(request_id, exc)

@@ -1,0 +1,659 @@
+"""The request store: every read and state change of an asynchronous request.
+
+Each state change is ONE conditional DynamoDB write whose condition encodes the allowed
+transitions of PROTOCOL.md §3, so two workers can never both claim a request, a
+cancelled request can never complete, and an ``error`` can never be followed by a
+``complete`` (PROTOCOL.md §6). When a condition fails, one consistent read tells the
+caller why (NotFound, InvalidTransition with the current status, or for ``claim``
+simply ``None``). No transactions, TTL or streams are needed, so the embedded server
+(dynalite) behaves like DynamoDB.
+
+Arguments are validated before any network call (:class:`ValidationError`); transport
+failures and throttling become :class:`StorageUnavailable`; no PynamoDB or botocore
+exception leaves this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import math
+import re
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pynamodb.exceptions import PynamoDBException
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
+
+from connections.store.base import (
+    Page,
+    decode_cursor,
+    encode_cursor,
+    is_conditional_failure,
+    now_ms,
+    require_text,
+    storage_errors,
+)
+from connections.store.errors import (
+    AlreadyExists,
+    InvalidTransition,
+    NotFound,
+    StoreError,
+    ValidationError,
+)
+from streaming.requests.model import (
+    DEFAULT_SHARDS,
+    RECORD_TTL_S,
+    RequestKey,
+    RequestModel,
+    RequestRecord,
+    RequestStatus,
+    make_owner,
+    shard_for,
+)
+
+M = RequestModel
+S = RequestStatus
+
+MAX_REQUEST_ID = 128
+MAX_TENANT_ID = 64
+MAX_USER_ID = 256
+MAX_WORKER_ID = 256
+MAX_LIST_LIMIT = 100
+MAX_DUE_LIMIT = 1000
+MAX_SHARDS = 256
+MAX_ATTEMPTS = 100
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_ERROR_MESSAGE = 1000
+# Encoded JSON sizes, chosen so that one item always stays under DynamoDB's 400 KB.
+MAX_PAYLOAD_BYTES = 128 * 1024
+MAX_METADATA_BYTES = 8 * 1024
+MAX_RESULT_BYTES = 192 * 1024
+MAX_DETAILS_BYTES = 16 * 1024
+
+_ACTION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_WAITING = (S.PENDING.value, S.RETRYING.value)
+_LIVE = (S.PENDING.value, S.PROCESSING.value, S.RETRYING.value)
+CANCELLED_ERROR = {"code": "CANCELLED", "message": "Request cancelled"}
+
+
+# --- storage calls -------------------------------------------------------------------
+
+# DynamoDB error codes that mean "try again later" (the rest of ClientErrors are bugs).
+_RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
+
+
+class _ConditionFailed(Exception):
+    """The ConditionExpression of a write did not hold (internal signal)."""
+
+
+@contextlib.contextmanager
+def _storage(operation: str) -> Iterator[None]:
+    """:func:`storage_errors` plus our own mapping of what DynamoDB answered.
+
+    A failed condition becomes :class:`_ConditionFailed` for the caller to interpret;
+    a request DynamoDB rejected (e.g. ValidationException: a bug) becomes a plain
+    :class:`StoreError` without library text; transport failures and throttling go
+    on to ``storage_errors`` and become StorageUnavailable. (This is decided here,
+    inside ``storage_errors``, because PynamoDB's PutError/UpdateError/GetError all
+    subclass PynamoDBConnectionError.)
+    """
+    with storage_errors(operation):
+        try:
+            yield
+        except PynamoDBException as exc:
+            if is_conditional_failure(exc):
+                raise _ConditionFailed(operation) from exc
+            code = getattr(exc, "cause_response_code", None)
+            if code is not None and code not in _RETRYABLE_CODES:
+                raise StoreError(f"storage rejected {operation}") from exc
+            raise
+
+
+# --- validation (never touches the network) -------------------------------------------
+
+
+def _check_tenant(tenant_id: str) -> str:
+    require_text("tenant_id", tenant_id, MAX_TENANT_ID)
+    if "#" in tenant_id:
+        raise ValidationError("tenant_id must not contain '#'")
+    return tenant_id
+
+
+def _check_key(key: RequestKey) -> RequestKey:
+    if not isinstance(key, RequestKey):
+        raise ValidationError("key must be a RequestKey")
+    _check_tenant(key.tenant_id)
+    require_text("user_id", key.user_id, MAX_USER_ID)
+    require_text("request_id", key.request_id, MAX_REQUEST_ID)
+    return key
+
+
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValidationError(f"{name} must be an integer >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ValidationError(f"{name} must be at most {maximum}")
+    return value
+
+
+def _check_now(now: int | None) -> int:
+    return now_ms() if now is None else _check_int("now", now, 0)
+
+
+def _check_optional_text(name: str, value: Any, max_length: int = 1024) -> str:
+    if not isinstance(value, str) or len(value) > max_length:
+        raise ValidationError(f"{name} must be a string of at most {max_length} chars")
+    return value
+
+
+def _check_json(name: str, value: Any, max_bytes: int) -> None:
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError as exc:
+        raise ValidationError(f"{name} must be JSON-serializable") from exc
+    if len(encoded) > max_bytes:
+        raise ValidationError(f"{name} is larger than {max_bytes} bytes once encoded")
+
+
+def _error_value(code: Any, message: Any) -> dict[str, str]:
+    require_text("code", code, 64)
+    if not isinstance(message, str):
+        raise ValidationError("message must be a string")
+    return {"code": code, "message": message[:MAX_ERROR_MESSAGE]}
+
+
+def _check_percentage(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ValidationError("percentage must be a number")
+    return float(min(100.0, max(0.0, value)))
+
+
+def _ttl_for(ended_at: int) -> datetime:
+    return datetime.fromtimestamp(ended_at // 1000 + RECORD_TTL_S, tz=UTC)
+
+
+def _owned_by(condition: Condition, worker_id: str | None) -> Condition:
+    """``condition`` AND (the lease belongs to ``worker_id``, when one is given)."""
+    return condition if worker_id is None else condition & (M.lease_owner == worker_id)
+
+
+def _final_actions(status: RequestStatus, now: int) -> list[Action]:
+    """What every move to a final state writes: the item leaves the ``due`` index."""
+    return [
+        M.status.set(status.value),
+        M.ended_at.set(now),
+        M.ttl.set(_ttl_for(now)),
+        M.due_shard.remove(),
+        M.due_at.remove(),
+        M.lease_owner.remove(),
+        M.lease_expires_at.remove(),
+    ]
+
+
+# --- cursors ---------------------------------------------------------------------------
+
+
+def _cursor_for(record: RequestRecord) -> str | None:
+    return encode_cursor({"r": record.request_id, "c": record.created_at})
+
+
+def _start_key(owner: str, cursor: str | None) -> dict[str, dict[str, str]] | None:
+    value = decode_cursor(cursor)
+    if value is None:
+        return None
+    request_id, created_at = value.get("r"), value.get("c")
+    if (
+        set(value) != {"r", "c"}
+        or not isinstance(request_id, str)
+        or not 0 < len(request_id) <= MAX_REQUEST_ID
+        or isinstance(created_at, bool)
+        or not isinstance(created_at, int)
+        or created_at < 0
+    ):
+        raise ValidationError("invalid cursor")
+    return {
+        "owner": {"S": owner},
+        "request_id": {"S": request_id},
+        "created_at": {"N": str(created_at)},
+    }
+
+
+class RequestStore:
+    """Durable requests in DynamoDB (see the module docstring and ``model.py``)."""
+
+    # --- creation and reads -----------------------------------------------------------
+
+    def enqueue(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        request_id: str,
+        action: str,
+        payload: Any,
+        metadata: dict[str, Any] | None = None,
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+        connection_id: str = "",
+        origin_transport: str = "",
+        origin_address: str = "",
+        shards: int = DEFAULT_SHARDS,
+        now: int | None = None,
+    ) -> RequestRecord:
+        """Store a new PENDING request, due at once, with ONE conditional PutItem.
+
+        ``origin_transport``/``origin_address`` say where the sender's socket is (a
+        Channels channel name or an API Gateway endpoint) so any process can answer it.
+        Raises AlreadyExists (with ``existing_status``) when this user already has a
+        request with this id: nothing is overwritten.
+        """
+        _check_tenant(tenant_id)
+        require_text("user_id", user_id, MAX_USER_ID)
+        require_text("request_id", request_id, MAX_REQUEST_ID)
+        if not isinstance(action, str) or not _ACTION_RE.match(action):
+            raise ValidationError("action must be 1-64 characters of A-Z a-z 0-9 . _ -")
+        if not isinstance(payload, dict):
+            raise ValidationError("payload must be an object")
+        _check_json("payload", payload, MAX_PAYLOAD_BYTES)
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise ValidationError("metadata must be an object")
+            _check_json("metadata", metadata, MAX_METADATA_BYTES)
+        _check_int("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, int | float)
+            or not 0 < timeout_s <= MAX_TIMEOUT_S
+        ):
+            raise ValidationError(f"timeout_s must be a number in (0, {MAX_TIMEOUT_S:g}]")
+        _check_optional_text("connection_id", connection_id, 256)
+        _check_optional_text("origin_transport", origin_transport, 64)
+        _check_optional_text("origin_address", origin_address, 2048)
+        _check_int("shards", shards, 1, MAX_SHARDS)
+        now = _check_now(now)
+
+        owner = make_owner(tenant_id, user_id)
+        item = M(
+            owner,
+            request_id,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            action=action,
+            status=S.PENDING.value,
+            payload=payload,
+            metadata=metadata,
+            percentage=0,
+            message=None,
+            attempts=0,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            created_at=now,
+            connection_id=connection_id or None,
+            origin_transport=origin_transport or None,
+            origin_address=origin_address or None,
+            due_shard=shard_for(owner, request_id, shards),
+            due_at=now,
+        )
+        try:
+            with _storage("enqueue"):
+                item.save(condition=M.owner.does_not_exist())
+        except _ConditionFailed:
+            existing = self._find(RequestKey(tenant_id, user_id, request_id))
+            raise AlreadyExists(
+                "a request with this id already exists",
+                existing_status=existing.status.value if existing else None,
+            ) from None
+        return item.to_record()
+
+    def get(self, key: RequestKey, consistent: bool = True) -> RequestRecord:
+        """The request, read consistently by default; NotFound when it does not exist."""
+        _check_key(key)
+        record = self._find(key, consistent=consistent)
+        if record is None:
+            raise NotFound("request not found")
+        return record
+
+    def batch_get(self, keys: list[RequestKey], consistent: bool = False) -> list[RequestRecord]:
+        """The requests that exist among ``keys``, in the order of ``keys`` (duplicates
+        and missing ones skipped); BatchGetItem in chunks of 100."""
+        unique = list(dict.fromkeys(_check_key(key) for key in keys))
+        if not unique:
+            return []
+        with _storage("batch_get"):
+            found = {
+                (item.owner, item.request_id): item.to_record()
+                for item in M.batch_get(
+                    [(key.owner, key.request_id) for key in unique],
+                    consistent_read=consistent,
+                )
+            }
+        return [found[k] for k in ((key.owner, key.request_id) for key in unique) if k in found]
+
+    # --- worker side ------------------------------------------------------------------
+
+    def claim(
+        self, key: RequestKey, worker_id: str, lease_ms: int, now: int | None = None
+    ) -> RequestRecord | None:
+        """Take the request for ``worker_id`` for ``lease_ms``: ONE conditional UpdateItem.
+
+        Succeeds when the request is PENDING/RETRYING and due, or PROCESSING with an
+        expired lease (its worker died); it becomes PROCESSING, ``attempts`` goes up by
+        one (a caller that then sees ``attempts > max_attempts`` should ``fail`` it), and
+        ``due_at`` becomes the lease expiry. Returns None when the condition fails
+        (someone else holds it, not due yet, final, or missing): among concurrent
+        claimers exactly one wins.
+        """
+        _check_key(key)
+        require_text("worker_id", worker_id, MAX_WORKER_ID)
+        _check_int("lease_ms", lease_ms, 1)
+        now = _check_now(now)
+        expires = now + lease_ms
+        condition = (M.status.is_in(*_WAITING) & (M.due_at <= now)) | (
+            (M.status == S.PROCESSING.value) & (M.lease_expires_at <= now)
+        )
+        actions = [
+            M.status.set(S.PROCESSING.value),
+            M.lease_owner.set(worker_id),
+            M.lease_expires_at.set(expires),
+            M.due_at.set(expires),
+            M.attempts.add(1),
+            M.started_at.set(M.started_at | now),
+        ]
+        return self._update(key, actions, condition, "claim")
+
+    def renew_lease(
+        self, key: RequestKey, worker_id: str, lease_ms: int, now: int | None = None
+    ) -> RequestRecord:
+        """Extend ``worker_id``'s lease to now + ``lease_ms``.
+
+        InvalidTransition (with the current status) when the request is no longer
+        PROCESSING under this worker, e.g. it was cancelled or its lease was taken over:
+        the worker must stop.
+        """
+        _check_key(key)
+        require_text("worker_id", worker_id, MAX_WORKER_ID)
+        _check_int("lease_ms", lease_ms, 1)
+        now = _check_now(now)
+        expires = now + lease_ms
+        condition = (M.status == S.PROCESSING.value) & (M.lease_owner == worker_id)
+        actions = [M.lease_expires_at.set(expires), M.due_at.set(expires)]
+        return self._transition(key, actions, condition, "renew the lease of")
+
+    def update_progress(
+        self,
+        key: RequestKey,
+        percentage: float,
+        message: str = "",
+        details: Any = None,
+        worker_id: str | None = None,
+    ) -> RequestRecord:
+        """Persist progress of a PROCESSING request (percentage clamped to 0..100).
+
+        The stored percentage never goes down: an update below it changes nothing and
+        returns the stored record. InvalidTransition when the request is not PROCESSING
+        (or, with ``worker_id``, not leased by that worker any more).
+        """
+        _check_key(key)
+        value = _check_percentage(percentage)
+        _check_optional_text("message", message, MAX_ERROR_MESSAGE)
+        if details is not None:
+            _check_json("details", details, MAX_DETAILS_BYTES)
+        if worker_id is not None:
+            require_text("worker_id", worker_id, MAX_WORKER_ID)
+        condition = _owned_by((M.status == S.PROCESSING.value) & (M.percentage <= value), worker_id)
+        actions = [
+            M.percentage.set(value),
+            M.message.set(message),
+            M.details.set(details) if details is not None else M.details.remove(),
+        ]
+        record = self._update(key, actions, condition, "update_progress")
+        if record is not None:
+            return record
+        current = self._require(key)
+        if current.status is not S.PROCESSING or (
+            worker_id is not None and current.lease_owner != worker_id
+        ):
+            raise self._invalid("report progress on", current)
+        return current  # a lower percentage: ignored, progress never goes down
+
+    def complete(
+        self,
+        key: RequestKey,
+        result: Any,
+        worker_id: str | None = None,
+        now: int | None = None,
+    ) -> RequestRecord:
+        """PROCESSING → COMPLETED with ``result`` persisted, percentage 100.
+
+        With ``worker_id`` the lease must still be that worker's. Otherwise (cancelled,
+        already final, not started) InvalidTransition with the current status.
+        """
+        _check_key(key)
+        _check_json("result", result, MAX_RESULT_BYTES)
+        if worker_id is not None:
+            require_text("worker_id", worker_id, MAX_WORKER_ID)
+        now = _check_now(now)
+        condition = _owned_by(M.status == S.PROCESSING.value, worker_id)
+        actions = [
+            *_final_actions(S.COMPLETED, now),
+            M.percentage.set(100),
+            M.result.set(result) if result is not None else M.result.remove(),
+            M.error.remove(),
+        ]
+        return self._transition(key, actions, condition, "complete")
+
+    def fail(
+        self,
+        key: RequestKey,
+        code: str,
+        message: str,
+        worker_id: str | None = None,
+        now: int | None = None,
+    ) -> RequestRecord:
+        """PROCESSING | RETRYING → FAILED with ``error = {code, message}`` persisted.
+
+        With ``worker_id`` a PROCESSING request must still be leased by that worker (a
+        RETRYING one has no lease). Otherwise InvalidTransition with the current status.
+        """
+        _check_key(key)
+        error = _error_value(code, message)
+        if worker_id is not None:
+            require_text("worker_id", worker_id, MAX_WORKER_ID)
+        now = _check_now(now)
+        condition = (M.status == S.RETRYING.value) | _owned_by(
+            M.status == S.PROCESSING.value, worker_id
+        )
+        actions = [*_final_actions(S.FAILED, now), M.error.set(error)]
+        return self._transition(key, actions, condition, "fail")
+
+    def schedule_retry(
+        self,
+        key: RequestKey,
+        retry_at_ms: int,
+        code: str,
+        message: str,
+        worker_id: str | None = None,
+    ) -> RequestRecord:
+        """PROCESSING → RETRYING, due again at ``retry_at_ms``; the lease is released and
+        the error that caused the retry is kept in ``error``.
+
+        Whether another attempt is allowed (``attempts`` vs ``max_attempts``) is the
+        caller's decision. InvalidTransition with the current status otherwise.
+        """
+        _check_key(key)
+        _check_int("retry_at_ms", retry_at_ms, 0)
+        error = _error_value(code, message)
+        if worker_id is not None:
+            require_text("worker_id", worker_id, MAX_WORKER_ID)
+        condition = _owned_by(M.status == S.PROCESSING.value, worker_id)
+        actions = [
+            M.status.set(S.RETRYING.value),
+            M.due_at.set(retry_at_ms),
+            M.error.set(error),
+            M.lease_owner.remove(),
+            M.lease_expires_at.remove(),
+        ]
+        return self._transition(key, actions, condition, "retry")
+
+    # --- client side ------------------------------------------------------------------
+
+    def cancel(self, key: RequestKey, now: int | None = None) -> RequestRecord:
+        """PENDING | PROCESSING | RETRYING → CANCELLED (error code ``CANCELLED``).
+
+        A worker holding it finds out at its next renew/progress/complete. Already final
+        → InvalidTransition with the current status (callers return the record as is);
+        missing → NotFound.
+        """
+        _check_key(key)
+        now = _check_now(now)
+        actions = [*_final_actions(S.CANCELLED, now), M.error.set(dict(CANCELLED_ERROR))]
+        return self._transition(key, actions, M.status.is_in(*_LIVE), "cancel")
+
+    def list_by_user(
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        status: RequestStatus | str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> Page[RequestRecord]:
+        """A user's requests, newest first, through the ``by_created`` index.
+
+        With ``status`` only requests in that status, still up to ``limit`` per page
+        (pages are read until enough match). ``cursor`` continues a previous page; the
+        returned cursor is None when there is nothing more.
+        """
+        _check_tenant(tenant_id)
+        require_text("user_id", user_id, MAX_USER_ID)
+        _check_int("limit", limit, 1, MAX_LIST_LIMIT)
+        wanted: RequestStatus | None = None
+        if status is not None:
+            try:
+                wanted = RequestStatus(status)
+            except ValueError:
+                raise ValidationError("unknown status") from None
+        owner = make_owner(tenant_id, user_id)
+        start_key = _start_key(owner, cursor)
+        # One item more than asked tells whether there is a next page.
+        with _storage("list_by_user"):
+            items = list(
+                M.by_created.query(
+                    owner,
+                    filter_condition=(M.status == wanted.value) if wanted else None,
+                    scan_index_forward=False,
+                    consistent_read=True,
+                    limit=limit + 1,
+                    page_size=limit + 1 if wanted is None else MAX_LIST_LIMIT,
+                    last_evaluated_key=start_key,
+                )
+            )
+        records = [item.to_record() for item in items[:limit]]
+        next_cursor = _cursor_for(records[-1]) if len(items) > limit else None
+        return Page(items=records, cursor=next_cursor)
+
+    # --- queue ------------------------------------------------------------------------
+
+    def list_due(
+        self, now: int | None = None, limit: int = 100, shards: int = DEFAULT_SHARDS
+    ) -> list[RequestRecord]:
+        """Requests due by ``now``, oldest ``due_at`` first, across every shard.
+
+        That is PENDING/RETRYING requests whose time has come and PROCESSING ones whose
+        lease expired (to be reclaimed). Reads the ``due`` index (eventually
+        consistent): ``claim`` is the authority.
+        """
+        return self._query_due(now, limit, shards, None)
+
+    def list_pending(
+        self, limit: int = 100, shards: int = DEFAULT_SHARDS, now: int | None = None
+    ) -> list[RequestRecord]:
+        """The PENDING/RETRYING part of :meth:`list_due`, oldest first (pass a far
+        future ``now`` to also see retries scheduled later)."""
+        return self._query_due(now, limit, shards, M.status.is_in(*_WAITING))
+
+    # --- internals --------------------------------------------------------------------
+
+    def _query_due(
+        self, now: int | None, limit: int, shards: int, filter_condition: Condition | None
+    ) -> list[RequestRecord]:
+        _check_int("limit", limit, 1, MAX_DUE_LIMIT)
+        _check_int("shards", shards, 1, MAX_SHARDS)
+        now = _check_now(now)
+        per_shard: list[list[RequestRecord]] = []
+        with _storage("list_due"):
+            for shard in range(shards):
+                per_shard.append(
+                    [
+                        item.to_record()
+                        for item in M.due.query(
+                            str(shard),
+                            range_key_condition=M.due_at <= now,
+                            filter_condition=filter_condition,
+                            scan_index_forward=True,
+                            limit=limit,
+                        )
+                    ]
+                )
+        merged: Iterator[RequestRecord] = heapq.merge(
+            *per_shard, key=lambda r: (r.due_at or 0, r.created_at)
+        )
+        return [record for _, record in zip(range(limit), merged, strict=False)]
+
+    def _find(self, key: RequestKey, consistent: bool = True) -> RequestRecord | None:
+        try:
+            with _storage("get"):
+                item = M.get(key.owner, key.request_id, consistent_read=consistent)
+        except M.DoesNotExist:
+            return None
+        return item.to_record()
+
+    def _require(self, key: RequestKey) -> RequestRecord:
+        record = self._find(key)
+        if record is None:
+            raise NotFound("request not found")
+        return record
+
+    def _update(
+        self, key: RequestKey, actions: Sequence[Action], condition: Condition, operation: str
+    ) -> RequestRecord | None:
+        """ONE conditional UpdateItem returning ALL_NEW; None when the condition fails."""
+        item = M(key.owner, key.request_id)
+        try:
+            with _storage(operation):
+                item.update(actions=list(actions), condition=condition)
+        except _ConditionFailed:
+            return None
+        return item.to_record()
+
+    def _transition(
+        self, key: RequestKey, actions: Sequence[Action], condition: Condition, verb: str
+    ) -> RequestRecord:
+        record = self._update(key, actions, condition, verb)
+        if record is not None:
+            return record
+        raise self._invalid(verb, self._require(key))
+
+    @staticmethod
+    def _invalid(verb: str, current: RequestRecord) -> InvalidTransition:
+        if current.status is S.PROCESSING:
+            reason = f"cannot {verb} the request: its lease belongs to another worker"
+        else:
+            reason = f"cannot {verb} a request that is {current.status.value}"
+        return InvalidTransition(reason, current_status=current.status.value)
+
+
+request_store = RequestStore()
+"""The process-wide store."""

@@ -1,0 +1,145 @@
+"""A connected client, as the pipeline sees it, and how a session opens and closes.
+
+Shared by the Channels consumer and the API Gateway entry points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+
+from connections.manager import Target
+from connections.store.connection import ConnectionInfo, connection_store
+from connections.store.errors import StorageUnavailable
+from connections.store.subscription import subscription_store
+from connections.tenants import TenantPolicy, get_tenant_policy
+from streaming.auth import (
+    FORBIDDEN_TENANT,
+    STORAGE_DOWN,
+    TOO_MANY_CONNECTIONS,
+    AuthFailure,
+    Identity,
+)
+from streaming.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+TERMINAL_TYPES = frozenset({"complete", "error"})
+
+
+class DeliveryGuard:
+    """Per-connection enforcement of PROTOCOL.md §2.2 for frames about requests:
+    progress never goes down, one terminal frame, nothing after it.
+
+    Remembers the last few thousand finished requests (bounded memory).
+    """
+
+    __slots__ = ("_finished", "_progress")
+    MAX_REMEMBERED = 2048
+
+    def __init__(self) -> None:
+        self._progress: dict[str, float] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+
+    def allow(self, frame_type: str | None, request_id: str | None, percentage: float | None) -> bool:
+        """Whether a frame about ``request_id`` may go out now (and record it)."""
+        if request_id is None:
+            return True
+        if request_id in self._finished:
+            return False
+        if frame_type == "progress":
+            last = self._progress.get(request_id, -1.0)
+            pct = float(percentage or 0.0)
+            if pct < last:
+                return False
+            self._progress[request_id] = pct
+        elif frame_type in TERMINAL_TYPES:
+            self.mark_final(request_id)
+        return True
+
+    def mark_final(self, request_id: str) -> None:
+        """No more frames about this request on this connection."""
+        self._progress.pop(request_id, None)
+        self._finished[request_id] = None
+        if len(self._finished) > self.MAX_REMEMBERED:
+            self._finished.popitem(last=False)
+
+
+@dataclass
+class Session:
+    """One authenticated connection."""
+
+    identity: Identity
+    connection_id: str
+    transport: str
+    address: str
+    limiter: TokenBucket
+    policy: TenantPolicy
+    subscriptions: set[str] = field(default_factory=set)
+    guard: DeliveryGuard = field(default_factory=DeliveryGuard)
+
+    @property
+    def target(self) -> Target:
+        """Where this session's socket is."""
+        return Target(self.connection_id, self.transport, self.address)
+
+
+async def open_session(
+    identity: Identity,
+    *,
+    connection_id: str,
+    transport: str,
+    address: str,
+    user_agent: str = "",
+    source_ip: str | None = None,
+) -> Session:
+    """Check the tenant and its connection limit, then register the connection with
+    one DynamoDB write. Raises AuthFailure with the close code to use."""
+    policy = await sync_to_async(get_tenant_policy)(identity.tenant_id)
+    if policy is None or not policy.active:
+        raise AuthFailure(FORBIDDEN_TENANT, "Tenant unavailable")
+    info = ConnectionInfo(
+        connection_id=connection_id,
+        tenant_id=identity.tenant_id,
+        user_id=identity.user_id,
+        transport=transport,
+        address=address,
+        permissions=tuple(sorted(identity.permissions)),
+        user_agent=user_agent[:512],
+        source_ip=source_ip,
+    )
+    try:
+        if policy.max_connections:
+            count = await asyncio.to_thread(connection_store.count_by_tenant, identity.tenant_id)
+            if count >= policy.max_connections:
+                raise AuthFailure(TOO_MANY_CONNECTIONS, "Too many connections")
+        await asyncio.to_thread(connection_store.save, info)
+    except StorageUnavailable as exc:
+        raise AuthFailure(STORAGE_DOWN, "Service unavailable, try again later") from exc
+    return Session(
+        identity=identity,
+        connection_id=connection_id,
+        transport=transport,
+        address=address,
+        limiter=TokenBucket(policy.rate_limit_frames, policy.rate_limit_window_s),
+        policy=policy,
+    )
+
+
+async def close_session(session: Session) -> None:
+    """Forget the connection: one delete, plus one batch delete of its subscriptions
+    when it made any."""
+
+    def _close() -> None:
+        connection_store.delete(session.connection_id)
+        if session.subscriptions:
+            subscription_store.delete_many(session.connection_id, session.subscriptions)
+
+    try:
+        await asyncio.to_thread(_close)
+    except StorageUnavailable:
+        log.warning("could not delete connection %s; cleanup_connections will", session.connection_id)

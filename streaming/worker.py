@@ -1,0 +1,394 @@
+"""The worker: claims stored requests and runs their handlers.
+
+In the style of healthchecks' ``sendalerts``: a plain loop, an atomic conditional claim
+(DynamoDB ``UpdateItem`` with a condition, so two workers never take the same request),
+bounded concurrency, and a clean stop. New requests arrive as a nudge on the channel
+layer; polling the sharded ``due`` index is the fallback and also finds requests whose
+worker died (their lease expired) and retries whose time has come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from connections.store.base import warm_up
+from connections.store.errors import InvalidTransition, StorageUnavailable
+from protocol import frames
+from protocol.errors import ErrorCode, ProtocolError
+from streaming.actions.builtin import origin_of, send_terminal
+from streaming.actions.registry import ActionRegistry, ActionSpec, FinalError, registry
+from streaming.jobs import JobCancelled, JobContext
+from streaming.metrics import QUEUE_WAIT_SECONDS, REQUEST_SECONDS, WORKER_JOBS
+from streaming.progress import ProgressReporter
+from streaming.queue import WAKE_CHANNEL, WORKERS_GROUP
+from streaming.requests.model import RequestKey, RequestRecord
+from streaming.requests.store import RequestStore, request_store
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    """host:pid:random — unique per worker process run."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def retry_delay_s(attempt: int, base_s: float = 1.0, cap_s: float = 60.0) -> float:
+    """Exponential backoff with jitter for the retry after ``attempt`` (1-based)."""
+    return min(cap_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311
+
+
+class Worker:
+    """Runs requests until ``stop`` is set, then lets running ones finish for
+    ``grace_s`` seconds and releases the rest for another worker."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 8,
+        lease_s: float = 30.0,
+        poll_interval_s: float = 1.0,
+        shards: int = 4,
+        grace_s: float = 10.0,
+        retry_base_s: float = 1.0,
+        store: RequestStore = request_store,
+        actions: ActionRegistry = registry,
+    ) -> None:
+        self.worker_id = worker_id or default_worker_id()
+        self.concurrency = concurrency
+        self.lease_ms = int(lease_s * 1000)
+        self.poll_interval_s = poll_interval_s
+        self.shards = shards
+        self.grace_s = grace_s
+        self.retry_base_s = retry_base_s
+        self.store = store
+        self.actions = actions
+        self.jobs: dict[str, tuple[asyncio.Task[None], JobContext]] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+        self._poke = asyncio.Event()
+        self.completed = 0
+
+    # -- the loop ------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run requests until ``stop`` is set."""
+        log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
+        await asyncio.to_thread(warm_up)
+        listeners = [asyncio.create_task(self._listen_wakeups(stop))]
+        layer = get_channel_layer()
+        own_channel = None
+        if layer is not None:
+            own_channel = await layer.new_channel("worker.")
+            await layer.group_add(WORKERS_GROUP, own_channel)
+            listeners.append(asyncio.create_task(self._listen_cancels(layer, own_channel)))
+        try:
+            while not stop.is_set():
+                await self.poll_once()
+                self._poke.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        _first(stop.wait(), self._poke.wait()), timeout=self.poll_interval_s
+                    )
+        finally:
+            for task in listeners:
+                task.cancel()
+            await asyncio.gather(*listeners, return_exceptions=True)
+            if layer is not None and own_channel is not None:
+                with contextlib.suppress(Exception):
+                    await layer.group_discard(WORKERS_GROUP, own_channel)
+            await self.shutdown()
+        log.info("worker %s stopped", self.worker_id)
+
+    async def poll_once(self) -> int:
+        """Claim due requests (new, retrying, or with an expired lease) while slots are
+        free; returns how many were started."""
+        free = self.concurrency - len(self.jobs)
+        if free <= 0 or self._slots.locked():
+            return 0
+        try:
+            due = await asyncio.to_thread(
+                self.store.list_due, limit=free * 2, shards=self.shards
+            )
+        except StorageUnavailable:
+            log.warning("storage unavailable while polling; retrying later")
+            return 0
+        started = 0
+        for record in due:
+            if len(self.jobs) >= self.concurrency:
+                break
+            if record.key.as_string() in self.jobs:
+                continue
+            if await self.try_claim(record.key):
+                started += 1
+        return started
+
+    async def _listen_wakeups(self, stop: asyncio.Event) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        while not stop.is_set():
+            await self._slots.acquire()
+            self._slots.release()
+            try:
+                message = await layer.receive(WAKE_CHANNEL)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("channel layer unavailable; polling only for a while")
+                await asyncio.sleep(self.poll_interval_s)
+                continue
+            key = message.get("key")
+            if not isinstance(key, str) or stop.is_set():
+                continue
+            try:
+                parsed = RequestKey.from_string(key)
+            except ValueError:
+                continue
+            if not await self.try_claim(parsed):
+                self._poke.set()
+
+    async def _listen_cancels(self, layer: Any, channel: str) -> None:
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(self.poll_interval_s)
+                continue
+            held = self.jobs.get(message.get("key", ""))
+            if held is not None:
+                self._cancel_job(*held)
+
+    async def run_one(self, key: RequestKey) -> bool:
+        """Claim ``key`` and run it to its end (the DynamoDB Streams entry point).
+        False when it was not claimable (already taken, not due, or final)."""
+        if not await self.try_claim(key):
+            return False
+        held = self.jobs.get(key.as_string())
+        if held is not None:
+            await asyncio.gather(held[0], return_exceptions=True)
+        return True
+
+    # -- one request -----------------------------------------------------------------
+    async def try_claim(self, key: RequestKey) -> bool:
+        """Claim ``key`` if it is due and a slot is free; start it. False otherwise."""
+        if key.as_string() in self.jobs or self._slots.locked():
+            return False
+        await self._slots.acquire()
+        try:
+            record = await asyncio.to_thread(self.store.claim, key, self.worker_id, self.lease_ms)
+        except StorageUnavailable:
+            log.warning("storage unavailable while claiming")
+            record = None
+        if record is None or key.as_string() in self.jobs:
+            self._slots.release()
+            return False
+        reporter = ProgressReporter(
+            asyncio.get_running_loop(),
+            publish=lambda p, m, d: self._publish_progress(record, p, m, d),
+            persist=lambda p, m, d: self._persist_progress(record, p, m, d),
+        )
+        ctx = JobContext(
+            request_id=record.request_id,
+            tenant_id=record.tenant_id,
+            user_id=record.user_id,
+            action=record.action,
+            attempt=record.attempts,
+            reporter=reporter,
+            metadata=record.metadata,
+        )
+        reporter.report(record.percentage)  # resume where a previous attempt stopped
+        task = asyncio.create_task(self._execute(record, ctx))
+        self.jobs[key.as_string()] = (task, ctx)
+        WORKER_JOBS.set(len(self.jobs))
+        return True
+
+    async def _execute(self, record: RequestRecord, ctx: JobContext) -> None:
+        key = record.key
+        waited_from = record.created_at if record.attempts == 1 else (record.started_at or 0)
+        QUEUE_WAIT_SECONDS.observe(max(0, time.time() * 1000 - waited_from) / 1000)
+        renewer = asyncio.create_task(self._renew(record, ctx))
+        try:
+            await self._run_handler(record, ctx)
+        except asyncio.CancelledError:
+            await ctx.reporter.close(flush=False)
+            raise
+        except Exception:
+            log.exception("worker failed to finish request %s", record.request_id)
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            self.jobs.pop(key.as_string(), None)
+            WORKER_JOBS.set(len(self.jobs))
+            self._slots.release()
+            self._poke.set()
+
+    async def _run_handler(self, record: RequestRecord, ctx: JobContext) -> None:
+        try:
+            spec = self.actions.get(record.action)
+        except ProtocolError:
+            await self._fail(record, ctx, ErrorCode.PROCESSING_FAILED, "This action is no longer available")
+            return
+        if record.attempts > record.max_attempts:
+            await self._fail(record, ctx, ErrorCode.PROCESSING_FAILED, "The request used up its attempts")
+            return
+        timeout = record.timeout_s or spec.timeout_s
+        try:
+            payload = spec.validate(record.payload or {})
+            result = await asyncio.wait_for(self._call(spec, ctx, payload), timeout=timeout)
+        except TimeoutError:
+            ctx.cancelled.set()
+            await self._fail(record, ctx, ErrorCode.TIMEOUT, "The request ran past its time limit")
+        except JobCancelled:
+            await ctx.reporter.close(flush=False)
+        except FinalError as exc:
+            await self._fail(record, ctx, ErrorCode.PROCESSING_FAILED, str(exc)[:500] or "Processing failed")
+        except ProtocolError as exc:
+            await self._fail(record, ctx, ErrorCode.PROCESSING_FAILED, exc.message)
+        except Exception as exc:
+            if spec.is_retryable(exc) and record.attempts < record.max_attempts:
+                await self._retry(record, ctx)
+            elif spec.is_retryable(exc):
+                await self._fail(
+                    record, ctx, ErrorCode.PROCESSING_FAILED, "The request failed after every attempt"
+                )
+            else:
+                log.exception("handler %s raised on request %s", spec.name, record.request_id)
+                await self._fail(record, ctx, ErrorCode.INTERNAL_ERROR, "Internal error")
+        else:
+            await self._complete(record, ctx, result)
+
+    async def _call(self, spec: ActionSpec, ctx: JobContext, payload: Any) -> Any:
+        if spec.is_coroutine:
+            return await spec.handler(ctx, payload)
+        return await asyncio.to_thread(spec.handler, ctx, payload)
+
+    async def _complete(self, record: RequestRecord, ctx: JobContext, result: Any) -> None:
+        if ctx.reporter.percentage < 100:
+            ctx.reporter.report(100.0, "Done")
+        await ctx.reporter.close()
+        try:
+            done = await asyncio.to_thread(
+                self.store.complete, record.key, result, worker_id=self.worker_id
+            )
+        except InvalidTransition:
+            return  # cancelled meanwhile, or our lease was taken: the winner reports
+        self.completed += 1
+        REQUEST_SECONDS.labels(record.action, "COMPLETED").observe(_age_s(record))
+        await send_terminal(done, frames.complete(done.request_id, result, metadata=done.metadata))
+
+    async def _fail(self, record: RequestRecord, ctx: JobContext, code: ErrorCode, message: str) -> None:
+        await ctx.reporter.close()
+        try:
+            done = await asyncio.to_thread(
+                self.store.fail, record.key, code.value, message, worker_id=self.worker_id
+            )
+        except InvalidTransition:
+            return
+        REQUEST_SECONDS.labels(record.action, "FAILED").observe(_age_s(record))
+        await send_terminal(done, frames.error(done.request_id, code, message))
+
+    async def _retry(self, record: RequestRecord, ctx: JobContext) -> None:
+        await ctx.reporter.close()
+        delay = retry_delay_s(record.attempts, self.retry_base_s)
+        retry_at = int(time.time() * 1000 + delay * 1000)
+        with contextlib.suppress(InvalidTransition):
+            await asyncio.to_thread(
+                self.store.schedule_retry,
+                record.key,
+                retry_at,
+                ErrorCode.PROCESSING_FAILED.value,
+                "Attempt failed; retrying",
+                worker_id=self.worker_id,
+            )
+
+    async def _renew(self, record: RequestRecord, ctx: JobContext) -> None:
+        interval = self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(
+                    self.store.renew_lease, record.key, self.worker_id, self.lease_ms
+                )
+            except InvalidTransition:
+                held = self.jobs.get(record.key.as_string())
+                if held is not None:
+                    self._cancel_job(*held)
+                return
+            except StorageUnavailable:
+                log.warning("could not renew lease of %s", record.request_id)
+
+    async def _publish_progress(
+        self, record: RequestRecord, percentage: float, message: str, details: dict | None
+    ) -> None:
+        from connections.manager import manager
+
+        frame = frames.progress(record.request_id, percentage, message, details)
+        await manager.send_to_request(record.key.as_string(), frame, origin=origin_of(record))
+
+    async def _persist_progress(
+        self, record: RequestRecord, percentage: float, message: str, details: dict | None
+    ) -> None:
+        try:
+            await asyncio.to_thread(
+                self.store.update_progress,
+                record.key,
+                percentage,
+                message,
+                details,
+                worker_id=self.worker_id,
+            )
+        except InvalidTransition:
+            held = self.jobs.get(record.key.as_string())
+            if held is not None:
+                self._cancel_job(*held)
+
+    def _cancel_job(self, task: asyncio.Task[None], ctx: JobContext) -> None:
+        """Stop a job whose request was cancelled (its canceller sent the terminal frame)."""
+        ctx.cancelled.set()
+        task.cancel()
+
+    async def shutdown(self) -> None:
+        """Let running jobs finish for ``grace_s``, then release the rest."""
+        if not self.jobs:
+            return
+        tasks = [task for task, _ in self.jobs.values()]
+        _, pending = await asyncio.wait(tasks, timeout=self.grace_s)
+        for key_string, (task, ctx) in list(self.jobs.items()):
+            if task in pending:
+                ctx.cancelled.set()
+                task.cancel()
+                with contextlib.suppress(InvalidTransition, StorageUnavailable):
+                    await asyncio.to_thread(
+                        self.store.schedule_retry,
+                        RequestKey.from_string(key_string),
+                        int(time.time() * 1000),
+                        ErrorCode.SERVICE_UNAVAILABLE.value,
+                        "Worker stopped; released for another worker",
+                        worker_id=self.worker_id,
+                    )
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _age_s(record: RequestRecord) -> float:
+    return max(0.0, (time.time() * 1000 - record.created_at) / 1000)
+
+
+async def _first(*aws: Any) -> None:
+    """Return when the first of ``aws`` completes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
