@@ -8,6 +8,15 @@ class StreamingConfig(AppConfig):
     def ready(self) -> None:
         from connections.store import base
         from streaming.actions import builtin, report  # noqa: F401  (register built-in actions)
-        from streaming.requests import model  # noqa: F401  (registers the requests table)
+        from streaming.requests import (
+            heartbeat,  # noqa: F401  (registers the workers table)
+            model,  # noqa: F401  (registers the requests table)
+        )
 
         base.configure(base.current_config())
+        from django.conf import settings
+
+        if settings.STREAMER_BENCH_ENDPOINTS:
+            from streaming import benchmarks
+
+            benchmarks.register()

@@ -83,6 +83,10 @@ def verify_token(token: str | None) -> Identity:
     if not key or len(token) > MAX_TOKEN_BYTES:
         raise AuthFailure(UNAUTHORIZED, "Invalid token")
     options: dict[str, Any] = {"require": ["exp", "sub", "tenant_id"]}
+    if not settings.STREAMER_JWT_AUDIENCE:
+        # PROTOCOL.md §1: ``aud`` is checked only when configured (PyJWT would otherwise
+        # refuse every token that carries one).
+        options["verify_aud"] = False
     try:
         claims = jwt.decode(
             token,

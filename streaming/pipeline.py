@@ -41,6 +41,15 @@ class ActionContext:
         return self.session.identity.user_id
 
 
+def _rate_limited(wait_ms: int, request_id: str | None) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.RATE_LIMITED,
+        "Too many messages",
+        {"retry_after_ms": wait_ms},
+        request_id=request_id,
+    )
+
+
 class Pipeline:
     """Turns one client frame into the frames that answer it."""
 
@@ -62,16 +71,23 @@ class Pipeline:
         request_id: str | None = None
         try:
             wait_ms = session.limiter.take()
-            message = parse_frame(data, binary=binary, max_bytes=self.max_frame_bytes)
+            try:
+                message = parse_frame(data, binary=binary, max_bytes=self.max_frame_bytes)
+            except ProtocolError as exc:
+                if not wait_ms:
+                    raise
+                # PROTOCOL.md §5 limits frames, not just requests: a flood of bad
+                # frames is rate limited like any other.
+                raise _rate_limited(wait_ms, exc.request_id) from None
             if isinstance(message, Ping):
                 FRAMES_IN.labels("ping").inc()
+                if wait_ms:
+                    raise _rate_limited(wait_ms, None)
                 return [frames.pong()]
             FRAMES_IN.labels("request").inc()
             request_id = message.id
             if wait_ms:
-                raise ProtocolError(
-                    ErrorCode.RATE_LIMITED, "Too many messages", {"retry_after_ms": wait_ms}
-                )
+                raise _rate_limited(wait_ms, request_id)
             return await self.dispatch(session, message)
         except ProtocolError as exc:
             if request_id is None:

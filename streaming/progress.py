@@ -30,6 +30,7 @@ class ProgressReporter:
         *,
         frames_per_s: float = 10,
         writes_per_s: float = 1,
+        initial: float = 0.0,
     ) -> None:
         self._loop = loop
         self._publish = publish
@@ -37,7 +38,7 @@ class ProgressReporter:
         self._frame_interval = 1.0 / frames_per_s
         self._write_interval = 1.0 / writes_per_s
         self._lock = threading.Lock()
-        self._percentage = 0.0
+        self._percentage = min(100.0, max(0.0, float(initial)))  # a retry resumes here
         self._frame: Update | None = None
         self._write: Update | None = None
         self._next_frame_at = 0.0
@@ -54,6 +55,11 @@ class ProgressReporter:
     def percentage(self) -> float:
         """The highest percentage reported so far."""
         return self._percentage
+
+    def unsaved(self) -> Update | None:
+        """The latest update not persisted yet (None when storage has the latest)."""
+        with self._lock:
+            return self._write
 
     def report(self, percentage: float, message: str = "", details: dict[str, Any] | None = None) -> None:
         """Record an update; delivery happens later, coalesced."""

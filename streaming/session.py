@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -35,14 +36,14 @@ class DeliveryGuard:
     """Per-connection enforcement of PROTOCOL.md §2.2 for frames about requests:
     progress never goes down, one terminal frame, nothing after it.
 
-    Remembers the last few thousand finished requests (bounded memory).
+    Remembers the last few thousand finished and running requests (bounded memory).
     """
 
     __slots__ = ("_finished", "_progress")
     MAX_REMEMBERED = 2048
 
     def __init__(self) -> None:
-        self._progress: dict[str, float] = {}
+        self._progress: OrderedDict[str, float] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
 
     def allow(self, frame_type: str | None, request_id: str | None, percentage: float | None) -> bool:
@@ -57,6 +58,10 @@ class DeliveryGuard:
             if pct < last:
                 return False
             self._progress[request_id] = pct
+            self._progress.move_to_end(request_id)
+            if len(self._progress) > self.MAX_REMEMBERED:
+                # requests whose terminal frame never came here: forget the stalest
+                self._progress.popitem(last=False)
         elif frame_type in TERMINAL_TYPES:
             self.mark_final(request_id)
         return True
@@ -67,6 +72,42 @@ class DeliveryGuard:
         self._finished[request_id] = None
         if len(self._finished) > self.MAX_REMEMBERED:
             self._finished.popitem(last=False)
+
+
+class TenantCounts:
+    """Live-connection counts per tenant, cached for ``ttl_s`` and adjusted by this
+    process's own connects and disconnects meanwhile.
+
+    The index count costs one query whose price grows with the tenant's connections;
+    caching it makes the limit soft: other processes' connects within ``ttl_s`` are
+    seen late, so a tenant may briefly exceed its limit by what they accepted.
+    """
+
+    def __init__(self, ttl_s: float = 2.0, max_tenants: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_tenants = max_tenants
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def get(self, tenant_id: str) -> int | None:
+        """The cached count, or None when there is none or it is stale."""
+        hit = self._counts.get(tenant_id)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, tenant_id: str, count: int) -> None:
+        if len(self._counts) >= self.max_tenants:
+            self._counts.clear()
+        self._counts[tenant_id] = (time.monotonic() + self.ttl_s, count)
+
+    def bump(self, tenant_id: str, delta: int) -> None:
+        """Adjust a fresh cached count by this process's own (dis)connect."""
+        hit = self._counts.get(tenant_id)
+        if hit is not None:
+            self._counts[tenant_id] = (hit[0], max(0, hit[1] + delta))
+
+
+tenant_counts = TenantCounts()
 
 
 @dataclass
@@ -114,10 +155,14 @@ async def open_session(
     )
     try:
         if policy.max_connections:
-            count = await asyncio.to_thread(connection_store.count_by_tenant, identity.tenant_id)
+            count = tenant_counts.get(identity.tenant_id)
+            if count is None:
+                count = await asyncio.to_thread(connection_store.count_by_tenant, identity.tenant_id)
+                tenant_counts.put(identity.tenant_id, count)
             if count >= policy.max_connections:
                 raise AuthFailure(TOO_MANY_CONNECTIONS, "Too many connections")
         await asyncio.to_thread(connection_store.save, info)
+        tenant_counts.bump(identity.tenant_id, 1)
     except StorageUnavailable as exc:
         raise AuthFailure(STORAGE_DOWN, "Service unavailable, try again later") from exc
     return Session(
@@ -139,6 +184,7 @@ async def close_session(session: Session) -> None:
         if session.subscriptions:
             subscription_store.delete_many(session.connection_id, session.subscriptions)
 
+    tenant_counts.bump(session.identity.tenant_id, -1)
     try:
         await asyncio.to_thread(_close)
     except StorageUnavailable:

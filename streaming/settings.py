@@ -41,7 +41,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "streaming.admin_site.StreamerAdminConfig",  # django.contrib.admin, our site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -171,6 +171,9 @@ STREAMER_TRANSPORTS = {
 # authenticates POST /apigw/events (unset: the endpoint refuses everything).
 STREAMER_APIGW_ENDPOINT = os.environ.get("STREAMER_APIGW_ENDPOINT", "")
 STREAMER_APIGW_SHARED_SECRET = os.environ.get("STREAMER_APIGW_SHARED_SECRET", "")
+
+# The benchmark's baseline endpoints and actions (streaming/benchmarks.py); off by default.
+STREAMER_BENCH_ENDPOINTS = env_bool("STREAMER_BENCH", False)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {

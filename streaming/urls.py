@@ -1,15 +1,16 @@
 """HTTP routes. WebSockets are routed in streaming/asgi.py."""
 
-from django.contrib import admin
 from django.urls import path
 
 from streaming import api, views
+from streaming.admin_site import site as admin_site
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("dev/token", views.dev_token, name="dev-token"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics, name="metrics"),
     path("api/v1/publish", api.publish_view, name="publish"),
     path("apigw/events", api.apigw_events_view, name="apigw-events"),
-    path("admin/", admin.site.urls),
+    path("admin/", admin_site.urls),
 ]

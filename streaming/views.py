@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import secrets
 import uuid
 
 from channels.layers import get_channel_layer
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connections.store.connection import connection_store
 from connections.store.errors import NotFound, StoreError
+from streaming.auth import issue_token
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,10 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     ok = storage and layer
     body = {
         "status": "ok" if ok else "unavailable",
-        "checks": {"storage": "ok" if storage else "fail", "channel_layer": "ok" if layer else "fail"},
+        "checks": {
+            "storage": "ok" if storage else "fail",
+            "channel_layer": "ok" if layer else "fail",
+        },
     }
     return JsonResponse(body, status=200 if ok else 503)
 
@@ -58,6 +67,51 @@ def metrics(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
+DEMO_TENANT = "demo"
+DEMO_USER_COOKIE = "streamer_demo_user"
+DEMO_TOKEN_TTL_S = 3600
+_DEMO_USER_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
 def index(request: HttpRequest) -> HttpResponse:
-    """The demo page for end users."""
-    return render(request, "streaming/index.html")
+    """The demo page for end users (streaming/templates/streaming/index.html)."""
+    config = {
+        "wsPath": "/ws",
+        # Only the development stack hands out tokens; elsewhere the page asks for one.
+        "devTokenUrl": reverse("dev-token") if settings.DEBUG else None,
+    }
+    return render(request, "streaming/index.html", {"config": config})
+
+
+@never_cache
+def dev_token(request: HttpRequest) -> JsonResponse:
+    """DEBUG only: a development token for the ``demo`` tenant, so the demo page can
+    fill its token field. The user id comes from ``?user=`` or a signed cookie that keeps
+    one random id per browser; 404 when DEBUG is off."""
+    if not settings.DEBUG:
+        raise Http404("not found")
+    user = request.GET.get("user") or request.get_signed_cookie(
+        DEMO_USER_COOKIE, default=None, salt=DEMO_USER_COOKIE
+    )
+    if user is None:
+        user = f"demo-{secrets.token_hex(4)}"
+    if not _DEMO_USER_RE.match(user):
+        return JsonResponse(
+            {"error": "user: 1-64 characters of letters, digits, '.', '_' or '-'"}, status=400
+        )
+    try:
+        token = issue_token(DEMO_TENANT, user, (), DEMO_TOKEN_TTL_S)
+    except ValueError:
+        return JsonResponse({"error": "token issuing is not configured"}, status=503)
+    response = JsonResponse(
+        {
+            "token": token,
+            "tenant_id": DEMO_TENANT,
+            "user_id": user,
+            "expires_in": DEMO_TOKEN_TTL_S,
+        }
+    )
+    response.set_signed_cookie(
+        DEMO_USER_COOKIE, user, salt=DEMO_USER_COOKIE, httponly=True, samesite="Lax"
+    )
+    return response

@@ -10,7 +10,10 @@ worker died (their lease expired) and retries whose time has come.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import logging
 import os
 import random
@@ -21,8 +24,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from connections.store.base import warm_up
-from connections.store.errors import InvalidTransition, StorageUnavailable
+from connections.store.base import now_ms, warm_up
+from connections.store.errors import InvalidTransition, StorageUnavailable, StoreError
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError
 from streaming.actions.builtin import origin_of, send_terminal
@@ -31,6 +34,8 @@ from streaming.jobs import JobCancelled, JobContext
 from streaming.metrics import QUEUE_WAIT_SECONDS, REQUEST_SECONDS, WORKER_JOBS
 from streaming.progress import ProgressReporter
 from streaming.queue import WAKE_CHANNEL, WORKERS_GROUP
+from streaming.requests import heartbeat
+from streaming.requests.heartbeat import HEARTBEAT_INTERVAL_S
 from streaming.requests.model import RequestKey, RequestRecord
 from streaming.requests.store import RequestStore, request_store
 
@@ -76,6 +81,12 @@ class Worker:
         self.jobs: dict[str, tuple[asyncio.Task[None], JobContext]] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._poke = asyncio.Event()
+        self._backlog = False
+        # Requests whose handler ended and whose final write/terminal frame is under way.
+        self._finishing: set[str] = set()
+        # Sync handlers get their own threads: in asyncio's default pool (cpu + 4 threads)
+        # they would starve the worker's own storage calls (claims, lease renewals).
+        self._handler_threads: concurrent.futures.ThreadPoolExecutor | None = None
         self.completed = 0
 
     # -- the loop ------------------------------------------------------------------
@@ -84,6 +95,7 @@ class Worker:
         log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
         await asyncio.to_thread(warm_up)
         listeners = [asyncio.create_task(self._listen_wakeups(stop))]
+        listeners.append(asyncio.create_task(self._heartbeat_loop()))
         layer = get_channel_layer()
         own_channel = None
         if layer is not None:
@@ -106,13 +118,43 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await layer.group_discard(WORKERS_GROUP, own_channel)
             await self.shutdown()
+            await self._forget_heartbeat()
+            if self._handler_threads is not None:
+                self._handler_threads.shutdown(wait=False)
+                self._handler_threads = None
         log.info("worker %s stopped", self.worker_id)
+
+    # -- heartbeat (streaming/requests/heartbeat.py: the admin shows who is alive) ------
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+
+    async def _heartbeat_loop(self) -> None:
+        """Record a heartbeat now and every ``heartbeat_interval_s`` until cancelled.
+
+        A failed beat is logged and never stops the worker.
+        """
+        started_at = now_ms()
+        while True:
+            try:
+                await asyncio.to_thread(
+                    heartbeat.beat, self.worker_id, started_at=started_at, jobs=len(self.jobs)
+                )
+            except Exception:
+                log.warning("worker %s could not record its heartbeat", self.worker_id)
+            await asyncio.sleep(self.heartbeat_interval_s)
+
+    async def _forget_heartbeat(self) -> None:
+        """Remove this worker's heartbeat on a clean stop (best effort, at most 2 s)."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(heartbeat.forget, self.worker_id), 2.0)
+        except Exception:
+            log.warning("worker %s could not remove its heartbeat", self.worker_id)
 
     async def poll_once(self) -> int:
         """Claim due requests (new, retrying, or with an expired lease) while slots are
         free; returns how many were started."""
         free = self.concurrency - len(self.jobs)
         if free <= 0 or self._slots.locked():
+            self._backlog = True
             return 0
         try:
             due = await asyncio.to_thread(
@@ -129,6 +171,7 @@ class Worker:
                 continue
             if await self.try_claim(record.key):
                 started += 1
+        self._backlog = len(self.jobs) >= self.concurrency and len(due) > started
         return started
 
     async def _listen_wakeups(self, stop: asyncio.Event) -> None:
@@ -197,6 +240,7 @@ class Worker:
             asyncio.get_running_loop(),
             publish=lambda p, m, d: self._publish_progress(record, p, m, d),
             persist=lambda p, m, d: self._persist_progress(record, p, m, d),
+            initial=record.percentage,
         )
         ctx = JobContext(
             request_id=record.request_id,
@@ -207,7 +251,6 @@ class Worker:
             reporter=reporter,
             metadata=record.metadata,
         )
-        reporter.report(record.percentage)  # resume where a previous attempt stopped
         task = asyncio.create_task(self._execute(record, ctx))
         self.jobs[key.as_string()] = (task, ctx)
         WORKER_JOBS.set(len(self.jobs))
@@ -229,9 +272,11 @@ class Worker:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
             self.jobs.pop(key.as_string(), None)
+            self._finishing.discard(key.as_string())
             WORKER_JOBS.set(len(self.jobs))
             self._slots.release()
-            self._poke.set()
+            if self._backlog:  # the last poll found more due work than free slots
+                self._poke.set()
 
     async def _run_handler(self, record: RequestRecord, ctx: JobContext) -> None:
         try:
@@ -243,10 +288,16 @@ class Worker:
             await self._fail(record, ctx, ErrorCode.PROCESSING_FAILED, "The request used up its attempts")
             return
         timeout = record.timeout_s or spec.timeout_s
+        limit: asyncio.Timeout | None = None
         try:
             payload = spec.validate(record.payload or {})
-            result = await asyncio.wait_for(self._call(spec, ctx, payload), timeout=timeout)
-        except TimeoutError:
+            async with asyncio.timeout(timeout) as limit:
+                result = await self._call(spec, ctx, payload)
+        except TimeoutError as exc:
+            if limit is None or not limit.expired():
+                # The handler's own TimeoutError (a socket, a driver), not the time limit.
+                await self._handler_raised(record, ctx, spec, exc)
+                return
             ctx.cancelled.set()
             await self._fail(record, ctx, ErrorCode.TIMEOUT, "The request ran past its time limit")
         except JobCancelled:
@@ -256,24 +307,37 @@ class Worker:
         except ProtocolError as exc:
             await self._fail(record, ctx, ErrorCode.PROCESSING_FAILED, exc.message)
         except Exception as exc:
-            if spec.is_retryable(exc) and record.attempts < record.max_attempts:
-                await self._retry(record, ctx)
-            elif spec.is_retryable(exc):
-                await self._fail(
-                    record, ctx, ErrorCode.PROCESSING_FAILED, "The request failed after every attempt"
-                )
-            else:
-                log.exception("handler %s raised on request %s", spec.name, record.request_id)
-                await self._fail(record, ctx, ErrorCode.INTERNAL_ERROR, "Internal error")
+            await self._handler_raised(record, ctx, spec, exc)
         else:
             await self._complete(record, ctx, result)
+
+    async def _handler_raised(
+        self, record: RequestRecord, ctx: JobContext, spec: ActionSpec, exc: Exception
+    ) -> None:
+        if spec.is_retryable(exc) and record.attempts < record.max_attempts:
+            await self._retry(record, ctx)
+        elif spec.is_retryable(exc):
+            await self._fail(
+                record, ctx, ErrorCode.PROCESSING_FAILED, "The request failed after every attempt"
+            )
+        else:
+            log.error(
+                "handler %s raised on request %s", spec.name, record.request_id, exc_info=exc
+            )
+            await self._fail(record, ctx, ErrorCode.INTERNAL_ERROR, "Internal error")
 
     async def _call(self, spec: ActionSpec, ctx: JobContext, payload: Any) -> Any:
         if spec.is_coroutine:
             return await spec.handler(ctx, payload)
-        return await asyncio.to_thread(spec.handler, ctx, payload)
+        if self._handler_threads is None:
+            self._handler_threads = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="streamer-handler"
+            )
+        call = functools.partial(contextvars.copy_context().run, spec.handler, ctx, payload)
+        return await asyncio.get_running_loop().run_in_executor(self._handler_threads, call)
 
     async def _complete(self, record: RequestRecord, ctx: JobContext, result: Any) -> None:
+        self._finishing.add(record.key.as_string())
         if ctx.reporter.percentage < 100:
             ctx.reporter.report(100.0, "Done")
         await ctx.reporter.close()
@@ -288,6 +352,7 @@ class Worker:
         await send_terminal(done, frames.complete(done.request_id, result, metadata=done.metadata))
 
     async def _fail(self, record: RequestRecord, ctx: JobContext, code: ErrorCode, message: str) -> None:
+        self._finishing.add(record.key.as_string())
         await ctx.reporter.close()
         try:
             done = await asyncio.to_thread(
@@ -299,7 +364,9 @@ class Worker:
         await send_terminal(done, frames.error(done.request_id, code, message))
 
     async def _retry(self, record: RequestRecord, ctx: JobContext) -> None:
+        self._finishing.add(record.key.as_string())
         await ctx.reporter.close()
+        await self._save_progress(record.key, ctx)
         delay = retry_delay_s(record.attempts, self.retry_base_s)
         retry_at = int(time.time() * 1000 + delay * 1000)
         with contextlib.suppress(InvalidTransition):
@@ -321,9 +388,7 @@ class Worker:
                     self.store.renew_lease, record.key, self.worker_id, self.lease_ms
                 )
             except InvalidTransition:
-                held = self.jobs.get(record.key.as_string())
-                if held is not None:
-                    self._cancel_job(*held)
+                self._lost(record)
                 return
             except StorageUnavailable:
                 log.warning("could not renew lease of %s", record.request_id)
@@ -349,9 +414,28 @@ class Worker:
                 worker_id=self.worker_id,
             )
         except InvalidTransition:
-            held = self.jobs.get(record.key.as_string())
-            if held is not None:
-                self._cancel_job(*held)
+            self._lost(record)
+
+    async def _save_progress(self, key: RequestKey, ctx: JobContext) -> None:
+        """Persist the latest progress before the request is released (retry, stop):
+        the next attempt resumes from it, so its frames never go below what clients saw."""
+        update = ctx.reporter.unsaved()
+        if update is None:
+            return
+        with contextlib.suppress(StoreError):
+            await asyncio.to_thread(
+                self.store.update_progress, key, *update, worker_id=self.worker_id
+            )
+
+    def _lost(self, record: RequestRecord) -> None:
+        """Storage says the request is not ours any more (cancelled, or its lease was
+        taken): stop the handler. Not once the handler has ended: its final conditional
+        write finds out by itself, and cancelling then could swallow the terminal frame
+        of a request that did complete (a renewal racing the completion)."""
+        key = record.key.as_string()
+        held = self.jobs.get(key)
+        if held is not None and key not in self._finishing:
+            self._cancel_job(*held)
 
     def _cancel_job(self, task: asyncio.Task[None], ctx: JobContext) -> None:
         """Stop a job whose request was cancelled (its canceller sent the terminal frame)."""
@@ -368,6 +452,7 @@ class Worker:
             if task in pending:
                 ctx.cancelled.set()
                 task.cancel()
+                await self._save_progress(RequestKey.from_string(key_string), ctx)
                 with contextlib.suppress(InvalidTransition, StorageUnavailable):
                     await asyncio.to_thread(
                         self.store.schedule_retry,

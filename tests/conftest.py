@@ -29,6 +29,19 @@ def _restore_store_config() -> Iterator[None]:
     base.configure(saved)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_caches() -> Iterator[None]:
+    """Per-process caches (tenant policies, tenant connection counts) start empty."""
+    from connections.tenants import forget_tenant
+    from streaming.session import tenant_counts
+
+    forget_tenant()
+    tenant_counts._counts.clear()
+    yield
+    forget_tenant()
+    tenant_counts._counts.clear()
+
+
 @pytest.fixture
 def moto_dynamodb() -> Iterator[base.StoreConfig]:
     """All tables in moto; yields the active store configuration."""

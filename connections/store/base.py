@@ -16,8 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import botocore.session
 import orjson
+import pynamodb.connection.base as pynamodb_connection_base
 from botocore.exceptions import BotoCoreError
+from prometheus_client import Counter
 from botocore.exceptions import ClientError as BotoClientError
 from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
 from pynamodb.models import Model
@@ -43,6 +46,22 @@ class StoreConfig:
 
 
 _config = StoreConfig(endpoint_url=None)
+_shared_loader: Any = None
+
+
+def _session_with_shared_loader() -> botocore.session.Session:
+    """A botocore session that reuses one data loader: each new session would
+    otherwise re-read the DynamoDB service model from disk (~0.5 s per client)."""
+    global _shared_loader
+    session = botocore.session.get_session()
+    if _shared_loader is None:
+        _shared_loader = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _shared_loader)
+    return session
+
+
+pynamodb_connection_base.get_session = _session_with_shared_loader
 
 
 def register_model(model: M) -> M:
@@ -155,17 +174,21 @@ def is_conditional_failure(exc: BaseException) -> bool:
 def storage_errors(operation: str) -> Iterator[None]:
     """Translate transport-level failures into :class:`StorageUnavailable`.
 
-    Conditional failures and other PynamoDB errors are re-raised untouched for the
-    caller to map; connection refusals, timeouts and throttling become
-    StorageUnavailable with a message that carries no library text.
+    Connection refusals, timeouts and throttling (after botocore's bounded retries)
+    become StorageUnavailable with a message that carries no library text. Everything
+    else — a failed ConditionExpression above all — is re-raised untouched for the
+    caller to map (PynamoDB's PutError/UpdateError/… all subclass its
+    PynamoDBConnectionError, so the class alone says nothing).
     """
     try:
         yield
-    except PynamoDBConnectionError as exc:
-        raise StorageUnavailable(f"storage unavailable during {operation}") from exc
     except PynamoDBException as exc:
-        if getattr(exc, "cause_response_code", None) in _THROTTLING or isinstance(
-            getattr(exc, "cause", None), BotoCoreError
+        if is_conditional_failure(exc):
+            raise
+        cause = getattr(exc, "cause", None) or exc.__cause__
+        code = getattr(exc, "cause_response_code", None)
+        if code in _THROTTLING or isinstance(cause, BotoCoreError | OSError) or (
+            code is None and isinstance(exc, PynamoDBConnectionError)
         ):
             raise StorageUnavailable(f"storage unavailable during {operation}") from exc
         raise
@@ -173,7 +196,20 @@ def storage_errors(operation: str) -> Iterator[None]:
         raise StorageUnavailable(f"storage unavailable during {operation}") from exc
 
 
+DYNAMODB_CALLS = Counter(
+    "streamer_dynamodb_calls_total", "DynamoDB API calls made by this process", ["operation"]
+)
+
+
+def _count_call(model: Any = None, **kwargs: Any) -> None:
+    DYNAMODB_CALLS.labels(getattr(model, "name", "unknown")).inc()
+
+
 def warm_up() -> None:
-    """Create every model's botocore client now (a first call otherwise pays ~100 ms)."""
+    """Create every model's botocore client now (a first call otherwise pays ~100 ms)
+    and count its calls in ``streamer_dynamodb_calls_total``."""
     for model in _MODELS:
-        _ = model._get_connection().connection.client
+        client = model._get_connection().connection.client
+        if not getattr(client, "_streamer_counted", False):
+            client.meta.events.register("before-call.dynamodb", _count_call)
+            client._streamer_counted = True

@@ -165,7 +165,7 @@ def _to_info(model: ConnectionModel) -> ConnectionInfo:
         user_id=model.user_id,
         transport=model.transport,
         address=model.address,
-        permissions=tuple(model.permissions or ()),
+        permissions=tuple(str(p) for p in model.permissions or ()),
         connected_at=int(model.connected_at),
         last_seen=int(model.last_seen),
         user_agent=model.user_agent or "",

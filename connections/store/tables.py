@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from pynamodb.exceptions import PynamoDBException
@@ -22,7 +23,10 @@ def create_all(report: Callable[[str], None] = lambda _msg: None) -> list[str]:
             if model.exists():
                 report(f"table {name}: exists")
             else:
-                model.create_table(billing_mode="PAY_PER_REQUEST", wait=True, ignore_update_ttl_errors=True)
+                model.create_table(
+                    billing_mode="PAY_PER_REQUEST", wait=False, ignore_update_ttl_errors=True
+                )
+                _wait_active(model)
                 report(f"table {name}: created")
             if getattr(model, "_ttl_attribute", lambda: None)() is not None:
                 try:
@@ -31,6 +35,17 @@ def create_all(report: Callable[[str], None] = lambda _msg: None) -> list[str]:
                 except PynamoDBException:
                     report(f"table {name}: TTL not supported by this endpoint (expired items stay)")
     return names
+
+
+def _wait_active(model: type, timeout_s: float = 120.0) -> None:
+    """Poll until the table is ACTIVE (PynamoDB's own wait sleeps 2 s per check)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = model.describe_table().get("TableStatus")
+        if status == "ACTIVE":
+            return
+        time.sleep(0.05 if status is None or status == "CREATING" else 0.5)
+    raise TimeoutError(f"table {model.Meta.table_name} did not become ACTIVE")
 
 
 def delete_all(report: Callable[[str], None] = lambda _msg: None) -> None:

@@ -9,9 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connections.manager import Target, manager
 from connections.store.errors import InvalidTransition, NotFound
+from connections.store.errors import ValidationError as StoreValidationError
 from connections.store.subscription import subscription_store
 from protocol import frames
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import ErrorCode, ProtocolError, validation_error
 from streaming.actions.registry import action
 from streaming.pipeline import ActionContext
 from streaming.queue import notify_cancelled
@@ -91,7 +92,7 @@ async def request_cancel(ctx: ActionContext, payload: RequestRef) -> dict[str, A
     terminal ``error`` frame with code CANCELLED."""
     key = _key(ctx, payload.request_id)
     try:
-        record = await asyncio.to_thread(request_store.cancel, key)
+        record = await cancel_request(key)
     except NotFound:
         raise _not_found() from None
     except InvalidTransition:
@@ -99,22 +100,40 @@ async def request_cancel(ctx: ActionContext, payload: RequestRef) -> dict[str, A
             return (await asyncio.to_thread(request_store.get, key)).public()
         except NotFound:
             raise _not_found() from None
-    await notify_cancelled(key.as_string())
-    await send_terminal(record, frames.error(record.request_id, ErrorCode.CANCELLED, "Request cancelled"))
     return record.public()
+
+
+async def cancel_request(key: RequestKey) -> RequestRecord:
+    """Cancel a request that has not finished, whoever asks (its user or an admin).
+
+    One conditional write (``request_store.cancel``), then the worker holding it is told
+    to stop and its sender and subscribers get the terminal ``error`` frame, code
+    CANCELLED. Raises NotFound, or InvalidTransition when it had already ended (nothing
+    is sent then).
+    """
+    record = await asyncio.to_thread(request_store.cancel, key)
+    await notify_cancelled(key.as_string())
+    await send_terminal(
+        record, frames.error(record.request_id, ErrorCode.CANCELLED, "Request cancelled")
+    )
+    return record
 
 
 @action("request.list", schema=ListPayload)
 async def request_list(ctx: ActionContext, payload: ListPayload) -> dict[str, Any]:
     """The caller's own requests, newest first, with a cursor."""
-    page = await asyncio.to_thread(
-        request_store.list_by_user,
-        ctx.tenant_id,
-        ctx.user_id,
-        status=payload.status,
-        limit=payload.limit,
-        cursor=payload.cursor,
-    )
+    try:
+        page = await asyncio.to_thread(
+            request_store.list_by_user,
+            ctx.tenant_id,
+            ctx.user_id,
+            status=payload.status,
+            limit=payload.limit,
+            cursor=payload.cursor,
+        )
+    except StoreValidationError:
+        # status and limit were validated above: the cursor is what the store refused
+        raise validation_error([{"field": "payload.cursor", "message": "invalid cursor"}]) from None
     return {"requests": [r.public() for r in page.items], "cursor": page.cursor}
 
 

@@ -52,15 +52,22 @@ async def generate_report(job: JobContext, payload: ReportPayload) -> dict[str, 
     cursor: str | None = None
     more = payload.max_requests > 0
     for step in range(1, steps + 1):
-        # Each step reads one page of history while there is one; the pacing spreads
-        # the steps over duration_s.
-        if more:
+        # Each step reads one page of history while there is one (the last step reads
+        # whatever is left, up to max_requests); the pacing spreads the steps over
+        # duration_s.
+        while more:
             page = await asyncio.to_thread(
-                request_store.list_by_user, job.tenant_id, job.user_id, limit=page_size, cursor=cursor
+                request_store.list_by_user,
+                job.tenant_id,
+                job.user_id,
+                limit=page_size,
+                cursor=cursor,
             )
             records.extend(r for r in page.items if r.request_id != job.request_id)
             cursor = page.cursor
             more = cursor is not None and len(records) < payload.max_requests
+            if step < steps:
+                break
         message = f"Read {len(records)} requests" if step < steps else "Computing statistics"
         job.report(step * 100 / steps, message, {"step": step, "steps": steps})
         await job.sleep(started + step * step_s - time.monotonic())
@@ -72,7 +79,7 @@ async def generate_report(job: JobContext, payload: ReportPayload) -> dict[str, 
             lambda: list(connection_store.iter_by_user(job.tenant_id, job.user_id))
         )
 
-    by_status = Counter(r.status for r in records)
+    by_status = Counter(r.status.value for r in records)  # str keys: stored as JSON
     by_action = Counter(r.action for r in records)
     latencies = sorted(
         (r.ended_at - r.created_at) / 1000

@@ -24,6 +24,9 @@ Table ``requests`` (prefixed by the store configuration), one item per request:
   load, and a poller simply queries the N shards and merges them by ``due_at``. The
   shard is fixed at enqueue time: the shard count may be raised later, never lowered
   (pollers must query at least as many shards as were ever used).
+* KEYS_ONLY GSI ``by_tenant`` (``tenant_id``, ``created_at``): a tenant's requests
+  newest first, for the admin. Keys only keeps the index small; the store reads the
+  items themselves with BatchGetItem.
 
 Every time is an integer number of milliseconds since the Unix epoch (sortable), except
 ``ttl``: DynamoDB TTL wants epoch seconds, and it is set to ``ended_at`` + 7 days when a
@@ -42,7 +45,12 @@ from urllib.parse import quote, unquote
 import orjson
 from pynamodb.attributes import Attribute, NumberAttribute, TTLAttribute, UnicodeAttribute
 from pynamodb.constants import STRING
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, LocalSecondaryIndex
+from pynamodb.indexes import (
+    AllProjection,
+    GlobalSecondaryIndex,
+    KeysOnlyProjection,
+    LocalSecondaryIndex,
+)
 from pynamodb.models import Model
 
 from connections.store.base import register_model
@@ -166,6 +174,7 @@ class RequestRecord:
     due_shard: str | None = None
     due_at: int | None = None
     ttl: int | None = None
+    requeued_at: int | None = None
 
     @property
     def key(self) -> RequestKey:
@@ -239,6 +248,17 @@ class DueIndex(GlobalSecondaryIndex["RequestModel"]):
     due_at = NumberAttribute(range_key=True)
 
 
+class ByTenantIndex(GlobalSecondaryIndex["RequestModel"]):
+    """A tenant's requests ordered by creation time (keys only: the admin's list)."""
+
+    class Meta:
+        index_name = "by_tenant"
+        projection = KeysOnlyProjection()
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    created_at = NumberAttribute(range_key=True)
+
+
 @register_model
 class RequestModel(Model):
     """One asynchronous request (see the module docstring for the layout)."""
@@ -273,9 +293,12 @@ class RequestModel(Model):
     due_shard = UnicodeAttribute(null=True)
     due_at = NumberAttribute(null=True)
     ttl = TTLAttribute(null=True)
+    # When an admin last sent a FAILED/CANCELLED request back to PENDING (store.requeue).
+    requeued_at = NumberAttribute(null=True)
 
     by_created = ByCreatedIndex()
     due = DueIndex()
+    by_tenant = ByTenantIndex()
 
     def to_record(self) -> RequestRecord:
         """The plain, immutable view of this item."""
@@ -308,6 +331,7 @@ class RequestModel(Model):
             due_shard=self.due_shard,
             due_at=_int_or_none(self.due_at),
             ttl=int(ttl.timestamp()) if ttl is not None else None,
+            requeued_at=_int_or_none(self.requeued_at),
         )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -73,6 +74,8 @@ MAX_PAYLOAD_BYTES = 128 * 1024
 MAX_METADATA_BYTES = 8 * 1024
 MAX_RESULT_BYTES = 192 * 1024
 MAX_DETAILS_BYTES = 16 * 1024
+# list_by_tenant with a status filter examines at most this many index entries per call.
+MAX_TENANT_SCAN = 1000
 
 _ACTION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _WAITING = (S.PENDING.value, S.RETRYING.value)
@@ -227,6 +230,46 @@ def _start_key(owner: str, cursor: str | None) -> dict[str, dict[str, str]] | No
         "owner": {"S": owner},
         "request_id": {"S": request_id},
         "created_at": {"N": str(created_at)},
+    }
+
+
+def _entry_key(tenant_id: str, entry: RequestModel) -> RequestKey:
+    """The key of a ``by_tenant`` index entry (keys only: owner, request_id, created_at)."""
+    return RequestKey(tenant_id, entry.owner.partition("#")[2], entry.request_id)
+
+
+def _tenant_cursor_for(entry: RequestModel) -> str | None:
+    return encode_cursor(
+        {
+            "u": entry.owner.partition("#")[2],
+            "r": entry.request_id,
+            "c": int(entry.created_at),
+        }
+    )
+
+
+def _tenant_start_key(tenant_id: str, cursor: str | None) -> dict[str, dict[str, str]] | None:
+    """The ``by_tenant`` ExclusiveStartKey of a :meth:`RequestStore.list_by_tenant` cursor."""
+    value = decode_cursor(cursor)
+    if value is None:
+        return None
+    user_id, request_id, created_at = value.get("u"), value.get("r"), value.get("c")
+    if (
+        set(value) != {"u", "r", "c"}
+        or not isinstance(user_id, str)
+        or not 0 < len(user_id) <= MAX_USER_ID
+        or not isinstance(request_id, str)
+        or not 0 < len(request_id) <= MAX_REQUEST_ID
+        or isinstance(created_at, bool)
+        or not isinstance(created_at, int)
+        or created_at < 0
+    ):
+        raise ValidationError("invalid cursor")
+    return {
+        "tenant_id": {"S": tenant_id},
+        "created_at": {"N": str(created_at)},
+        "owner": {"S": make_owner(tenant_id, user_id)},
+        "request_id": {"S": request_id},
     }
 
 
@@ -521,6 +564,42 @@ class RequestStore:
         actions = [*_final_actions(S.CANCELLED, now), M.error.set(dict(CANCELLED_ERROR))]
         return self._transition(key, actions, M.status.is_in(*_LIVE), "cancel")
 
+    def requeue(
+        self, key: RequestKey, now: int | None = None, shards: int = DEFAULT_SHARDS
+    ) -> RequestRecord:
+        """FAILED | CANCELLED → PENDING: run an ended request again (an admin's retry).
+
+        ONE conditional UpdateItem. The request keeps its id, payload, metadata,
+        ``created_at``, origin and subscribers; ``attempts`` goes back to 0, error,
+        result, progress, ``started_at``/``ended_at`` and the TTL are cleared,
+        ``requeued_at`` is set and it is due at once in the ``due`` index. This is an
+        operator override of PROTOCOL.md §3 (final states are final for clients);
+        docs/admin.md explains what clients see. COMPLETED or still live →
+        InvalidTransition with the current status; missing → NotFound.
+        """
+        _check_key(key)
+        _check_int("shards", shards, 1, MAX_SHARDS)
+        now = _check_now(now)
+        actions = [
+            M.status.set(S.PENDING.value),
+            M.attempts.set(0),
+            M.percentage.set(0),
+            M.message.remove(),
+            M.details.remove(),
+            M.result.remove(),
+            M.error.remove(),
+            M.started_at.remove(),
+            M.ended_at.remove(),
+            M.ttl.remove(),
+            M.lease_owner.remove(),
+            M.lease_expires_at.remove(),
+            M.due_shard.set(shard_for(key.owner, key.request_id, shards)),
+            M.due_at.set(now),
+            M.requeued_at.set(now),
+        ]
+        condition = M.status.is_in(S.FAILED.value, S.CANCELLED.value)
+        return self._transition(key, actions, condition, "requeue")
+
     def list_by_user(
         self,
         tenant_id: str,
@@ -563,6 +642,71 @@ class RequestStore:
         records = [item.to_record() for item in items[:limit]]
         next_cursor = _cursor_for(records[-1]) if len(items) > limit else None
         return Page(items=records, cursor=next_cursor)
+
+    def list_by_tenant(
+        self,
+        tenant_id: str,
+        *,
+        status: RequestStatus | str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> Page[RequestRecord]:
+        """A tenant's requests (every user), newest first: the admin's list.
+
+        Reads the KEYS_ONLY ``by_tenant`` index, then the items with BatchGetItem, in
+        index order. Without ``status`` a page costs one index query and one
+        BatchGetItem. With ``status`` (not in the index, so it is checked on the items)
+        index entries are read 100 at a time until ``limit`` match or
+        :data:`MAX_TENANT_SCAN` entries were examined: a page may then hold fewer than
+        ``limit`` requests (even none) and still carry a cursor. The cursor is None only
+        when nothing is left. An entry whose item is gone (index lag) is skipped.
+        """
+        _check_tenant(tenant_id)
+        _check_int("limit", limit, 1, MAX_LIST_LIMIT)
+        wanted: RequestStatus | None = None
+        if status is not None:
+            try:
+                wanted = RequestStatus(status)
+            except ValueError:
+                raise ValidationError("unknown status") from None
+        start_key = _tenant_start_key(tenant_id, cursor)
+        matches: list[RequestRecord] = []
+        last: RequestModel | None = None  # the last index entry examined: the next cursor
+        examined = 0
+        more = False
+        with _storage("list_by_tenant"):
+            entries = iter(
+                M.by_tenant.query(
+                    tenant_id,
+                    scan_index_forward=False,
+                    # One more than a page, so that peeking past it costs no extra query.
+                    page_size=(limit if wanted is None else MAX_LIST_LIMIT) + 1,
+                    last_evaluated_key=start_key,
+                )
+            )
+            while True:
+                if len(matches) == limit or examined >= MAX_TENANT_SCAN:
+                    more = next(entries, None) is not None
+                    break
+                size = limit - len(matches) if wanted is None else MAX_LIST_LIMIT
+                chunk = list(itertools.islice(entries, size))
+                if not chunk:
+                    break
+                keys = [_entry_key(tenant_id, entry) for entry in chunk]
+                found = {record.key: record for record in self.batch_get(keys)}
+                for entry, key in zip(chunk, keys, strict=True):
+                    if len(matches) == limit:
+                        more = True  # entries of this chunk are left
+                        break
+                    examined += 1
+                    last = entry
+                    record = found.get(key)  # None: gone since the index saw it
+                    if record is not None and (wanted is None or record.status is wanted):
+                        matches.append(record)
+                if more:
+                    break
+        next_cursor = _tenant_cursor_for(last) if more and last is not None else None
+        return Page(items=matches, cursor=next_cursor)
 
     # --- queue ------------------------------------------------------------------------
 

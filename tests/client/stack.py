@@ -40,7 +40,7 @@ class LiveStack:
 
     def manage(self, *args: str, timeout: float = 60) -> str:
         """Run ``manage.py ARGS`` with the stack's environment; its stdout."""
-        done = subprocess.run(  # noqa: S603
+        done = subprocess.run(
             [sys.executable, str(MANAGE), *args],
             env=self.env,
             cwd=REPO_ROOT,
@@ -88,7 +88,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} during start-up")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -131,7 +131,7 @@ def start_stack(**extra_env: str) -> LiveStack:
         port = localserver.free_port()
         stack.log_path = stack.data_dir / "serve.log"
         with stack.log_path.open("wb") as log:
-            server = subprocess.Popen(  # noqa: S603
+            server = subprocess.Popen(
                 [sys.executable, str(MANAGE), "serve", "--port", str(port)],
                 env=env,
                 cwd=REPO_ROOT,
@@ -141,7 +141,10 @@ def start_stack(**extra_env: str) -> LiveStack:
         stack._procs.append(server)
         stack.base_url = f"http://127.0.0.1:{port}"
         stack.ws_url = f"ws://127.0.0.1:{port}/ws"
-        _wait_http(stack.base_url + "/healthz", server)
+        try:
+            _wait_http(stack.base_url + "/healthz", server)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}\n--- server log ---\n{stack.server_log()}") from None
     except BaseException:
         stack.stop()
         raise

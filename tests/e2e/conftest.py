@@ -1,12 +1,14 @@
 """End-to-end fixtures: the real stack as separate processes on 127.0.0.1.
 
-* ``e2e`` (session): an in-memory dynalite server, a temporary ``DATA_DIR`` with the
-  Django migrations applied and the tenants ``demo`` and ``other``, a JWT secret, and a
-  token minted by ``manage.py issue_token`` (more are minted with PyJWT, same secret).
+* ``e2e`` (session): an in-memory dynalite server with every table under a unique
+  ``STREAMER_TABLE_PREFIX`` (``manage.py create_tables``), a temporary ``DATA_DIR`` with
+  the Django migrations applied and the tenants ``demo`` and ``other``, a JWT secret, and
+  a token minted by ``manage.py issue_token`` (more are minted with PyJWT, same secret).
 * :func:`running_stack`: a context manager the test modules use in their module-scoped
-  fixtures: tables under a fresh ``STREAMER_TABLE_PREFIX`` (``manage.py create_tables``),
-  optionally ``redis-server`` on a free port, N ``manage.py serve`` processes (each
-  waited for until ``GET /healthz`` is 200) and N ``manage.py process_requests`` workers.
+  fixtures: optionally ``redis-server`` on a free port, N ``manage.py serve`` processes
+  (each waited for until ``GET /healthz`` is 200) and N ``manage.py process_requests``
+  workers. Stacks share the tables; each stack namespaces its user ids (``local-alice``),
+  so request ids never clash between modules.
 
 Every process writes its stdout/stderr to files under pytest's temporary directory; a
 failing test gets the tails of every process still registered appended to its report.
@@ -81,7 +83,7 @@ class Proc:
         self.stdout_path = log_dir / f"{stem}.out"
         self.stderr_path = log_dir / f"{stem}.err"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.popen = subprocess.Popen(  # noqa: S603
+            self.popen = subprocess.Popen(
                 args,
                 cwd=REPO_ROOT,
                 env=env,
@@ -176,7 +178,7 @@ def _port_answers_ping(port: int) -> bool:
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str, str]:
     """GET ``url``: (status, content type, body); HTTP errors are returned, not raised."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode(errors="replace")
@@ -195,6 +197,7 @@ class E2E:
         self.log_dir.mkdir()
         self.data_dir.mkdir()
         self.endpoint = ""
+        self.prefix = f"e2e-{secrets.token_hex(4)}"
         self.procs: list[Proc] = []
         self.issued_token = ""
 
@@ -208,7 +211,7 @@ class E2E:
             PYTHONUNBUFFERED="1",
             DATA_DIR=str(self.data_dir),
             DYNAMODB_ENDPOINT_URL=self.endpoint,
-            STREAMER_TABLE_PREFIX="e2e-unused",
+            STREAMER_TABLE_PREFIX=self.prefix,
             STREAMER_JWT_SECRET=JWT_SECRET,
             DJANGO_DEBUG="0",
             AWS_DEFAULT_REGION="us-east-1",
@@ -226,7 +229,9 @@ class E2E:
     def manage(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
         return self.start(name, [PYTHON, MANAGE, *args], env or self.env())
 
-    def mint(self, user: str, tenant: str = "demo", *, secret: str = JWT_SECRET, **claims: Any) -> str:
+    def mint(
+        self, user: str, tenant: str = "demo", *, secret: str = JWT_SECRET, **claims: Any
+    ) -> str:
         """A token signed like ``issue_token`` does (HS256, the same secret); a claim
         given as None is left out."""
         now = int(time.time())
@@ -259,8 +264,10 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         env.endpoint = f"http://127.0.0.1:{port}"
         dynalite = env.start(
             "dynalite",
-            [node, str(localserver.DYNALITE), "--host", "127.0.0.1", "--port", str(port)]
-            + ["--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"],
+            [
+                *(node, str(localserver.DYNALITE), "--host", "127.0.0.1", "--port", str(port)),
+                *("--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"),
+            ],
             os.environ.copy(),
         )
         migrate = env.manage("migrate", "migrate", "--noinput")
@@ -269,10 +276,11 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
             localserver.wait_until_up(env.endpoint, timeout_s=START_TIMEOUT_S)
         except TimeoutError:
             raise dynalite.failure("did not answer") from None
+        create_tables = env.manage("create_tables", "create_tables")
         migrate.wait_ok()
         tenants = [env.manage(f"create_tenant-{t}", "create_tenant", t) for t in ("demo", "other")]
         env.issued_token = issue.wait_ok().strip().splitlines()[-1]
-        for proc in tenants:
+        for proc in [*tenants, create_tables]:
             proc.wait_ok()
         yield env
     finally:
@@ -319,12 +327,11 @@ class Server:
 
 
 class Stack:
-    """Servers and workers sharing one table prefix (and one Redis, in Redis mode)."""
+    """Servers and workers (sharing one Redis, in Redis mode)."""
 
     def __init__(self, e2e: E2E, name: str, env: dict[str, str] | None = None) -> None:
         self.e2e = e2e
         self.name = name
-        self.prefix = f"e2e-{name}-{secrets.token_hex(3)}"
         self.extra_env = dict(env or {})
         self.redis_url: str | None = None
         self.procs: list[Proc] = []
@@ -335,15 +342,28 @@ class Stack:
     def endpoint(self) -> str:
         return self.e2e.endpoint
 
+    @property
+    def prefix(self) -> str:
+        return self.e2e.prefix
+
+    def user(self, name: str) -> str:
+        """The user id behind ``name`` in this stack's tokens."""
+        return f"{self.name}-{name}"
+
     def env(self, **extra: str) -> dict[str, str]:
-        env = self.e2e.env(STREAMER_TABLE_PREFIX=self.prefix, **self.extra_env)
+        env = self.e2e.env(**self.extra_env)
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
         env.update(extra)
         return env
 
     def _manage(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
-        proc = Proc(f"{self.name}-{name}", [PYTHON, MANAGE, *args], env=env or self.env(), log_dir=self.e2e.log_dir)
+        proc = Proc(
+            f"{self.name}-{name}",
+            [PYTHON, MANAGE, *args],
+            env=env or self.env(),
+            log_dir=self.e2e.log_dir,
+        )
         self.procs.append(proc)
         return proc
 
@@ -354,8 +374,23 @@ class Stack:
         port = localserver.free_port()
         workdir = self.e2e.root / f"redis-{self.name}"
         workdir.mkdir(exist_ok=True)
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        proc = Proc(f"{self.name}-redis", [*args, "--dir", str(workdir)], env=os.environ.copy(), log_dir=self.e2e.log_dir)
+        args = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        proc = Proc(
+            f"{self.name}-redis",
+            [*args, "--dir", str(workdir)],
+            env=os.environ.copy(),
+            log_dir=self.e2e.log_dir,
+        )
         self.procs.append(proc)
         deadline = time.monotonic() + 15
         while not _port_answers_ping(port):
@@ -363,9 +398,6 @@ class Stack:
                 raise proc.failure("redis-server did not answer PING")
             time.sleep(0.05)
         self.redis_url = f"redis://127.0.0.1:{port}/0"
-
-    def create_tables(self) -> None:
-        self._manage("create_tables", "create_tables").wait_ok()
 
     def start_server(self, worker: bool | None = None, *, wait: bool = True) -> Server:
         """``manage.py serve`` on a free port; ``worker`` None = the default choice."""
@@ -379,7 +411,9 @@ class Stack:
             server.wait_healthy()
         return server
 
-    def start_worker(self, *args: str, wait: bool = True, env: dict[str, str] | None = None) -> Proc:
+    def start_worker(
+        self, *args: str, wait: bool = True, env: dict[str, str] | None = None
+    ) -> Proc:
         """``manage.py process_requests``; waits until it says it is running."""
         proc = self._manage(
             f"worker{len(self.workers)}", "process_requests", *args, env=self.env(**(env or {}))
@@ -390,7 +424,7 @@ class Stack:
         return proc
 
     def token(self, user: str, tenant: str = "demo") -> str:
-        return self.e2e.mint(user, tenant)
+        return self.e2e.mint(self.user(user), tenant)
 
     def client(self, user: str = "alice", tenant: str = "demo", server: int = 0) -> WSClientContext:
         return open_client(self.servers[server].ws_url(self.token(user, tenant)))
@@ -401,18 +435,30 @@ class Stack:
 
     async def read_record(self, request_id: str, user: str = "alice", tenant: str = "demo") -> Any:
         """The stored RequestRecord (with ``attempts`` and the rest of the private fields)."""
+        return (await self.read_records([request_id], user, tenant))[0]
+
+    async def read_records(
+        self, request_ids: list[str], user: str = "alice", tenant: str = "demo"
+    ) -> list[Any]:
+        """Stored RequestRecords, read straight from DynamoDB (consistent reads)."""
         from streaming.requests.model import RequestKey
         from streaming.requests.store import request_store
 
         self.configure_store()
-        return await asyncio.to_thread(request_store.get, RequestKey(tenant, user, request_id))
+        keys = [RequestKey(tenant, self.user(user), r) for r in request_ids]
+        return await asyncio.to_thread(lambda: [request_store.get(k) for k in keys])
 
     def close(self) -> None:
-        ordered = [*self.workers, *(s.proc for s in self.servers)]
-        ordered += [p for p in self.procs if p not in ordered]
-        for proc in ordered:
-            proc.stop()
-        for proc in ordered:
+        """Stop workers and servers together (SIGTERM, bounded wait), then Redis."""
+        first = [*self.workers, *(s.proc for s in self.servers)]
+        rest = [p for p in self.procs if p not in first]
+        for group in (first, rest):
+            for proc in group:
+                if proc.alive:
+                    proc.popen.send_signal(signal.SIGTERM)
+            for proc in group:
+                proc.stop()
+        for proc in self.procs:
             with contextlib.suppress(ValueError):
                 _LIVE.remove(proc)
 
@@ -434,7 +480,6 @@ def running_stack(
     try:
         if redis:
             stack.start_redis()
-        stack.create_tables()
         started = [stack.start_server(server_worker, wait=False) for _ in range(servers)]
         for _ in range(workers):
             stack.start_worker(*worker_args, wait=False)
@@ -487,12 +532,12 @@ class WSClient:
         self,
         predicate: Callable[[dict[str, Any]], bool],
         *,
-        timeout: float = 10.0,
+        within: float = 10.0,
         since: int = 0,
         what: str = "a frame",
     ) -> dict[str, Any]:
         """The first frame from index ``since`` on that matches ``predicate``."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         index = since
         while True:
             self._changed.clear()
@@ -501,51 +546,70 @@ class WSClient:
                     return frame
             index = max(index, len(self.frames))
             if self.closed:
-                raise AssertionError(f"socket closed ({self.close_code}) while waiting for {what}: {self.brief()}")
+                raise AssertionError(
+                    f"socket closed ({self.close_code}) while waiting for {what}: {self.brief()}"
+                )
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}: {self.brief()}")
+                raise AssertionError(
+                    f"timed out after {within}s waiting for {what}: {self.brief()}"
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=remaining)
 
     def brief(self, last: int = 12) -> str:
         """The last frames received, shortened, for assertion messages."""
         shown = [
-            {k: v for k, v in f.items() if k in ("type", "request_id", "percentage", "status", "error")}
+            {
+                k: v
+                for k, v in f.items()
+                if k in ("type", "request_id", "percentage", "status", "error")
+            }
             for f in self.frames[-last:]
         ]
         return f"{len(self.frames)} frames, last: {shown}"
 
-    async def call(self, action: str, payload: dict[str, Any] | None = None, *, timeout: float = 10.0) -> dict[str, Any]:
+    async def call(
+        self, action: str, payload: dict[str, Any] | None = None, *, within: float = 10.0
+    ) -> dict[str, Any]:
         """Run a synchronous action; its ``response`` or ``error`` frame."""
         request_id = f"call-{uuid.uuid4().hex[:12]}"
         since = len(self.frames)
         await self.send({"action": action, "id": request_id, "payload": payload or {}})
         return await self.wait_for(
             lambda f: f.get("request_id") == request_id and f["type"] in ("response", "error"),
-            timeout=timeout,
+            within=within,
             since=since,
             what=f"the answer to {action}",
         )
 
     async def submit(
-        self, request_id: str, payload: dict[str, Any] | None = None, *, action: str = "generate_report", timeout: float = 10.0
+        self,
+        request_id: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        action: str = "generate_report",
+        within: float = 10.0,
     ) -> dict[str, Any]:
         """Send an asynchronous request; its ``acknowledgment`` (or ``error``) frame."""
         since = len(self.frames)
         await self.send({"action": action, "id": request_id, "payload": payload or {}})
         return await self.wait_for(
-            lambda f: f.get("request_id") == request_id and f["type"] in ("acknowledgment", "error"),
-            timeout=timeout,
+            lambda f: (
+                f.get("request_id") == request_id and f["type"] in ("acknowledgment", "error")
+            ),
+            within=within,
             since=since,
             what=f"the acknowledgment of {request_id}",
         )
 
-    async def terminal(self, request_id: str, *, timeout: float = 15.0, since: int = 0) -> dict[str, Any]:
+    async def terminal(
+        self, request_id: str, *, within: float = 15.0, since: int = 0
+    ) -> dict[str, Any]:
         """The terminal (``complete``/``error``) frame of ``request_id``."""
         return await self.wait_for(
             lambda f: f.get("request_id") == request_id and f["type"] in TERMINAL_TYPES,
-            timeout=timeout,
+            within=within,
             since=since,
             what=f"the terminal frame of {request_id}",
         )
@@ -554,12 +618,12 @@ class WSClient:
         """Every frame received about ``request_id`` (answers to ``call`` carry their own ids)."""
         return [f for f in self.frames[since:] if f.get("request_id") == request_id]
 
-    async def wait_closed(self, timeout: float = 10.0) -> int | None:
+    async def wait_closed(self, within: float = 10.0) -> int | None:
         """Wait until the server closes the socket; its close code."""
         try:
-            await asyncio.wait_for(asyncio.shield(self._reader), timeout=timeout)
+            await asyncio.wait_for(asyncio.shield(self._reader), timeout=within)
         except TimeoutError:
-            raise AssertionError(f"socket still open after {timeout}s: {self.brief()}") from None
+            raise AssertionError(f"socket still open after {within}s: {self.brief()}") from None
         return self.close_code
 
     async def close(self) -> None:

@@ -37,14 +37,18 @@ def test_serve_runs_the_worker_in_process_by_default(stack: Stack) -> None:
 
 
 async def test_healthz_and_metrics(stack: Stack) -> None:
-    status, content_type, body = await asyncio.to_thread(http_get, f"{stack.servers[0].url}/healthz")
+    status, content_type, body = await asyncio.to_thread(
+        http_get, f"{stack.servers[0].url}/healthz"
+    )
     assert status == 200, body
     assert content_type.startswith("application/json")
     assert '"ok"' in body
 
     async with stack.client("metrics-user") as client:
         assert (await client.call("echo", {"x": 1}))["type"] == "response"
-    status, content_type, body = await asyncio.to_thread(http_get, f"{stack.servers[0].url}/metrics")
+    status, content_type, body = await asyncio.to_thread(
+        http_get, f"{stack.servers[0].url}/metrics"
+    )
     assert status == 200
     assert content_type.startswith("text/plain")
     assert "# TYPE streamer_connects_total counter" in body
@@ -71,7 +75,9 @@ async def test_echo_round_trip(stack: Stack, measurements: dict[str, str]) -> No
             started = time.perf_counter()
             answer = await client.call("echo", {"i": 1})
             samples.append(answer["_rx"] - started)
-        measurements["local stack: echo round trip p50"] = f"{p50_ms(samples):.2f} ms (200 sequential)"
+        measurements["local stack: echo round trip p50"] = (
+            f"{p50_ms(samples):.2f} ms (200 sequential)"
+        )
 
 
 async def test_ack_and_complete_latency(stack: Stack, measurements: dict[str, str]) -> None:
@@ -81,7 +87,9 @@ async def test_ack_and_complete_latency(stack: Stack, measurements: dict[str, st
         for i in range(30):
             request_id = f"lat-{i}"
             since = len(client.frames)
-            sent = await client.send({"action": "generate_report", "id": request_id, "payload": QUICK})
+            sent = await client.send(
+                {"action": "generate_report", "id": request_id, "payload": QUICK}
+            )
             done = await client.terminal(request_id, since=since)
             frames = client.about(request_id, since)
             check_request_stream(frames)
@@ -101,7 +109,7 @@ async def test_generate_report_streams_progress_then_one_complete(stack: Stack) 
         ack = await client.submit("report-1", {"duration_s": 2, "steps": 20})
         assert ack["type"] == "acknowledgment", ack
         assert ack["status"] == "queued"
-        done = await client.terminal("report-1", timeout=20)
+        done = await client.terminal("report-1", within=20)
         elapsed = done["_rx"] - started
         await asyncio.sleep(0.5)  # anything after the terminal frame would show up now
 
@@ -128,7 +136,11 @@ async def test_resume_after_reconnect(stack: Stack) -> None:
         ack = await first.submit("resume-1", {"duration_s": 3, "steps": 30})
         assert ack["type"] == "acknowledgment"
         await first.wait_for(
-            lambda f: f.get("request_id") == "resume-1" and f["type"] == "progress" and f["percentage"] > 0,
+            lambda f: (
+                f.get("request_id") == "resume-1"
+                and f["type"] == "progress"
+                and f["percentage"] > 0
+            ),
             what="first progress",
         )
     # The first socket is gone mid-job; a new one resumes.
@@ -144,7 +156,7 @@ async def test_resume_after_reconnect(stack: Stack) -> None:
             assert second.about("resume-1") == [], "nothing follows a finished record"
             return
         assert record["status"] in ("PENDING", "PROCESSING", "RETRYING"), record
-        done = await second.terminal("resume-1", timeout=20)
+        done = await second.terminal("resume-1", within=20)
         await asyncio.sleep(0.5)
         check_request_stream(second.about("resume-1"), expect_ack=False)
         assert done["type"] == "complete"
@@ -185,14 +197,18 @@ async def test_cancel_a_running_report(stack: Stack) -> None:
     async with stack.client("canceller") as client:
         await client.submit("cancel-1", {"duration_s": 5, "steps": 50})
         await client.wait_for(
-            lambda f: f.get("request_id") == "cancel-1" and f["type"] == "progress" and f["percentage"] > 0,
+            lambda f: (
+                f.get("request_id") == "cancel-1"
+                and f["type"] == "progress"
+                and f["percentage"] > 0
+            ),
             what="first progress",
         )
         answer = await client.call("request.cancel", {"request_id": "cancel-1"})
         assert answer["type"] == "response", answer
         assert answer["data"]["status"] == "CANCELLED"
         assert answer["data"]["error"]["code"] == "CANCELLED"
-        terminal = await client.terminal("cancel-1", timeout=5)
+        terminal = await client.terminal("cancel-1", within=5)
         assert terminal["type"] == "error"
         assert terminal["error"]["code"] == "CANCELLED"
         await asyncio.sleep(1.5)  # a complete must never follow, nor more progress
@@ -229,7 +245,7 @@ async def test_bad_handshake_closes_with_code(stack: Stack, case: str, expected:
         "unknown-tenant": mint("alice", "no-such-tenant"),
     }[case]
     async with open_client(stack.servers[0].ws_url(token)) as client:
-        assert await client.wait_closed(timeout=10) == expected
+        assert await client.wait_closed(within=10) == expected
         assert client.frames == []
         # PROTOCOL.md wants a short generic reason; daphne 4.2 drops the reason of a
         # server-side close (WebSocketProtocol.serverClose takes only a code), so it may
@@ -287,5 +303,5 @@ async def test_socket_survives_server_side_close_of_another(stack: Stack) -> Non
             await dropped.submit("twin-1", {"duration_s": 1, "steps": 5})
             await keeper.call("request.status", {"request_id": "twin-1", "subscribe": True})
             dropped.ws.transport.abort()  # no close handshake, like a lost network
-        done = await keeper.terminal("twin-1", timeout=10)
+        done = await keeper.terminal("twin-1", within=10)
         assert done["type"] == "complete"

@@ -33,11 +33,18 @@ from streaming.requests import (
     shard_for,
 )
 from streaming.requests.model import JSONValueAttribute
+from tests.unit.requests_store import fast_pynamodb_setup
 
 S = RequestStatus
 T0 = 1_700_000_000_000
 LEASE = 30_000
 KEY = RequestKey("acme", "alice", "r1")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_setup() -> Iterator[None]:
+    with fast_pynamodb_setup():
+        yield
 
 
 @pytest.fixture
@@ -720,6 +727,134 @@ def test_batch_get_nothing_makes_no_call() -> None:
     assert request_store.batch_get([]) == []
 
 
+# --- admin: requeue and the tenant list (operator overrides, docs/admin.md) ----------
+
+
+@pytest.mark.parametrize("start", list(S))
+def test_requeue_only_from_failed_or_cancelled(store: RequestStore, start: RequestStatus) -> None:
+    before = bring_to(store, start)
+    if start not in (S.FAILED, S.CANCELLED):
+        with pytest.raises(InvalidTransition) as info:
+            store.requeue(KEY, now=T0 + 50)
+        assert info.value.current_status == start.value
+        assert store.get(KEY) == before
+        return
+    record = store.requeue(KEY, now=T0 + 50)
+    assert record.status is S.PENDING
+    assert (record.attempts, record.percentage, record.message) == (0, 0.0, "")
+    assert (record.error, record.result, record.details) == (None, None, None)
+    assert (record.started_at, record.ended_at, record.ttl) == (None, None, None)
+    assert (record.lease_owner, record.lease_expires_at) == (None, None)
+    assert (record.due_at, record.requeued_at) == (T0 + 50, T0 + 50)
+    assert record.due_shard == shard_for(KEY.owner, KEY.request_id)
+    assert (record.created_at, record.payload) == (before.created_at, before.payload)
+    assert store.get(KEY) == record
+    assert [r.key for r in store.list_pending(now=T0 + 50)] == [KEY]
+    claimed = store.claim(KEY, "w9", LEASE, now=T0 + 60)
+    assert claimed is not None and claimed.attempts == 1
+
+
+def test_requeue_missing_is_not_found(store: RequestStore) -> None:
+    with pytest.raises(NotFound):
+        store.requeue(KEY)
+
+
+def _fill_tenant(store: RequestStore) -> list[RequestKey]:
+    """Nine requests of three users of acme (newest last), two of another tenant."""
+    keys = []
+    for i in range(9):
+        key = RequestKey("acme", f"user#{i % 3}", f"r{i}")
+        enqueue(store, key, now=T0 + i)
+        keys.append(key)
+    for i in range(2):
+        enqueue(store, RequestKey("globex", "user#0", f"g{i}"), now=T0 + 100 + i)
+    return keys
+
+
+def _tenant_pages(store: RequestStore, limit: int, status: Any = None) -> list[list[RequestKey]]:
+    pages, cursor = [], None
+    while True:
+        page = store.list_by_tenant("acme", status=status, limit=limit, cursor=cursor)
+        pages.append([record.key for record in page.items])
+        cursor = page.cursor
+        if cursor is None:
+            return pages
+
+
+@pytest.mark.parametrize(
+    ("limit", "sizes"), [(4, [4, 4, 1]), (3, [3, 3, 3]), (9, [9]), (20, [9]), (1, [1] * 9)]
+)
+def test_list_by_tenant_pages_newest_first(
+    store: RequestStore, limit: int, sizes: list[int]
+) -> None:
+    keys = _fill_tenant(store)
+    pages = _tenant_pages(store, limit)
+    assert [len(page) for page in pages] == sizes
+    assert [key for page in pages for key in page] == list(reversed(keys))
+
+
+@pytest.mark.parametrize("limit", [1, 2, 10])
+def test_list_by_tenant_status_filter(store: RequestStore, limit: int) -> None:
+    keys = _fill_tenant(store)
+    for key in keys[1::3]:
+        store.cancel(key)
+    pages = _tenant_pages(store, limit, status="CANCELLED")
+    assert [key for page in pages for key in page] == list(reversed(keys[1::3]))
+    assert store.list_by_tenant("acme", status=S.FAILED).items == []
+
+
+def test_list_by_tenant_scan_cap_returns_a_cursor(
+    store: RequestStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streaming.requests.store as store_module
+
+    keys = _fill_tenant(store)
+    store.cancel(keys[0])  # the oldest
+    # Filtered pages read index entries 4 at a time and stop after 3 were examined.
+    monkeypatch.setattr(store_module, "MAX_LIST_LIMIT", 4)
+    monkeypatch.setattr(store_module, "MAX_TENANT_SCAN", 3)
+    first = store.list_by_tenant("acme", status=S.CANCELLED, limit=2)
+    assert first.items == [] and first.cursor is not None  # r8..r5 examined, no match
+    records, cursor = [], first.cursor
+    while cursor is not None:
+        page = store.list_by_tenant("acme", status=S.CANCELLED, limit=2, cursor=cursor)
+        records += page.items
+        cursor = page.cursor
+    assert [r.key for r in records] == [keys[0]]
+
+
+def test_list_by_tenant_skips_items_gone_from_the_table(
+    store: RequestStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = _fill_tenant(store)
+    real = RequestStore.batch_get
+
+    def lagging(self: RequestStore, wanted: list[RequestKey], consistent: bool = False) -> Any:
+        return [r for r in real(self, wanted, consistent) if r.key != keys[8]]
+
+    monkeypatch.setattr(RequestStore, "batch_get", lagging)
+    page = store.list_by_tenant("acme", limit=3)
+    assert [r.key for r in page.items] == [keys[7], keys[6], keys[5]]  # the page is refilled
+    assert page.cursor is not None
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        _b64({"u": "alice", "r": "r1"}),
+        _b64({"u": "", "r": "r1", "c": 1}),
+        _b64({"u": "alice", "r": "", "c": 1}),
+        _b64({"u": "alice", "r": "r1", "c": "x"}),
+        _b64({"u": "alice", "r": "r1", "c": False}),
+        _b64({"u": 5, "r": "r1", "c": 1}),
+        "@@@",
+    ],
+)
+def test_list_by_tenant_bad_cursor(cursor: str) -> None:
+    with pytest.raises(ValidationError):
+        request_store.list_by_tenant("acme", cursor=cursor)
+
+
 # --- validation before any network call ----------------------------------------------
 
 GOOD = {
@@ -799,6 +934,12 @@ BAD_CALLS: list[tuple[str, Callable[[RequestStore], Any]]] = [
     ("due shards", lambda s: s.list_due(shards=0)),
     ("due now", lambda s: s.list_due(now=-1)),
     ("pending limit", lambda s: s.list_pending(limit=0)),
+    ("requeue key", lambda s: s.requeue(RequestKey("acme", "alice", ""))),
+    ("requeue shards", lambda s: s.requeue(KEY, shards=0)),
+    ("tenant list tenant", lambda s: s.list_by_tenant("a#b")),
+    ("tenant list limit", lambda s: s.list_by_tenant("acme", limit=101)),
+    ("tenant list status", lambda s: s.list_by_tenant("acme", status="done")),
+    ("tenant list cursor", lambda s: s.list_by_tenant("acme", cursor=_b64({"r": "r1", "c": 1}))),
 ]
 
 
@@ -834,6 +975,8 @@ GOOD_CALLS: list[tuple[str, Callable[[RequestStore], Any]]] = [
     ("list_by_user", lambda s: s.list_by_user("acme", "alice")),
     ("list_due", lambda s: s.list_due()),
     ("list_pending", lambda s: s.list_pending()),
+    ("requeue", lambda s: s.requeue(KEY)),
+    ("list_by_tenant", lambda s: s.list_by_tenant("acme")),
 ]
 GOOD_IDS = [name for name, _ in GOOD_CALLS]
 
@@ -905,4 +1048,4 @@ def test_rejected_requests_are_store_errors_without_library_text(
 def test_model_is_registered_under_requests() -> None:
     assert RequestModel in base.registered_models()
     assert RequestModel.Meta.base_table_name == "requests"  # type: ignore[attr-defined]
-    assert set(RequestModel._indexes) == {"by_created", "due"}
+    assert {"by_created", "due"} <= set(RequestModel._indexes)

@@ -1,7 +1,7 @@
 """Contract tests of the DynamoDB stores, and the helpers they share.
 
 The helpers live here (not in a conftest) so that each test module imports exactly
-what it uses.
+what it uses; fixtures are imported as ``*_fixture`` and requested by their short name.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ def unreachable_config() -> base.StoreConfig:
     )
 
 
-@pytest.fixture
-def unreachable() -> base.StoreConfig:
+@pytest.fixture(name="unreachable")
+def unreachable_fixture() -> base.StoreConfig:
     """Every model points at a closed port."""
     config = unreachable_config()
     base.configure(config)
     return config
 
 
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+@pytest.fixture(name="no_network")
+def no_network_fixture(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """An unreachable endpoint *and* a record of every API call attempted (must stay empty)."""
     base.configure(unreachable_config())
     calls: list[str] = []

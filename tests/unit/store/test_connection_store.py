@@ -23,7 +23,7 @@ from connections.store.connection import (
     stale_shard_of,
 )
 from connections.store.errors import NotFound, StorageUnavailable, ValidationError
-from tests.unit.store import drain, fail_calls_with, no_network, unreachable  # noqa: F401
+from tests.unit.store import drain, fail_calls_with, no_network_fixture, unreachable_fixture  # noqa: F401
 
 store = connection_store
 
@@ -162,9 +162,7 @@ def test_delete_is_idempotent(
 
 
 @pytest.mark.parametrize("at_ms", [None, 0, 1_800_000_000_000])
-def test_touch_sets_last_seen_and_pushes_ttl(
-    dynamodb: base.StoreConfig, at_ms: int | None
-) -> None:
+def test_touch_sets_last_seen_and_pushes_ttl(dynamodb: base.StoreConfig, at_ms: int | None) -> None:
     saved = store.save(info(connected_at=1_000, last_seen=1_000))
     before = base.now_ms()
     store.touch("c1", at_ms)
@@ -239,7 +237,9 @@ def test_list_by_user_pages_newest_first(
     expected = _seed_user(count)
     _seed_user(3, user_id="bob")  # same tenant, other user
     _seed_user(2, tenant_id="other")  # same user id, other tenant
-    pages = _all_pages(lambda cursor: store.list_by_user("acme", "alice", limit=limit, cursor=cursor))
+    pages = _all_pages(
+        lambda cursor: store.list_by_user("acme", "alice", limit=limit, cursor=cursor)
+    )
     assert [len(page) for page in pages] == sizes
     assert [cid for page in pages for cid in page] == expected
 
@@ -370,15 +370,11 @@ def test_bad_cursor_for_user_list_is_validation_error(no_network: list[str], cur
     "cursor",
     [
         pytest.param(_cursor(_key()), id="user-cursor"),
-        pytest.param(
-            _cursor(_key(owner=None) | {"tenant_id": {"S": "other"}}), id="other-tenant"
-        ),
+        pytest.param(_cursor(_key(owner=None) | {"tenant_id": {"S": "other"}}), id="other-tenant"),
         pytest.param("garbage!", id="garbage"),
     ],
 )
-def test_bad_cursor_for_tenant_list_is_validation_error(
-    no_network: list[str], cursor: str
-) -> None:
+def test_bad_cursor_for_tenant_list_is_validation_error(no_network: list[str], cursor: str) -> None:
     with pytest.raises(ValidationError):
         store.list_by_tenant("acme", cursor=cursor)
     assert no_network == []
@@ -451,6 +447,23 @@ def test_delete_stale_covers_every_shard(dynamodb: base.StoreConfig) -> None:
     assert {stale_shard_of(cid) for cid in ids} == {str(n) for n in range(STALE_SHARDS)}
     _seed_ages(now, ids)
     assert store.delete_stale(60_000) == 40
+    assert store.count_by_tenant("acme") == 0
+
+
+@pytest.mark.parametrize("with_progress", [True, False])
+def test_delete_stale_reports_each_batch(
+    dynamodb: base.StoreConfig, monkeypatch: pytest.MonkeyPatch, with_progress: bool
+) -> None:
+    monkeypatch.setattr(connection_module, "_BATCH", 2)
+    ids = [f"b-{n}" for n in range(60)]
+    shard = stale_shard_of(ids[0])
+    same_shard = [cid for cid in ids if stale_shard_of(cid) == shard][:5]
+    assert len(same_shard) == 5
+    _seed_ages(base.now_ms(), dict.fromkeys(same_shard, 3_600_000))
+    progress: list[int] = []
+    deleted = store.delete_stale(60_000, on_progress=progress.append if with_progress else None)
+    assert deleted == 5
+    assert progress == ([2, 4, 5] if with_progress else [])
     assert store.count_by_tenant("acme") == 0
 
 

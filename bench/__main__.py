@@ -1,0 +1,442 @@
+"""Run every measurement of docs/performance.md side by side and print one table.
+
+    python -m bench            # full run (< 10 minutes)
+    python -m bench --quick    # smaller counts (< 2 minutes)
+
+Everything runs on 127.0.0.1: an embedded DynamoDB (dynalite, on disk), daphne with the
+in-process worker, and — for the Redis rows — redis-server with a separate worker.
+Results go to bench/results/latest.json; with matplotlib installed, a latency plot to
+docs/performance-latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+import websockets
+
+from bench.stack import ROOT, Stack, local_stack
+from connections.store.localserver import free_port
+
+SECRET = "bench-secret-0123456789abcdef0123456789"
+os.environ["STREAMER_JWT_SECRET"] = SECRET
+
+
+def token(user: str, tenant: str = "bench") -> str:
+    return jwt.encode(
+        {"sub": user, "tenant_id": tenant, "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256"
+    )
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": pct(values, 50), "p90": pct(values, 90), "p99": pct(values, 99)}
+
+
+async def connect(url: str) -> Any:
+    return await websockets.connect(url, compression=None, max_size=None, open_timeout=30)
+
+
+# -- echo ---------------------------------------------------------------------------------
+async def round_trips(url: str, n: int, message: bytes | str) -> list[float]:
+    ws = await connect(url)
+    try:
+        for _ in range(50):  # warm-up
+            await ws.send(message)
+            await ws.recv()
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await ws.send(message)
+            await ws.recv()
+            out.append((time.perf_counter() - t) * 1000)
+        return out
+    finally:
+        await ws.close()
+
+
+RAW_ECHO_SERVER = """
+import asyncio, sys, websockets
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m)
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None):
+        print("ready", flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+"""
+
+
+async def raw_floor(n: int, message: str) -> list[float]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", RAW_ECHO_SERVER, str(port)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        return await round_trips(f"ws://127.0.0.1:{port}", n, message)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+# -- connects -------------------------------------------------------------------------------
+async def connect_rate(url_for: Any, n: int, concurrency: int = 20) -> float:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with sem:
+            ws = await connect(url_for(i))
+            await ws.close()
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return n / (time.perf_counter() - t)
+
+
+# -- async requests -------------------------------------------------------------------------
+async def async_latencies(stack: Stack, n: int, user: str) -> tuple[list[float], list[float]]:
+    ws = await connect(f"{stack.ws}/ws?token={token(user)}")
+    acks, completes = [], []
+    try:
+        for i in range(n + 10):
+            t = time.perf_counter()
+            await ws.send(orjson.dumps({"id": f"{user}-{i}", "action": "bench.noop"}).decode())
+            ack = None
+            while True:
+                frame = orjson.loads(await ws.recv())
+                if frame["type"] == "acknowledgment":
+                    ack = (time.perf_counter() - t) * 1000
+                elif frame["type"] in ("complete", "error"):
+                    assert frame["type"] == "complete", frame
+                    break
+            if i >= 10:  # the first ten warm up
+                acks.append(ack or 0.0)
+                completes.append((time.perf_counter() - t) * 1000)
+    finally:
+        await ws.close()
+    return acks, completes
+
+
+# -- idle connections -------------------------------------------------------------------------
+async def idle_connections(stack: Stack, n: int) -> dict[str, Any]:
+    before = stack.rss_kib("server")
+    sockets: list[Any] = []
+    t = time.perf_counter()
+    sem = asyncio.Semaphore(50)
+
+    async def one(i: int) -> None:
+        async with sem:
+            sockets.append(await connect(f"{stack.ws}/ws?token={token(f'idle{i}')}"))
+
+    results = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+    opened_s = time.perf_counter() - t
+    failures = sum(isinstance(r, BaseException) for r in results)
+    await asyncio.sleep(2)
+    after = stack.rss_kib("server")
+    echo = await round_trips(f"{stack.ws}/ws?token={token('probe')}", 100, '{"action":"echo"}')
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    held = len(sockets)
+    return {
+        "held": held,
+        "failed": failures,
+        "open_s": round(opened_s, 2),
+        "rss_before_mib": round(before / 1024, 1),
+        "rss_after_mib": round(after / 1024, 1),
+        "kib_per_connection": round((after - before) / max(1, held), 1),
+        "echo_p50_ms_while_held": round(pct(echo, 50), 3),
+    }
+
+
+# -- fan-out ---------------------------------------------------------------------------------
+async def fan_out(stack: Stack, n: int) -> dict[str, Any]:
+    api_key = stack.manage(
+        "shell", "-c",
+        "from connections.models import ApiKey, Tenant; print(ApiKey.issue(Tenant.objects.get(pk='fan'))[1])",
+    ).splitlines()[-1]
+    sem = asyncio.Semaphore(50)
+    sockets: list[Any] = []
+
+    async def one(i: int) -> None:
+        async with sem:
+            sockets.append(await connect(f"{stack.ws}/ws?token={token(f'f{i}', 'fan')}"))
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    got: list[float] = []
+
+    async def wait(ws: Any) -> None:
+        frame = orjson.loads(await ws.recv())
+        if frame.get("type") == "notice":
+            got.append(time.perf_counter())
+
+    waiters = [asyncio.create_task(wait(ws)) for ws in sockets]
+    body = orjson.dumps({"frame": {"type": "notice", "n": 1}})
+    request = urllib.request.Request(  # noqa: S310
+        f"{stack.base}/api/v1/publish", data=body, method="POST",
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+    )
+    t = time.perf_counter()
+    response = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(request, timeout=60).read()))  # noqa: S310
+    await asyncio.wait(waiters, timeout=30)
+    for task in waiters:
+        task.cancel()
+    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    return {
+        "connections": n,
+        "delivered_reported": response.get("delivered"),
+        "received": len(got),
+        "lost": n - len(got),
+        "last_delivery_ms": round((max(got) - t) * 1000, 1) if got else None,
+    }
+
+
+# -- progress flood ----------------------------------------------------------------------------
+async def progress_flood(stack: Stack, reports: int, sustain_s: float) -> dict[str, Any]:
+    """100,000 reports in a tight loop (CPU cost), then a sustained flood for
+    ``sustain_s`` seconds (frames/s and writes/s the client and DynamoDB see)."""
+    writes_before = stack.metric("streamer_dynamodb_calls_total", 'operation="UpdateItem"')
+    ws = await connect(f"{stack.ws}/ws?token={token('flood')}")
+    stamps: list[float] = []
+    result = None
+    t = time.perf_counter()
+    payload = {"reports": reports, "sustain_s": sustain_s}
+    await ws.send(orjson.dumps({"id": "flood", "action": "bench.flood", "payload": payload}).decode())
+    while True:
+        frame = orjson.loads(await ws.recv())
+        if frame["type"] == "progress":
+            stamps.append(time.perf_counter())
+        elif frame["type"] == "complete":
+            result = frame["result"]
+            break
+        elif frame["type"] == "error":
+            raise RuntimeError(frame)
+    end = time.perf_counter()
+    await ws.close()
+    writes = stack.metric("streamer_dynamodb_calls_total", 'operation="UpdateItem"') - writes_before
+    progress_writes = int(writes) - 2  # minus the claim and the completion
+    # The steady rate: frames per second over the whole run, and the most frames seen
+    # in any one-second window.
+    busiest = max(sum(1 for s in stamps if a <= s < a + 1.0) for a in stamps) if stamps else 0
+    return {
+        "reports": reports,
+        "sustained_reports": result["sustained_reports"],
+        "run_s": round(end - t, 3),
+        "progress_frames": len(stamps),
+        "frames_per_s": round(len(stamps) / (end - t), 2),
+        "max_frames_in_1s": busiest,
+        "handler_cpu_s": result["handler_cpu_s"],
+        "cpu_us_per_report": round(result["handler_cpu_s"] / reports * 1e6, 3),
+        "progress_writes": progress_writes,
+        "writes_per_s": round(progress_writes / (end - t), 2),
+    }
+
+
+# -- DynamoDB calls per operation -------------------------------------------------------------
+def calls(stack: Stack) -> dict[str, float]:
+    text = urllib.request.urlopen(f"{stack.base}/metrics", timeout=5).read().decode()  # noqa: S310
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("streamer_dynamodb_calls_total{"):
+            op = line.split('operation="', 1)[1].split('"', 1)[0]
+            out[op] = float(line.split()[-1])
+    return out
+
+
+def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+async def dynamodb_calls(stack: Stack) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    b = calls(stack)
+    ws = await connect(f"{stack.ws}/ws?token={token('calls')}")
+    out["connect"] = diff(calls(stack), b)
+    b = calls(stack)
+    for _ in range(100):
+        await ws.send('{"action": "echo", "payload": {}}')
+        await ws.recv()
+    out["echo (per 100)"] = diff(calls(stack), b)
+    b = calls(stack)
+    await ws.send('{"id": "c1", "action": "bench.noop"}')
+    frame = orjson.loads(await ws.recv())
+    assert frame["type"] == "acknowledgment"
+    while orjson.loads(await ws.recv())["type"] != "complete":
+        pass
+    out["async request (enqueue → complete)"] = diff(calls(stack), b)
+    b = calls(stack)
+    await ws.close()
+    await asyncio.sleep(0.5)
+    out["disconnect"] = diff(calls(stack), b)
+    return out
+
+
+def writes(ops: dict[str, float]) -> float:
+    return sum(v for k, v in ops.items() if k in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"))
+
+
+# -- the run ----------------------------------------------------------------------------------
+async def run(quick: bool) -> dict[str, Any]:
+    n_echo = 500 if quick else 2000
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "quick": quick,
+    }
+    echo_msg = '{"action":"echo","payload":{"n":1}}'
+    with local_stack() as stack:
+        # First, while the server process is fresh, so its memory growth is the sockets'.
+        results["idle"] = await idle_connections(stack, 1000 if quick else 5000)
+        results["echo_ms"] = {
+            "raw websockets floor": summary(await raw_floor(n_echo, echo_msg)),
+            "bare Channels consumer": summary(await round_trips(f"{stack.ws}/bench/echo", n_echo, echo_msg)),
+            "full stack echo": summary(await round_trips(f"{stack.ws}/ws?token={token('echo')}", n_echo, echo_msg)),
+        }
+        n_conn = 200 if quick else 1000
+        results["connects_per_s"] = {
+            "bare Channels accept": round(await connect_rate(lambda i: f"{stack.ws}/bench/echo", n_conn), 1),
+            "full stack (JWT + tenant + register)": round(
+                await connect_rate(lambda i: f"{stack.ws}/ws?token={token(f'c{i}')}", n_conn), 1
+            ),
+        }
+        results["dynamodb_calls"] = await dynamodb_calls(stack)
+        acks, completes = await async_latencies(stack, 100 if quick else 500, "noop")
+        results["async_in_process_ms"] = {"acknowledgment": summary(acks), "complete": summary(completes)}
+        results["progress_flood"] = await progress_flood(stack, 100_000, 3.0 if quick else 10.0)
+        results["fan_out"] = await fan_out(stack, 1000)
+        latencies = {"full stack echo": await round_trips(f"{stack.ws}/ws?token={token('plot')}", n_echo, echo_msg)}
+        latencies["async complete (in-process worker)"] = completes
+    with local_stack(redis=True, workers=1) as stack:
+        acks, completes = await async_latencies(stack, 100 if quick else 300, "redis")
+        results["async_redis_ms"] = {"acknowledgment": summary(acks), "complete": summary(completes)}
+        latencies["async complete (Redis + worker process)"] = completes
+    results["latencies"] = latencies
+    return results
+
+
+def budgets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    echo = r["echo_ms"]
+    ratio = echo["full stack echo"]["p50"] / echo["bare Channels consumer"]["p50"]
+    calls_ = r["dynamodb_calls"]
+    flood = r["progress_flood"]
+    return [
+        ("echo p50 ≤ 1.3× bare Channels", f"{ratio:.2f}×", ratio <= 1.3),
+        ("ack p50 < 15 ms", f"{r['async_in_process_ms']['acknowledgment']['p50']:.2f} ms",
+         r["async_in_process_ms"]["acknowledgment"]["p50"] < 15),
+        ("complete p50 < 40 ms", f"{r['async_in_process_ms']['complete']['p50']:.2f} ms",
+         r["async_in_process_ms"]["complete"]["p50"] < 40),
+        ("no DynamoDB call on echo", str(sum(calls_["echo (per 100)"].values())), not calls_["echo (per 100)"]),
+        ("≤ 1 write per connect", str(writes(calls_["connect"])), writes(calls_["connect"]) <= 1),
+        ("≤ 1 write per disconnect", str(writes(calls_["disconnect"])), writes(calls_["disconnect"]) <= 1),
+        ("progress ≤ 1 write/s", f"{flood['progress_writes']} in {flood['run_s']} s",
+         flood["progress_writes"] <= flood["run_s"] + 1),
+        ("progress ≤ 10 frames/s to client", f"{flood['frames_per_s']}/s (max {flood['max_frames_in_1s']} in 1 s)",
+         flood["max_frames_in_1s"] <= 11),
+        ("fan-out: no frame lost", str(r["fan_out"]["lost"]), r["fan_out"]["lost"] == 0),
+        ("5,000 idle connections held", str(r["idle"]["held"]), r["idle"]["held"] >= (1000 if r["quick"] else 5000)),
+    ]
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = ["", "Streamer benchmark — " + ("quick" if r["quick"] else "full") + f" run, {r['machine']['cpus']} CPUs", ""]
+    lines.append(f"{'echo round trip (ms)':44} {'p50':>8} {'p90':>8} {'p99':>8} {'n':>6}")
+    for name, s in r["echo_ms"].items():
+        lines.append(f"  {name:42} {s['p50']:8.3f} {s['p90']:8.3f} {s['p99']:8.3f} {s['n']:6}")
+    for title, key in (("async, in-process worker (ms)", "async_in_process_ms"), ("async, Redis + worker process (ms)", "async_redis_ms")):
+        lines.append(f"{title:44} {'p50':>8} {'p90':>8} {'p99':>8} {'n':>6}")
+        for name, s in r[key].items():
+            lines.append(f"  {name:42} {s['p50']:8.3f} {s['p90']:8.3f} {s['p99']:8.3f} {s['n']:6}")
+    lines.append("connects per second")
+    for name, v in r["connects_per_s"].items():
+        lines.append(f"  {name:42} {v:8.1f}")
+    lines.append("DynamoDB calls (counted by a botocore hook in the server)")
+    for name, ops in r["dynamodb_calls"].items():
+        lines.append(f"  {name:42} {json.dumps(ops) if ops else 'none'}")
+    i = r["idle"]
+    lines.append(f"idle connections: {i['held']} held ({i['failed']} failed), {i['kib_per_connection']} KiB each "
+                 f"(RSS {i['rss_before_mib']} → {i['rss_after_mib']} MiB), echo p50 while held {i['echo_p50_ms_while_held']} ms")
+    f = r["fan_out"]
+    lines.append(f"fan-out: 1 frame → {f['connections']} connections: last delivery {f['last_delivery_ms']} ms, lost {f['lost']}")
+    p = r["progress_flood"]
+    lines.append(f"progress flood: {p['reports']:,} reports in a tight loop: handler CPU {p['handler_cpu_s']} s "
+                 f"({p['cpu_us_per_report']} µs/report); then {p['sustained_reports']:,} more over the run of {p['run_s']} s")
+    lines.append(f"  → {p['progress_frames']} progress frames ({p['frames_per_s']}/s, at most {p['max_frames_in_1s']} in any 1 s), "
+                 f"{p['progress_writes']} DynamoDB progress writes ({p['writes_per_s']}/s)")
+    lines.append("")
+    lines.append("budgets (../shared/spec/SYSTEM.md)")
+    for name, value, ok in budgets(r):
+        lines.append(f"  [{'PASS' if ok else 'FAIL'}] {name:40} {value}")
+    return "\n".join(lines)
+
+
+def plot(r: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, values in r["latencies"].items():
+        ordered = sorted(values)
+        ax.plot(ordered, [i / len(ordered) for i in range(len(ordered))], label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title("Streamer latency CDF (loopback, " + ("quick" if r["quick"] else "full") + " run)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")
+    parser.add_argument("--plot", default=str(ROOT / "docs" / "performance-latency.png"))
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    started = time.monotonic()
+    results = asyncio.run(run(args.quick))
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    print(table(results))
+    print(f"\nelapsed {results['elapsed_s']} s")
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    payload = {k: v for k, v in results.items() if k != "latencies"}
+    payload["budgets"] = [{"budget": n, "value": v, "ok": ok} for n, v, ok in budgets(results)]
+    for name in (f"{stamp}.json", "latest.json"):
+        (out / name).write_text(json.dumps(payload, indent=2))
+    if plot(results, Path(args.plot)):
+        print(f"plot: {args.plot}")
+    print(f"json: {out / 'latest.json'}")
+    _ = statistics  # keep the import for readers extending the summaries
+
+
+if __name__ == "__main__":
+    main()

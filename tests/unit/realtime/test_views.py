@@ -1,0 +1,106 @@
+"""HTTP endpoints through the ASGI application: /healthz, /metrics, /."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.layers import channel_layers
+from channels.testing import HttpCommunicator
+
+from streaming import views
+from streaming.asgi import application
+
+from .helpers import connected
+
+HOST = [(b"host", b"localhost")]
+
+
+async def get(path: str) -> tuple[int, dict[bytes, bytes], bytes]:
+    response = await HttpCommunicator(application, "GET", path, headers=HOST).get_response(10)
+    return response["status"], dict(response["headers"]), response["body"]
+
+
+async def test_healthz_ok(ddb) -> None:
+    status, headers, body = await get("/healthz")
+    assert status == 200
+    assert headers[b"Content-Type"].startswith(b"application/json")
+    assert json.loads(body) == {
+        "status": "ok",
+        "checks": {"storage": "ok", "channel_layer": "ok"},
+    }
+
+
+async def test_healthz_storage_unreachable(ddb, unreachable_storage) -> None:
+    unreachable_storage()
+    status, _, body = await get("/healthz")
+    assert status == 503
+    data = json.loads(body)
+    assert data["status"] == "unavailable"
+    assert data["checks"] == {"storage": "fail", "channel_layer": "ok"}
+    assert b"127.0.0.1" not in body and b"rror" not in body
+
+
+async def test_healthz_storage_ok_when_item_exists(ddb) -> None:
+    from connections.store.connection import ConnectionInfo, connection_store
+
+    connection_store.save(ConnectionInfo("healthz-probe", "acme", "u", "channels", "addr"))
+    status, _, _ = await get("/healthz")
+    assert status == 200
+
+
+class BrokenLayer:
+    async def send(self, channel, message):
+        raise ConnectionError("redis://10.0.0.3:6379 refused")
+
+    async def receive(self, channel):  # pragma: no cover - never reached
+        return {}
+
+
+@pytest.mark.parametrize("layer", [BrokenLayer(), None])
+async def test_healthz_channel_layer_down(ddb, monkeypatch, layer) -> None:
+    monkeypatch.setattr(views, "get_channel_layer", lambda: layer)
+    status, _, body = await get("/healthz")
+    assert status == 503
+    assert json.loads(body)["checks"] == {"storage": "ok", "channel_layer": "fail"}
+    assert b"redis" not in body
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_metrics_prometheus_text(live) -> None:
+    async with connected() as client:
+        await client.request("echo", {})
+        await client.ask("not json")
+    status, headers, body = await get("/metrics")
+    assert status == 200
+    assert headers[b"Content-Type"].startswith(b"text/plain")
+    text = body.decode()
+    for name in (
+        "streamer_connections",
+        "streamer_connects_total",
+        "streamer_frames_in_total",
+        "streamer_frames_out_total",
+        "streamer_errors_total",
+        "streamer_request_seconds",
+    ):
+        assert f"# TYPE {name}" in text
+    assert 'streamer_connects_total{outcome="accepted"}' in text
+    assert 'streamer_errors_total{code="INVALID_MESSAGE"}' in text
+    assert 'streamer_frames_out_total{type="response"}' in text
+    assert "# HELP streamer_" in text
+
+
+async def test_index_page() -> None:
+    status, headers, body = await get("/")
+    assert status == 200
+    assert headers[b"Content-Type"].startswith(b"text/html")
+    assert b"<html" in body.lower()
+
+
+async def test_unknown_path_is_404() -> None:
+    status, _, _ = await get("/nope")
+    assert status == 404
+
+
+def test_layers_reset_between_tests() -> None:
+    assert channel_layers.backends == {}
