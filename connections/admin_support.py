@@ -80,8 +80,11 @@ def log_admin_action(
 ) -> LogEntry:
     """One row in Django's admin log for an object that is not in the ORM (who, what,
     when): no content type, ``object_id`` = the connection id or request key."""
+    user_id = request.user.pk
+    if user_id is None:  # admin_view lets only logged-in staff through
+        raise PermissionDenied
     return LogEntry.objects.create(
-        user_id=request.user.pk,
+        user_id=user_id,
         content_type=None,
         object_id=object_id,
         object_repr=object_repr[:200],

@@ -287,14 +287,6 @@ class StreamerClient:
         ``StreamerError("TIMEOUT")`` (the request itself is left alone on the server).
         """
         request_id = id or str(uuid.uuid4())
-        if self._state == CLOSED:
-            raise StreamerError("CLOSED", "The client is closed", request_id=request_id)
-        if request_id in self._pending:
-            raise StreamerError(
-                "DUPLICATE_REQUEST",
-                "A request with this id is already pending",
-                request_id=request_id,
-            )
         frame: dict[str, Any] = {
             "type": "request",
             "id": request_id,
@@ -303,18 +295,56 @@ class StreamerClient:
         }
         if metadata is not None:
             frame["metadata"] = metadata
+        return await self._track(request_id, frame, on_progress, on_acknowledged, timeout_s)
+
+    async def resume(
+        self,
+        request_id: str,
+        *,
+        on_progress: ProgressCallback | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """Follow a request started earlier (by another process, or before a restart)
+        until it ends: ``request.status`` + ``subscribe`` now and after every
+        reconnection. Returns its ``result``; raises like :meth:`request` (``NOT_FOUND``
+        for an unknown id). Cancelling the awaiting task cancels the request."""
+        return await self._track(request_id, None, on_progress, None, timeout_s)
+
+    async def _track(
+        self,
+        request_id: str,
+        frame: dict[str, Any] | None,
+        on_progress: ProgressCallback | None,
+        on_acknowledged: Callable[[dict[str, Any]], Any] | None,
+        timeout_s: float | None,
+    ) -> Any:
+        if self._state == CLOSED:
+            raise StreamerError("CLOSED", "The client is closed", request_id=request_id)
+        if request_id in self._pending:
+            raise StreamerError(
+                "DUPLICATE_REQUEST",
+                "A request with this id is already pending",
+                request_id=request_id,
+            )
+        followed = frame is None
         entry = _Pending(
             id=request_id,
-            frame=frame,
+            frame=frame or {},
             future=asyncio.get_running_loop().create_future(),
             on_progress=on_progress,
             on_acknowledged=on_acknowledged,
+            sent=followed,
+            acked=followed,
         )
         self._pending[request_id] = entry
+        self._settled.pop(request_id, None)
         if self._state == IDLE:
             self._start()
         elif self._state == OPEN:
-            await self._send_entry(entry)
+            if followed:
+                self._spawn(self._resume(entry))
+            else:
+                await self._send_entry(entry)
         try:
             if timeout_s is None:
                 return await asyncio.shield(entry.future)

@@ -73,10 +73,8 @@ async def requeue_request(key: RequestKey) -> RequestRecord:
 def _json(value: Any) -> str:
     if value is None:
         return ""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
-    except TypeError:
-        return repr(value)
+    # Stored values came from JSON, so they always encode again.
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
 
 
 def timings(record: RequestRecord, now: int) -> dict[str, str]:

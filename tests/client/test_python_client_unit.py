@@ -484,3 +484,37 @@ async def test_cancelling_while_offline_cancels_once_reconnected() -> None:
         assert cancel["action"] == "request.cancel"
         assert cancel["payload"] == {"request_id": "off"}
         await client.close()
+
+
+async def test_resume_follows_a_request_started_elsewhere() -> None:
+    seen: list[float] = []
+    async with FakeServer() as server:
+        client = StreamerClient(server.url, token="t", backoff=fast())
+        job = asyncio.create_task(
+            client.resume("old", on_progress=lambda p: seen.append(p.percentage))
+        )
+        first = await server.accept()
+        probe = await first.next("request.status")
+        assert probe["payload"] == {"request_id": "old", "subscribe": True}
+        record = {"request_id": "old", "status": "RETRYING", "percentage": 40, "message": ""}
+        await first.send(
+            {"type": "response", "request_id": probe["id"], "success": True, "data": record}
+        )
+        await asyncio.sleep(0.02)
+        first.abort()
+        second = await server.accept()
+        probe = await second.next("request.status")
+        assert probe["payload"] == {"request_id": "old", "subscribe": True}
+        await second.send({"type": "complete", "request_id": "old", "success": True, "result": 5})
+        assert await job == 5
+        assert seen == [40]
+        # while open: the probe goes out at once
+        other = asyncio.create_task(client.resume("other"))
+        probe = await second.next("request.status")
+        assert probe["payload"]["request_id"] == "other"
+        other.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await other
+        cancel = await second.next("request.cancel")
+        assert cancel["payload"] == {"request_id": "other"}
+        await client.close()

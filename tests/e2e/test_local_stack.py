@@ -15,7 +15,6 @@ from tests.e2e.conftest import (
     check_request_stream,
     http_get,
     open_client,
-    p50_ms,
     running_stack,
 )
 
@@ -70,38 +69,6 @@ async def test_echo_round_trip(stack: Stack, measurements: dict[str, str]) -> No
         pong = await client.wait_for(lambda f: f["type"] == "pong", what="pong")
         assert isinstance(pong["timestamp"], int)
 
-        samples = []
-        for _ in range(200):
-            started = time.perf_counter()
-            answer = await client.call("echo", {"i": 1})
-            samples.append(answer["_rx"] - started)
-        measurements["local stack: echo round trip p50"] = (
-            f"{p50_ms(samples):.2f} ms (200 sequential)"
-        )
-
-
-async def test_ack_and_complete_latency(stack: Stack, measurements: dict[str, str]) -> None:
-    """generate_report with no work and no pacing is as close to a no-op as it gets."""
-    acks, completes = [], []
-    async with stack.client("latency-user") as client:
-        for i in range(30):
-            request_id = f"lat-{i}"
-            since = len(client.frames)
-            sent = await client.send(
-                {"action": "generate_report", "id": request_id, "payload": QUICK}
-            )
-            done = await client.terminal(request_id, since=since)
-            frames = client.about(request_id, since)
-            check_request_stream(frames)
-            acks.append(frames[0]["_rx"] - sent)
-            completes.append(done["_rx"] - sent)
-    ack_p50, complete_p50 = p50_ms(acks), p50_ms(completes)
-    measurements["local stack: acknowledgment p50"] = f"{ack_p50:.1f} ms (30 sequential)"
-    measurements["local stack: complete p50"] = f"{complete_p50:.1f} ms (30 sequential)"
-    # Loose bounds: this catches a stuck queue (e.g. completion only by polling), not budgets.
-    assert ack_p50 < 500, acks
-    assert complete_p50 < 1000, completes
-
 
 async def test_generate_report_streams_progress_then_one_complete(stack: Stack) -> None:
     async with stack.client("alice") as client:
@@ -118,7 +85,7 @@ async def test_generate_report_streams_progress_then_one_complete(stack: Stack) 
         progress = [f["percentage"] for f in frames if f["type"] == "progress"]
         assert len(progress) >= 3, progress
         assert progress[-1] == 100
-        assert 1.5 <= elapsed < 10, elapsed  # spread over about duration_s
+        assert elapsed >= 1.5, elapsed  # the work is paced over about duration_s
         assert done["success"] is True
         assert done["result"]["steps"] == 20
         assert "by_status" in done["result"]["requests"]

@@ -123,8 +123,10 @@ function useDevToken(answer) {
 }
 
 function connect() {
-  if (client) client.close();
+  const previous = client;
+  client = null;
   hideConnError();
+  if (previous) previous.close();
   if (!el.token.value.trim()) {
     showConnState("idle");
     showConnError("Paste an access token first.");
@@ -161,6 +163,8 @@ function connect() {
   c.connect().catch(() => {
     /* shown by the error event */
   });
+  // Reports followed by the previous client (or by none) are followed by this one.
+  for (const job of runningJobs.values()) follow(job);
   updateButtons();
 }
 
@@ -228,50 +232,112 @@ function describeError(error) {
 
 // --- reports ------------------------------------------------------------------------------
 
+const STORAGE_KEY = "streamer-demo-running-jobs";
+
 function startReport(event) {
   event.preventDefault();
   el.reportError.hidden = true;
   if (!requireClient(el.reportError)) return;
   const duration = Number(el.duration.value);
-  if (!Number.isFinite(duration) || duration < 0 || duration > 600) {
+  if (el.duration.value.trim() === "" || !Number.isFinite(duration) || duration < 0 || duration > 600) {
     el.reportError.textContent = "The duration must be a number of seconds from 0 to 600.";
     el.reportError.hidden = false;
     el.duration.focus();
     return;
   }
-  const steps = Math.max(1, Math.min(100, Math.ceil(duration * 4)));
-  const id = newRequestId();
-  const controller = new AbortController();
-  const job = createJobRow(id, duration, controller);
-  runningJobs.set(id, job);
-  client
-    .request("generate_report", { duration_s: duration, steps }, {
-      id,
-      signal: controller.signal,
-      onAcknowledged: () => setJobStatus(job, "queued", "Queued", "Queued: waiting for a worker…"),
-      onProgress: ({ percentage, message }) => showProgress(job, percentage, message),
-    })
-    .then(
-      (result) => finishJob(job, "completed", "Completed", summarize(result)),
-      (error) => {
-        if (error instanceof StreamerError && error.code === "CANCELLED") {
-          finishJob(job, "cancelled", "Cancelled", "Cancelled before it finished.");
-        } else {
-          finishJob(job, "failed", "Failed", `Failed: ${describeError(error)}`);
-        }
-      },
-    );
+  const job = createJobRow(newRequestId(), duration, jobCount + 1);
+  follow(job);
 }
 
-function createJobRow(id, duration, controller) {
-  jobCount += 1;
+/**
+ * Follow `job` with the current client: send it the first time, afterwards (a new
+ * client after "Reconnect with this token", or after a page reload) resume it by id.
+ */
+function follow(job) {
+  const c = client;
+  job.client = c;
+  job.controller = new AbortController();
+  runningJobs.set(job.id, job);
+  saveRunningJobs();
+  const options = {
+    signal: job.controller.signal,
+    onProgress: ({ percentage, message }) => {
+      if (job.client === c) showProgress(job, percentage, message);
+    },
+  };
+  let outcome;
+  if (job.sent) {
+    outcome = c.resume(job.id, options);
+  } else {
+    job.sent = true;
+    const steps = Math.max(1, Math.min(100, Math.ceil(job.duration * 4)));
+    outcome = c.request("generate_report", { duration_s: job.duration, steps }, {
+      ...options,
+      id: job.id,
+      onAcknowledged: () => setJobStatus(job, "queued", "Queued", "Queued: waiting for a worker…"),
+    });
+  }
+  outcome.then(
+    (result) => {
+      if (job.client === c) finishJob(job, "completed", "Completed", summarize(result));
+    },
+    (error) => {
+      if (job.client !== c) return; // followed by a newer client now
+      const code = error instanceof StreamerError ? error.code : "";
+      if (code === "CANCELLED") {
+        finishJob(job, "cancelled", "Cancelled", "Cancelled before it finished.");
+      } else if (code === "CLOSED" || code === "UNAUTHORIZED" || code === "TENANT_FORBIDDEN" || code === "TOO_MANY_CONNECTIONS") {
+        // The connection ended, not the job: it goes on running on the server.
+        job.client = null;
+        note(job, "Not followed any more: the report goes on running on the server. Connect again to follow it.");
+      } else if (code === "NOT_FOUND") {
+        finishJob(job, "failed", "Not found", "This report is not known for the current user.");
+      } else {
+        finishJob(job, "failed", "Failed", `Failed: ${describeError(error)}`);
+      }
+    },
+  );
+}
+
+function saveRunningJobs() {
+  try {
+    const list = [...runningJobs.values()].map(({ id, duration, number }) => ({ id, duration, number }));
+    sessionStorage.setItem(STORAGE_KEY, JSON.stringify(list));
+  } catch {
+    /* storage unavailable: reloads just forget the jobs */
+  }
+}
+
+/** Jobs still running when the page was last left: shown again and resumed. */
+function restoreRunningJobs() {
+  let list = [];
+  try {
+    list = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || "[]");
+  } catch {
+    list = [];
+  }
+  for (const saved of list.reverse()) {
+    if (!saved || typeof saved.id !== "string") continue;
+    const job = createJobRow(saved.id, Number(saved.duration) || 0, Number(saved.number) || jobCount + 1);
+    job.sent = true;
+    setJobStatus(job, "queued", "Resuming", "Fetching its state…");
+    note(job, "Resumed after the page was reloaded.");
+    follow(job);
+  }
+}
+
+function createJobRow(id, duration, number) {
+  jobCount = Math.max(jobCount, number);
   const row = el.jobTemplate.content.firstElementChild.cloneNode(true);
   const part = (role) => row.querySelector(`[data-role="${role}"]`);
   const job = {
     id,
     row,
-    number: jobCount,
-    controller,
+    number,
+    duration,
+    sent: false,
+    client: null,
+    controller: null,
     dropped: false,
     progress: row.querySelector("progress"),
     badge: part("badge"),
@@ -282,14 +348,29 @@ function createJobRow(id, duration, controller) {
     cancel: part("cancel"),
   };
   row.dataset.requestId = id;
-  row.querySelector(".job-title").textContent = `Report #${job.number} · ${duration} s`;
-  job.progress.setAttribute("aria-label", `Report #${job.number} progress`);
+  row.querySelector(".job-title").textContent = `Report #${number} · ${duration} s`;
+  job.progress.setAttribute("aria-label", `Report #${number} progress`);
   part("id").textContent = id;
-  job.cancel.setAttribute("aria-label", `Cancel report #${job.number}`);
-  job.cancel.addEventListener("click", () => {
+  job.cancel.setAttribute("aria-label", `Cancel report #${number}`);
+  job.cancel.addEventListener("click", async () => {
     job.cancel.disabled = true;
     job.cancel.textContent = "Cancelling…";
-    controller.abort();
+    if (job.client && job.controller) {
+      job.controller.abort();
+    } else if (client && client.state !== "closed") {
+      try {
+        await client.cancel(job.id);
+        finishJob(job, "cancelled", "Cancelled", "Cancelled before it finished.");
+      } catch (error) {
+        note(job, `Could not cancel: ${describeError(error)}`);
+        job.cancel.disabled = false;
+        job.cancel.textContent = "Cancel";
+      }
+    } else {
+      note(job, "Connect first to cancel this report.");
+      job.cancel.disabled = false;
+      job.cancel.textContent = "Cancel";
+    }
   });
   setJobStatus(job, "sending", "Sending", "Sending the request…");
   el.jobs.prepend(row);
@@ -318,12 +399,16 @@ function note(job, text) {
 }
 
 function finishJob(job, state, label, text) {
-  runningJobs.delete(job.id);
+  // Counts every outcome that reaches the page (the tests check it is exactly one);
+  // only the first is shown.
   const count = Number(job.row.dataset.settledCount) + 1;
+  job.row.dataset.settledCount = String(count);
+  if (count > 1) return;
+  runningJobs.delete(job.id);
+  saveRunningJobs();
   job.row.dataset.state = state;
   job.badge.dataset.status = state;
   job.badge.textContent = label;
-  job.row.dataset.settledCount = String(count);
   if (state === "completed") {
     job.progress.value = 100;
     job.pct.textContent = "100%";
@@ -477,6 +562,7 @@ async function init() {
       if (answer) {
         useDevToken(answer);
         connect();
+        restoreRunningJobs();
         return;
       }
     } catch {

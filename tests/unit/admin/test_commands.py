@@ -78,8 +78,10 @@ def test_cleanup_deletes_stale_connections_with_progress(stale: list[str]) -> No
             connection_store.get(connection_id)
     assert connection_store.get("fresh")
     # Idempotent: nothing left to delete.
-    assert run("cleanup_connections", "--older-than", "3600")[0].strip().endswith(
-        "Deleted 0 stale connections."
+    assert (
+        run("cleanup_connections", "--older-than", "3600")[0]
+        .strip()
+        .endswith("Deleted 0 stale connections.")
     )
 
 
@@ -91,8 +93,10 @@ def test_cleanup_default_age_keeps_recent_connections(stale: list[str]) -> None:
 def test_cleanup_singular(connect: Callable[..., ConnectionInfo]) -> None:
     old = base.now_ms() - 10_000
     connect("one", connected_at=old, last_seen=old)
-    assert run("cleanup_connections", "--older-than", "5")[0].strip().endswith(
-        "Deleted 1 stale connection."
+    assert (
+        run("cleanup_connections", "--older-than", "5")[0]
+        .strip()
+        .endswith("Deleted 1 stale connection.")
     )
 
 
@@ -139,8 +143,10 @@ def test_stats_text(populated: int) -> None:
     assert any(line.split() == ["globex", "0", "/", "unlimited", "(disabled)"] for line in lines)
     assert "  total: 2" in lines
     assert "Active requests: PENDING 1, RETRYING 0, PROCESSING 1" in lines
-    assert any(line.startswith("Oldest pending request: acme/alice/r1 (PENDING) waiting 1 min")
-               for line in lines)
+    assert any(
+        line.startswith("Oldest pending request: acme/alice/r1 (PENDING) waiting 1 min")
+        for line in lines
+    )
     assert "Workers: 1 alive, 1 stale" in lines
     assert any("host:1:aaa  alive" in line and "jobs 1" in line for line in lines)
     assert any("host:2:bbb  STALE" in line for line in lines)
@@ -169,9 +175,7 @@ def test_stats_of_an_empty_system(ddb: object) -> None:
     assert "  (no tenants)" in out and "none waiting" in out and "Workers: 0 alive, 0 stale" in out
 
 
-def test_stats_marks_capped_and_uncounted(
-    populated: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_stats_marks_capped_and_uncounted(populated: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stats_module, "MAX_ACTIVE", 2)
     monkeypatch.setattr(stats_module, "MAX_COUNTED_TENANTS", 1)
     out, _ = run("streamer_stats")

@@ -11,12 +11,13 @@ from django.test import Client
 from django.urls import reverse
 
 from connections import admin_support
+from connections.admin_views import _request_url
 from connections.models import Tenant
 from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound, StorageUnavailable
+from connections.store.errors import StorageUnavailable
 from connections.store.subscription import subscription_store
 from protocol import codec
-from tests.unit.admin.conftest import T0, messages_of, new_channel, nothing_sent, receive
+from tests.unit.admin.conftest import T0, messages_of, nothing_sent, receive
 
 pytestmark = pytest.mark.django_db
 
@@ -35,8 +36,14 @@ def rows(response) -> list[str]:  # type: ignore[no-untyped-def]
 def three(tenant: Tenant, connect: Callable[..., ConnectionInfo]) -> dict[str, ConnectionInfo]:
     """c1 (oldest, seen last), c2, c3 (newest, seen first) of acme; x1 of globex."""
     return {
-        "c1": connect("c1", connected_at=T0, last_seen=T0 + 9000, user_agent="UA-1/1.0",
-                      source_ip="10.0.0.1", permissions=("reports",)),
+        "c1": connect(
+            "c1",
+            connected_at=T0,
+            last_seen=T0 + 9000,
+            user_agent="UA-1/1.0",
+            source_ip="10.0.0.1",
+            permissions=("reports",),
+        ),
         "c2": connect("c2", user_id="bob", connected_at=T0 + 1000, last_seen=T0 + 5000),
         "c3": connect("c3", connected_at=T0 + 2000, last_seen=T0 + 2000),
         "x1": connect("x1", tenant_id="globex", connected_at=T0 + 3000),
@@ -145,16 +152,26 @@ def test_list_when_storage_is_down(
     assert "Storage is unavailable" in response.content.decode()
 
 
-def test_detail_page_shows_everything(
-    staff: Client, three: dict[str, ConnectionInfo]
-) -> None:
+def test_detail_page_shows_everything(staff: Client, three: dict[str, ConnectionInfo]) -> None:
     subscription_store.subscribe("acme#alice#r1", "c1", "channels", three["c1"].address)
     response = staff.get(detail("c1"))
     assert response.status_code == 200
     body = response.content.decode()
-    for text in ("c1", "acme", "alice", "channels", three["c1"].address, "UA-1/1.0",
-                 "10.0.0.1", "reports", "Subscriptions (1)", "acme#alice#r1",
-                 "Send a test frame", "Disconnect", "2023-11-14 22:13:20 UTC"):
+    for text in (
+        "c1",
+        "acme",
+        "alice",
+        "channels",
+        three["c1"].address,
+        "UA-1/1.0",
+        "10.0.0.1",
+        "reports",
+        "Subscriptions (1)",
+        "acme#alice#r1",
+        "Send a test frame",
+        "Disconnect",
+        "2023-11-14 22:13:20 UTC",
+    ):
         assert text in body, text
     assert reverse("admin:streaming_request_detail", args=["acme#alice#r1"]) in body
 
@@ -162,7 +179,9 @@ def test_detail_page_shows_everything(
 def test_detail_of_an_apigw_connection_names_the_endpoint(
     staff: Client, tenant: Tenant, connect: Callable[..., ConnectionInfo]
 ) -> None:
-    connect("abc=", transport="apigw", address="https://x.execute-api.us-east-1.amazonaws.com/prod#abc=")
+    connect(
+        "abc=", transport="apigw", address="https://x.execute-api.us-east-1.amazonaws.com/prod#abc="
+    )
     body = staff.get(detail("abc=")).content.decode()
     assert "Endpoint" in body and "execute-api" in body and "No subscriptions." in body
 
@@ -339,10 +358,6 @@ def test_disconnect_is_refused_without_change_permission(
     assert not LogEntry.objects.exists()
 
 
-def test_a_connection_of_a_dead_socket_is_still_listed_until_cleanup(
-    staff: Client, tenant: Tenant, connect: Callable[..., ConnectionInfo]
-) -> None:
-    connect("old", address=new_channel(), connected_at=T0, last_seen=T0)
-    assert rows(staff.get(LIST, {"tenant": "acme"})) == ["old"]
-    with pytest.raises(NotFound):
-        connection_store.get("nope")
+def test_request_links_need_a_valid_key() -> None:
+    assert _request_url("", "admin") == ""
+    assert _request_url("acme#alice#r1", "admin") == "/admin/live/requests/acme%23alice%23r1/"

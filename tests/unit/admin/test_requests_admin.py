@@ -27,7 +27,9 @@ S = RequestStatus
 
 
 def detail(request_id: str, user_id: str = "alice") -> str:
-    return reverse("admin:streaming_request_detail", args=[key(request_id, user_id=user_id).as_string()])
+    return reverse(
+        "admin:streaming_request_detail", args=[key(request_id, user_id=user_id).as_string()]
+    )
 
 
 def ids(response: Any) -> list[str]:
@@ -39,8 +41,14 @@ def requests(tenant: Tenant, enqueue: Callable[..., RequestRecord]) -> dict[str,
     """r0 (oldest) … r3 of acme: r0 FAILED, r1 PROCESSING, r2 CANCELLED, r3 PENDING;
     r1 and r3 belong to bob. Plus one request of globex."""
     origin = new_channel()
-    enqueue("r0", now=T0, connection_id="c-origin", origin_transport="channels",
-            origin_address=origin, metadata={"trace": "t-1"})
+    enqueue(
+        "r0",
+        now=T0,
+        connection_id="c-origin",
+        origin_transport="channels",
+        origin_address=origin,
+        metadata={"trace": "t-1"},
+    )
     request_store.claim(key("r0"), "w1", 30_000, now=T0 + 100)
     request_store.update_progress(key("r0"), 40, "halfway", {"step": 2})
     request_store.fail(key("r0"), "PROCESSING_FAILED", "boom", now=T0 + 2100)
@@ -90,8 +98,11 @@ def test_list_filters(
 
 @pytest.mark.parametrize("user", ["", "alice"])
 def test_cursor_pagination(
-    staff: Client, tenant: Tenant, enqueue: Callable[..., RequestRecord],
-    monkeypatch: pytest.MonkeyPatch, user: str,
+    staff: Client,
+    tenant: Tenant,
+    enqueue: Callable[..., RequestRecord],
+    monkeypatch: pytest.MonkeyPatch,
+    user: str,
 ) -> None:
     monkeypatch.setattr(admin_views, "PAGE_SIZE", 2)
     for i in range(5):
@@ -118,7 +129,9 @@ def test_cursor_pagination(
         {"tenant": "x#y"},
     ],
 )
-def test_list_rejects_bad_filters(staff: Client, requests: dict[str, Any], params: dict[str, str]) -> None:
+def test_list_rejects_bad_filters(
+    staff: Client, requests: dict[str, Any], params: dict[str, str]
+) -> None:
     response = staff.get(LIST, params)
     assert response.status_code == 400
     assert "Invalid filter" in response.content.decode()
@@ -142,17 +155,35 @@ def test_detail_page_shows_everything(staff: Client, requests: dict[str, Any]) -
     assert response.status_code == 200
     body = response.content.decode()
     for text in (
-        "report.run", "FAILED", "&quot;rows&quot;: 3", "&quot;trace&quot;: &quot;t-1&quot;",
-        "40 %", "halfway", "&quot;step&quot;: 2", "PROCESSING_FAILED", "boom", "1 of 3",
-        "2023-11-14 22:13:20 UTC", "Queue wait", "100 ms", "2.0 s", "c-origin", "(sender)",
-        "c-sub", "chan.sub", "Retry (same id)", "Record expires",
+        "report.run",
+        "FAILED",
+        "&quot;rows&quot;: 3",
+        "&quot;trace&quot;: &quot;t-1&quot;",
+        "40 %",
+        "halfway",
+        "&quot;step&quot;: 2",
+        "PROCESSING_FAILED",
+        "boom",
+        "1 of 3",
+        "2023-11-14 22:13:20 UTC",
+        "Queue wait",
+        "100 ms",
+        "2.0 s",
+        "c-origin",
+        "(sender)",
+        "c-sub",
+        "chan.sub",
+        "Retry (same id)",
+        "Record expires",
     ):
         assert text in body, text
     assert "Cancel request" not in body
     assert reverse("admin:connections_live_detail", args=["c-sub"]) in body
 
 
-def test_detail_of_a_running_request_shows_its_lease(staff: Client, requests: dict[str, Any]) -> None:
+def test_detail_of_a_running_request_shows_its_lease(
+    staff: Client, requests: dict[str, Any]
+) -> None:
     body = staff.get(detail("r1", user_id="bob")).content.decode()
     assert "worker-9 until" in body and "Cancel request" in body and "Retry (same id)" not in body
     assert "No subscribers." in body
@@ -224,14 +255,21 @@ def test_cancel_ends_the_request_and_tells_its_sockets(
     assert response.redirect_chain[0][0] == detail("r9")
     assert any("cancelled" in m for m in messages_of(response))
     record = request_store.get(key("r9"))
-    assert record.status is S.CANCELLED and record.error == {"code": "CANCELLED", "message": "Request cancelled"}
+    assert record.status is S.CANCELLED and record.error == {
+        "code": "CANCELLED",
+        "message": "Request cancelled",
+    }
     for channel in (origin, subscriber):
         message = receive(channel)
         assert message["type"] == "streamer.frame" and message["frame_type"] == "error"
         frame = codec.loads(message["text"])
         assert frame["request_id"] == "r9" and frame["error"]["code"] == "CANCELLED"
     entry = LogEntry.objects.get()
-    assert (entry.user, entry.object_id, entry.change_message) == (superuser, "acme#alice#r9", "Cancelled")
+    assert (entry.user, entry.object_id, entry.change_message) == (
+        superuser,
+        "acme#alice#r9",
+        "Cancelled",
+    )
     assert entry.content_type is None
 
 
@@ -239,7 +277,9 @@ def test_cancel_of_an_ended_request_changes_nothing(
     staff: Client, requests: dict[str, Any]
 ) -> None:
     response = staff.post(detail("r0"), {"action": "cancel"}, follow=True)
-    assert "Request acme#alice#r0 was not changed: it has already ended (FAILED)." in messages_of(response)
+    assert "Request acme#alice#r0 was not changed: it has already ended (FAILED)." in messages_of(
+        response
+    )
     assert request_store.get(key("r0")).status is S.FAILED
     assert nothing_sent(requests["origin"])
     assert not LogEntry.objects.exists()
@@ -260,13 +300,17 @@ def test_retry_sends_a_failed_or_cancelled_request_back_to_pending(
     assert "Retried by an admin" in response.content.decode()
 
 
-@pytest.mark.parametrize(("request_id", "user_id", "status"), [("r1", "bob", "PROCESSING"), ("r3", "bob", "PENDING")])
+@pytest.mark.parametrize(
+    ("request_id", "user_id", "status"), [("r1", "bob", "PROCESSING"), ("r3", "bob", "PENDING")]
+)
 def test_retry_refuses_live_requests(
     staff: Client, requests: dict[str, Any], request_id: str, user_id: str, status: str
 ) -> None:
     response = staff.post(detail(request_id, user_id=user_id), {"action": "retry"}, follow=True)
-    assert any(f"only FAILED or CANCELLED requests can be retried; it is {status}" in m
-               for m in messages_of(response))
+    assert any(
+        f"only FAILED or CANCELLED requests can be retried; it is {status}" in m
+        for m in messages_of(response)
+    )
     assert request_store.get(key(request_id, user_id=user_id)).status.value == status
     assert not LogEntry.objects.exists()
 
@@ -295,26 +339,38 @@ def test_an_unknown_action(staff: Client, requests: dict[str, Any]) -> None:
 
 
 def test_bulk_actions(staff: Client, requests: dict[str, Any]) -> None:
-    selected = [key("r3", user_id="bob").as_string(), key("r1", user_id="bob").as_string(),
-                key("r0").as_string(), "garbage"]
-    response = staff.post(LIST + "?tenant=acme", {"action": "cancel", "_selected": selected}, follow=True)
+    selected = [
+        key("r3", user_id="bob").as_string(),
+        key("r1", user_id="bob").as_string(),
+        key("r0").as_string(),
+        "garbage",
+    ]
+    response = staff.post(
+        LIST + "?tenant=acme", {"action": "cancel", "_selected": selected}, follow=True
+    )
     assert response.redirect_chain[0][0] == LIST + "?tenant=acme"
     texts = messages_of(response)
     assert sum("cancelled" in m for m in texts) == 2
     assert any("already ended (FAILED)" in m for m in texts)
     assert "Not a request key: garbage" in texts
     assert request_store.get(key("r1", user_id="bob")).status is S.CANCELLED
-    response = staff.post(LIST + "?tenant=acme", {"action": "retry", "_selected": selected[:3]}, follow=True)
+    response = staff.post(
+        LIST + "?tenant=acme", {"action": "retry", "_selected": selected[:3]}, follow=True
+    )
     assert sum("sent back to PENDING" in m for m in messages_of(response)) == 3
     assert LogEntry.objects.count() == 5
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [({"action": "nope", "_selected": ["acme#alice#r0"]}, "Choose an action."),
-     ({"action": "cancel"}, "Select at least one request.")],
+    [
+        ({"action": "nope", "_selected": ["acme#alice#r0"]}, "Choose an action."),
+        ({"action": "cancel"}, "Select at least one request."),
+    ],
 )
-def test_bulk_action_mistakes(staff: Client, requests: dict[str, Any], data: dict[str, Any], message: str) -> None:
+def test_bulk_action_mistakes(
+    staff: Client, requests: dict[str, Any], data: dict[str, Any], message: str
+) -> None:
     assert message in messages_of(staff.post(LIST + "?tenant=acme", data, follow=True))
 
 
@@ -324,3 +380,9 @@ def test_view_only_staff_may_look_but_not_act(viewer: Client, requests: dict[str
     assert viewer.post(detail("r0"), {"action": "retry"}).status_code == 403
     assert viewer.post(LIST, {"action": "retry", "_selected": ["acme#alice#r0"]}).status_code == 403
     assert request_store.get(key("r0")).status is S.FAILED
+
+
+def test_an_action_on_an_invalid_key(staff: Client, tenant: Tenant, ddb: object) -> None:
+    url = reverse("admin:streaming_request_detail", args=[key("r1", user_id="u" * 300).as_string()])
+    response = staff.post(url, {"action": "cancel"}, follow=True)
+    assert any("user_id must be" in m for m in messages_of(response))

@@ -43,7 +43,9 @@ POSTS = [
 
 
 @pytest.fixture
-def live(tenant: Tenant, connect: Callable[..., ConnectionInfo], enqueue: Callable[..., RequestRecord]) -> ConnectionInfo:
+def live(
+    tenant: Tenant, connect: Callable[..., ConnectionInfo], enqueue: Callable[..., RequestRecord]
+) -> ConnectionInfo:
     enqueue("r1")
     return connect("c1")
 
@@ -84,7 +86,9 @@ def test_non_staff_users_cannot_act(
 
 
 @pytest.mark.parametrize("url", PAGES)
-def test_staff_without_tenant_permissions_get_403(bare_staff: Client, live: ConnectionInfo, url: str) -> None:
+def test_staff_without_tenant_permissions_get_403(
+    bare_staff: Client, live: ConnectionInfo, url: str
+) -> None:
     assert bare_staff.get(url).status_code == 403
 
 
@@ -128,7 +132,9 @@ def test_index_lists_the_live_pages(staff: Client, tenant: Tenant, ddb: object) 
 
 
 def test_dashboard(
-    staff: Client, tenant: Tenant, connect: Callable[..., ConnectionInfo],
+    staff: Client,
+    tenant: Tenant,
+    connect: Callable[..., ConnectionInfo],
     enqueue: Callable[..., RequestRecord],
 ) -> None:
     Tenant.objects.create(id="globex", max_connections=0, active=False)
@@ -150,15 +156,31 @@ def test_dashboard(
     dashboard = response.context["dashboard"]
     stats = dashboard["stats"]
     assert stats.tenants_total == 2 and stats.tenants_active == 1
-    assert [(t.tenant_id, t.connections) for t in dashboard["tenants"]] == [("acme", 4), ("globex", 1)]
+    assert [(t.tenant_id, t.connections) for t in dashboard["tenants"]] == [
+        ("acme", 4),
+        ("globex", 1),
+    ]
     assert stats.requests_by_status == {"PENDING": 2, "RETRYING": 0, "PROCESSING": 1}
     assert stats.oldest_waiting.request_id == "old"
     assert 90_000 <= stats.oldest_waiting.waiting_ms < 120_000
     assert (dashboard["alive"], dashboard["stale"]) == (1, 1)
     body = response.content.decode()
-    for text in ("Live status", "Connections per tenant", "over", "unlimited", "disabled",
-                 "Oldest pending", "acme / alice / old", "waiting 1 min", "host:1:alive", "alive",
-                 "host:2:dead", "stale", "+1 stale", "1 h 0 min"):
+    for text in (
+        "Live status",
+        "Connections per tenant",
+        "over",
+        "unlimited",
+        "disabled",
+        "Oldest pending",
+        "acme / alice / old",
+        "waiting 1 min",
+        "host:1:alive",
+        "alive",
+        "host:2:dead",
+        "stale",
+        "+1 stale",
+        "1 h 0 min",
+    ):
         assert text in body, text
     assert reverse("admin:streaming_request_detail", args=["acme#alice#old"]) in body
 
@@ -190,12 +212,17 @@ def test_dashboard_when_storage_is_down(
     response = staff.get("/admin/")
     assert response.status_code == 200
     body = response.content.decode()
-    for text in ("Active requests unavailable", "Worker heartbeats unavailable",
-                 "Some connection counts are unavailable"):
+    for text in (
+        "Active requests unavailable",
+        "Worker heartbeats unavailable",
+        "Some connection counts are unavailable",
+    ):
         assert text in body, text
 
 
-def test_dashboard_hidden_from_staff_without_tenant_permission(bare_staff: Client, tenant: Tenant) -> None:
+def test_dashboard_hidden_from_staff_without_tenant_permission(
+    bare_staff: Client, tenant: Tenant
+) -> None:
     response = bare_staff.get("/admin/")
     assert response.status_code == 200
     assert "dashboard" not in response.context or response.context.get("dashboard") is None

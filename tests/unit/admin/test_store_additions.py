@@ -11,7 +11,8 @@ import pytest
 
 from connections.store import base
 from connections.store.errors import InvalidTransition, NotFound, ValidationError
-from streaming.requests import heartbeat, store as store_module
+from streaming.requests import heartbeat
+from streaming.requests import store as store_module
 from streaming.requests.heartbeat import ALIVE_MS, HEARTBEAT_TTL_MS, Heartbeat
 from streaming.requests.model import RequestModel, RequestRecord, RequestStatus, shard_for
 from streaming.requests.store import request_store
@@ -188,9 +189,7 @@ def test_requeue_sends_an_ended_request_back_to_pending(
 
 
 @pytest.mark.parametrize("status", ["PENDING", "PROCESSING", "COMPLETED"])
-def test_requeue_refuses_other_statuses(
-    enqueue: Callable[..., RequestRecord], status: str
-) -> None:
+def test_requeue_refuses_other_statuses(enqueue: Callable[..., RequestRecord], status: str) -> None:
     enqueue("r1", now=T0)
     if status != "PENDING":
         request_store.claim(key("r1"), "w1", 30_000, now=T0 + 10)
@@ -218,7 +217,9 @@ def test_heartbeats_roundtrip(ddb: base.StoreConfig) -> None:
     now = T0 + 100_000
     heartbeat.beat("w-old", started_at=T0, jobs=0, now=now - ALIVE_MS)
     heartbeat.beat("w-new", started_at=T0, jobs=3, now=now - 1000)
-    heartbeat.beat("w-gone", started_at=T0 - HEARTBEAT_TTL_MS, jobs=0, now=now - HEARTBEAT_TTL_MS - 1)
+    heartbeat.beat(
+        "w-gone", started_at=T0 - HEARTBEAT_TTL_MS, jobs=0, now=now - HEARTBEAT_TTL_MS - 1
+    )
     beats = heartbeat.list_heartbeats(now=now)
     assert [b.worker_id for b in beats] == ["w-new", "w-old"]  # expired one skipped
     alive = {b.worker_id: b.is_alive(now) for b in beats}

@@ -109,8 +109,15 @@ def test_search_and_filters(
 def test_change_form_shows_limits_keys_and_live_count(staff: Client, tenants: list[Tenant]) -> None:
     ApiKey.issue(tenants[0], "ci")
     body = staff.get(f"{TENANTS}acme/change/").content.decode()
-    for text in ("Limits", "max_connections", "rate_limit_frames", "API keys", "sk_", "ci",
-                 "/admin/live/connections/?tenant=acme"):
+    for text in (
+        "Limits",
+        "max_connections",
+        "rate_limit_frames",
+        "API keys",
+        "sk_",
+        "ci",
+        "/admin/live/connections/?tenant=acme",
+    ):
         assert text in body, text
     assert 'name="id"' not in body  # the id is fixed once made
     add = staff.get(f"{TENANTS}add/")
@@ -120,8 +127,14 @@ def test_change_form_shows_limits_keys_and_live_count(staff: Client, tenants: li
 def test_adding_a_tenant_from_the_form(staff: Client, ddb: object) -> None:
     response = staff.post(
         f"{TENANTS}add/",
-        {"id": "hooli", "name": "Hooli", "active": "on", "max_connections": "10",
-         "api_keys-TOTAL_FORMS": "0", "api_keys-INITIAL_FORMS": "0"},
+        {
+            "id": "hooli",
+            "name": "Hooli",
+            "active": "on",
+            "max_connections": "10",
+            "api_keys-TOTAL_FORMS": "0",
+            "api_keys-INITIAL_FORMS": "0",
+        },
     )
     assert response.status_code == 302
     assert Tenant.objects.get(pk="hooli").max_connections == 10
@@ -140,7 +153,11 @@ def test_disable_action_closes_live_connections_with_4403(
     assert not Tenant.objects.get(pk="acme").active
     assert not get_tenant_policy("acme").active  # type: ignore[union-attr]  (cache told)
     for info in (a1, a2):
-        assert receive(info.address) == {"type": "streamer.close", "code": 4403, "reason": "Tenant disabled"}
+        assert receive(info.address) == {
+            "type": "streamer.close",
+            "code": 4403,
+            "reason": "Tenant disabled",
+        }
     assert nothing_sent(i1.address)
     entry = LogEntry.objects.get()
     assert entry.user == superuser and entry.object_id == "acme"
@@ -148,7 +165,9 @@ def test_disable_action_closes_live_connections_with_4403(
 
 
 def test_disable_reports_unreachable_sockets_and_storage_failures(
-    staff: Client, tenants: list[Tenant], connect: Callable[..., ConnectionInfo],
+    staff: Client,
+    tenants: list[Tenant],
+    connect: Callable[..., ConnectionInfo],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     connect("a1", transport="apigw", address="https://127.0.0.1:1/prod#a1")
@@ -157,15 +176,21 @@ def test_disable_reports_unreachable_sockets_and_storage_failures(
         return False
 
     monkeypatch.setattr(admin_support.manager, "disconnect", fails)
-    response = staff.post(TENANTS, {"action": "disable_tenants", "_selected_action": ["acme"]}, follow=True)
-    assert any("closed 0 live connection(s) with 4403. 1 could not be reached." in m
-               for m in messages_of(response))
+    response = staff.post(
+        TENANTS, {"action": "disable_tenants", "_selected_action": ["acme"]}, follow=True
+    )
+    assert any(
+        "closed 0 live connection(s) with 4403. 1 could not be reached." in m
+        for m in messages_of(response)
+    )
 
     def down(tenant_id: str) -> Any:
         raise StorageUnavailable("x")
 
     monkeypatch.setattr(connection_store, "iter_by_tenant", down)
-    response = staff.post(TENANTS, {"action": "disable_tenants", "_selected_action": ["initech"]}, follow=True)
+    response = staff.post(
+        TENANTS, {"action": "disable_tenants", "_selected_action": ["initech"]}, follow=True
+    )
     assert any("could not be listed" in m for m in messages_of(response))
     assert not Tenant.objects.get(pk="initech").active
 
@@ -174,8 +199,12 @@ def test_unticking_active_in_the_form_also_closes_connections(
     staff: Client, tenants: list[Tenant], connect: Callable[..., ConnectionInfo]
 ) -> None:
     a1 = connect("a1")
-    form = {"name": "Acme Inc", "max_connections": "2", "api_keys-TOTAL_FORMS": "0",
-            "api_keys-INITIAL_FORMS": "0"}
+    form = {
+        "name": "Acme Inc",
+        "max_connections": "2",
+        "api_keys-TOTAL_FORMS": "0",
+        "api_keys-INITIAL_FORMS": "0",
+    }
     response = staff.post(f"{TENANTS}acme/change/", form, follow=True)
     assert response.status_code == 200
     assert receive(a1.address)["code"] == 4403
@@ -225,8 +254,10 @@ def test_add_api_key_form_shows_the_secret_once(staff: Client, tenants: list[Ten
 
 def test_revoke_action(staff: Client, tenants: list[Tenant]) -> None:
     row, secret = ApiKey.issue(tenants[0], "ci")
-    other, other_secret = ApiKey.issue(tenants[0], "keep")
-    response = staff.post(KEYS, {"action": "revoke_keys", "_selected_action": [row.pk]}, follow=True)
+    _other, other_secret = ApiKey.issue(tenants[0], "keep")
+    response = staff.post(
+        KEYS, {"action": "revoke_keys", "_selected_action": [row.pk]}, follow=True
+    )
     assert "Revoked 1 API key(s)." in messages_of(response)
     assert ApiKey.authenticate(secret) is None
     assert ApiKey.authenticate(other_secret) is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,17 +14,10 @@ from moto.dynamodb.models import DynamoDBBackend
 from connections.store import base
 from connections.store.errors import AlreadyExists, InvalidTransition
 from streaming.requests import RequestKey, RequestStatus, RequestStore
-from tests.unit.requests_store import fast_pynamodb_setup
 
 THREADS = 20
 T0 = 1_700_000_000_000
 KEY = RequestKey("acme", "alice", "race")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_setup() -> Iterator[None]:
-    with fast_pynamodb_setup():
-        yield
 
 
 @pytest.fixture(autouse=True)

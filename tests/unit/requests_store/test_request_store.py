@@ -33,18 +33,11 @@ from streaming.requests import (
     shard_for,
 )
 from streaming.requests.model import JSONValueAttribute
-from tests.unit.requests_store import fast_pynamodb_setup
 
 S = RequestStatus
 T0 = 1_700_000_000_000
 LEASE = 30_000
 KEY = RequestKey("acme", "alice", "r1")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_setup() -> Iterator[None]:
-    with fast_pynamodb_setup():
-        yield
 
 
 @pytest.fixture

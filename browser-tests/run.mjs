@@ -1,0 +1,397 @@
+// Drives the demo page in Debian's headless Chromium with playwright-core (no browser
+// download): one scenario per run, called by tests/browser/test_demo_page.py.
+//
+//   node browser-tests/run.mjs --scenario progress --base-url http://127.0.0.1:8000 \
+//        --artifacts test-artifacts [--states] [--chromium /usr/bin/chromium]
+//
+// Prints one JSON line {"ok": true, ...facts} and exits 0, or prints {"ok": false,
+// "error": ...} and exits 1 after saving a screenshot of the failure into --artifacts.
+// With --states it also saves a screenshot of each state it goes through.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+
+import { chromium } from "playwright-core";
+
+const { values: args } = parseArgs({
+  options: {
+    scenario: { type: "string" },
+    "base-url": { type: "string" },
+    artifacts: { type: "string", default: "test-artifacts" },
+    chromium: { type: "string", default: process.env.CHROMIUM_PATH || "/usr/bin/chromium" },
+    states: { type: "boolean", default: false },
+    timeout: { type: "string", default: "60000" },
+  },
+});
+
+const LAUNCH_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--disable-dev-shm-usage",
+];
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+class Failure extends Error {}
+
+function check(condition, message) {
+  if (!condition) throw new Failure(message);
+}
+
+/** Poll `fn` until it returns a truthy value. */
+async function until(fn, what, timeoutMs = 20000, everyMs = 50) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await fn();
+    if (last) return last;
+    await sleep(everyMs);
+  }
+  throw new Failure(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/**
+ * A TCP proxy in front of the server: `dropAll()` cuts every connection (the browser
+ * sees its WebSocket die without a close frame), `refuseFor(ms)` refuses new ones for a
+ * while, as a server that is restarting would.
+ */
+async function startProxy(targetPort) {
+  const sockets = new Set();
+  let refuseUntil = 0;
+  const server = net.createServer((client) => {
+    if (Date.now() < refuseUntil) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("close", () => sockets.delete(s));
+      s.on("error", () => s.destroy());
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: server.address().port,
+    /** Cut only the WebSocket connections (HTTP keep-alive sockets may stay). */
+    dropAll() {
+      for (const s of sockets) s.destroy();
+    },
+    refuseFor(ms) {
+      refuseUntil = Date.now() + ms;
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+// --- page helpers -------------------------------------------------------------------
+
+async function connState(page) {
+  return page.$eval("#conn-state", (e) => ({ state: e.dataset.state, text: e.textContent.trim() }));
+}
+
+async function waitConnected(page) {
+  await until(async () => (await connState(page)).state === "open", "the page to connect");
+}
+
+async function job(page, nth = 0) {
+  return page.$$eval(
+    "#jobs > li",
+    (rows, i) => {
+      const row = rows[i];
+      if (!row) return null;
+      const q = (sel) => row.querySelector(sel);
+      return {
+        id: row.dataset.requestId,
+        state: row.dataset.state,
+        settled: Number(row.dataset.settledCount),
+        value: q("progress").value,
+        pct: q("[data-role=pct]").textContent,
+        badge: q("[data-role=badge]").textContent,
+        message: q("[data-role=message]").textContent,
+        note: q("[data-role=note]").hidden ? "" : q("[data-role=note]").textContent,
+        result: q("[data-role=result]").hidden ? "" : q("[data-role=result]").textContent,
+        cancelVisible: !q("[data-role=cancel]").hidden,
+      };
+    },
+    nth,
+  );
+}
+
+async function jobById(page, id) {
+  const rows = await page.$$eval("#jobs > li", (all) => all.map((r) => r.dataset.requestId));
+  const index = rows.indexOf(id);
+  return index < 0 ? null : job(page, index);
+}
+
+async function startReport(page, seconds) {
+  const before = await page.$$eval("#jobs > li", (rows) => rows.length);
+  await page.fill("#duration", String(seconds));
+  await page.click("#start-report");
+  await until(async () => (await page.$$eval("#jobs > li", (rows) => rows.length)) > before, "a new job row");
+  return (await job(page, 0)).id;
+}
+
+let shotIndex = 0;
+async function stateShot(page, name) {
+  if (!args.states) return;
+  shotIndex += 1;
+  const file = path.join(args.artifacts, "states", `${String(shotIndex).padStart(2, "0")}-${args.scenario}-${name}.png`);
+  mkdirSync(path.dirname(file), { recursive: true });
+  await page.screenshot({ path: file, fullPage: true });
+}
+
+function uniqueUser(prefix) {
+  return `${prefix}-${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+// --- scenarios ------------------------------------------------------------------------
+
+const scenarios = {
+  /** The progress bar of a 3-second report fills and shows completion. */
+  async progress({ page, baseUrl }) {
+    await page.goto(`${baseUrl}/?user=${uniqueUser("progress")}`);
+    await waitConnected(page);
+    const hint = await page.textContent("#token-hint");
+    check(/Development token for user/.test(hint), `token hint: ${hint}`);
+    check((await page.inputValue("#token")).split(".").length === 3, "the token field holds a JWT");
+    await stateShot(page, "connected");
+    const id = await startReport(page, 3);
+    const samples = [];
+    let midShot = false;
+    const started = Date.now();
+    const done = await until(async () => {
+      const j = await jobById(page, id);
+      samples.push(j.value);
+      if (!midShot && j.value >= 30 && j.value < 90) {
+        midShot = true;
+        await stateShot(page, "running");
+      }
+      return j.state === "completed" ? j : null;
+    }, "the report to complete", 30000, 40);
+    const elapsed = Date.now() - started;
+    const intermediate = samples.filter((v) => v > 0 && v < 100);
+    check(intermediate.length >= 3, `the bar moved through intermediate values: ${samples.join(",")}`);
+    check(samples.every((v, i) => i === 0 || v >= samples[i - 1]), `never went back: ${samples.join(",")}`);
+    check(done.value === 100 && done.pct === "100%", `full bar: ${JSON.stringify(done)}`);
+    check(done.badge === "Completed", `badge: ${done.badge}`);
+    check(/^Completed: analysed \d+ past request/.test(done.result), `summary: ${done.result}`);
+    check(done.settled === 1, `settled ${done.settled} times`);
+    check(!done.cancelVisible, "no Cancel button after completion");
+    check(elapsed >= 2500, `took about 3 s (${elapsed} ms)`);
+    await page.waitForTimeout(500);
+    await stateShot(page, "completed");
+    return { id, elapsed, samples: intermediate.length };
+  },
+
+  /** The server side closes the socket mid-job; the page reconnects, resumes and
+   * shows the completion exactly once. */
+  async "server-drop"({ page, proxy }) {
+    const sockets = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    await page.goto(`http://127.0.0.1:${proxy.port}/?user=${uniqueUser("drop")}`);
+    await waitConnected(page);
+    const id = await startReport(page, 4);
+    await until(async () => (await jobById(page, id)).value >= 20, "the report to pass 20%");
+    const before = (await jobById(page, id)).value;
+    proxy.refuseFor(1500); // the server is "down" for a moment
+    proxy.dropAll();
+    const seen = new Set();
+    let shot = false;
+    await until(async () => {
+      const s = await connState(page);
+      seen.add(s.state);
+      if (s.state === "reconnecting" && !shot && /attempt/.test(s.text)) {
+        shot = true;
+        await stateShot(page, "reconnecting");
+      }
+      return s.state === "open" && seen.has("reconnecting") ? s : null;
+    }, "the page to reconnect", 20000, 25);
+    const done = await until(async () => {
+      const j = await jobById(page, id);
+      return j.state === "completed" ? j : null;
+    }, "the resumed report to complete", 30000);
+    await page.waitForTimeout(1000); // any second outcome would show up by now
+    const after = await jobById(page, id);
+    check(after.settled === 1, `the outcome reached the page ${after.settled} times`);
+    check(done.value === 100 && /^Completed/.test(done.result), `completed: ${JSON.stringify(done)}`);
+    check(/Reconnected: resumed/.test(after.note), `note: ${after.note}`);
+    check(sockets.length >= 2, `reconnected over a new socket (${sockets.length})`);
+    const rows = await page.$$eval(`#jobs > li[data-request-id="${id}"]`, (r) => r.length);
+    check(rows === 1, `one row for the job (${rows})`);
+    await stateShot(page, "resumed-completed");
+    return { id, progressBeforeDrop: before, sockets: sockets.length, states: [...seen] };
+  },
+
+  /** The page's "Drop connection" button: same outcome. */
+  async "drop-button"({ page, baseUrl }) {
+    await page.goto(`${baseUrl}/?user=${uniqueUser("button")}`);
+    await waitConnected(page);
+    const id = await startReport(page, 3);
+    await until(async () => (await jobById(page, id)).value >= 15, "the report to pass 15%");
+    await page.click("#drop");
+    await until(async () => (await connState(page)).state !== "open", "the socket to drop", 5000, 10);
+    await waitConnected(page);
+    const done = await until(async () => {
+      const j = await jobById(page, id);
+      return j.state === "completed" ? j : null;
+    }, "the resumed report to complete", 30000);
+    await page.waitForTimeout(800);
+    const after = await jobById(page, id);
+    check(after.settled === 1, `the outcome reached the page ${after.settled} times`);
+    check(done.value === 100, "full bar");
+    return { id };
+  },
+
+  /** An invalid token shows a clear message and is not retried forever. */
+  async "invalid-token"({ page, baseUrl }) {
+    const sockets = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    await page.goto(`${baseUrl}/?user=${uniqueUser("invalid")}`);
+    await waitConnected(page);
+    const before = sockets.length;
+    await page.fill("#token", "this-is-not-a-valid-token");
+    await page.click("#connect");
+    const state = await until(async () => {
+      const s = await connState(page);
+      return s.state === "error" ? s : null;
+    }, "the error state", 15000);
+    const alert = await page.$eval("#conn-error", (e) => ({ hidden: e.hidden, text: e.textContent, role: e.getAttribute("role") }));
+    check(!alert.hidden && alert.role === "alert", "an alert is shown");
+    check(/rejected this token/.test(alert.text) && /invalid or has expired/.test(alert.text), `message: ${alert.text}`);
+    check(state.text === "Token rejected", `indicator: ${state.text}`);
+    await page.waitForTimeout(2500);
+    const attempts = sockets.length - before;
+    check(attempts === 2, `one attempt and one retry with a fresh token, not a loop (${attempts})`);
+    check(await page.$eval("#drop", (b) => b.disabled), "Drop connection is disabled");
+    await stateShot(page, "invalid-token");
+    return { attempts, message: alert.text };
+  },
+
+  /** Cancel ends the job with a cancelled state (and the server agrees). */
+  async cancel({ page, baseUrl }) {
+    await page.goto(`${baseUrl}/?user=${uniqueUser("cancel")}`);
+    await waitConnected(page);
+    const id = await startReport(page, 30);
+    await until(async () => (await jobById(page, id)).state === "running", "the report to run");
+    await until(async () => (await jobById(page, id)).value > 0, "some progress");
+    await page.click(`#jobs > li[data-request-id="${id}"] [data-role=cancel]`);
+    const cancelled = await until(async () => {
+      const j = await jobById(page, id);
+      return j.state === "cancelled" ? j : null;
+    }, "the cancelled state", 10000);
+    check(cancelled.badge === "Cancelled", `badge: ${cancelled.badge}`);
+    check(/Cancelled before it finished/.test(cancelled.result), `text: ${cancelled.result}`);
+    check(cancelled.value < 100, "the bar stopped short of 100%");
+    check(!cancelled.cancelVisible, "no Cancel button any more");
+    // The server's record agrees (Past requests refreshes itself; ask again anyway).
+    const status = await until(async () => {
+      await page.click("#refresh-history");
+      await page.waitForTimeout(300);
+      return page.$eval(`#history-rows tr[data-request-id="${id}"] .badge`, (b) => b.textContent).catch(() => null);
+    }, "the request in Past requests", 10000, 200);
+    check(status === "cancelled", `Past requests says ${status}`);
+    await page.waitForTimeout(1500);
+    check((await jobById(page, id)).settled === 1, "settled once");
+    await stateShot(page, "cancelled");
+    return { id, status };
+  },
+
+  /** Everything at once, for a look at the whole page: echo, three jobs (one
+   * cancelled), past requests. */
+  async overview({ page, baseUrl }) {
+    await page.goto(`${baseUrl}/?user=${uniqueUser("overview")}`);
+    await waitConnected(page);
+    await page.fill("#echo-text", "Hello from the browser test");
+    await page.click("#echo-form button");
+    await until(async () => /Answer in/.test(await page.textContent("#echo-output")), "the echo answer");
+    const long = await startReport(page, 20);
+    const short = await startReport(page, 2);
+    const medium = await startReport(page, 6);
+    await until(async () => (await jobById(page, long)).value > 5, "progress of the long job");
+    await page.click(`#jobs > li[data-request-id="${long}"] [data-role=cancel]`);
+    await until(async () => (await jobById(page, short)).state === "completed", "the short job", 20000);
+    await until(async () => (await jobById(page, medium)).value >= 40, "the medium job halfway", 20000);
+    await stateShot(page, "several-jobs");
+    await until(async () => (await jobById(page, medium)).state === "completed", "the medium job", 20000);
+    await page.click("#refresh-history");
+    await until(async () => (await page.$$eval("#history-rows tr", (r) => r.length)) >= 3, "past requests");
+    await stateShot(page, "overview");
+    const echo = await page.textContent("#echo-output");
+    check(/Hello from the browser test/.test(echo), `echo: ${echo}`);
+    return { jobs: 3 };
+  },
+};
+
+// --- main -------------------------------------------------------------------------------
+
+async function main() {
+  const scenario = scenarios[args.scenario];
+  if (!scenario) throw new Error(`unknown scenario ${args.scenario}; known: ${Object.keys(scenarios).join(", ")}`);
+  const baseUrl = (args["base-url"] || "").replace(/\/$/, "");
+  if (!baseUrl) throw new Error("--base-url is required");
+  mkdirSync(args.artifacts, { recursive: true });
+  const userDataDir = mkdtempSync(path.join(tmpdir(), "streamer-chromium-"));
+  const proxy = await startProxy(Number(new URL(baseUrl).port));
+  const consoleLines = [];
+  let context;
+  let page;
+  try {
+    context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: args.chromium,
+      headless: true,
+      args: LAUNCH_ARGS,
+      viewport: { width: 1100, height: 900 },
+      timeout: 30000,
+    });
+    context.setDefaultTimeout(15000);
+    page = context.pages()[0] || (await context.newPage());
+    page.on("console", (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
+    page.on("pageerror", (e) => consoleLines.push(`[pageerror] ${e.message}`));
+    const outcome = await Promise.race([
+      scenario({ page, baseUrl, proxy }),
+      sleep(Number(args.timeout)).then(() => {
+        throw new Failure(`scenario took more than ${args.timeout} ms`);
+      }),
+    ]);
+    const pageErrors = consoleLines.filter((l) => l.startsWith("[pageerror]"));
+    check(pageErrors.length === 0, `errors in the page: ${pageErrors.join(" | ")}`);
+    process.stdout.write(`${JSON.stringify({ ok: true, scenario: args.scenario, ...outcome })}\n`);
+    return 0;
+  } catch (error) {
+    let screenshot = null;
+    if (page) {
+      screenshot = path.join(args.artifacts, `${args.scenario}-failure.png`);
+      try {
+        await page.screenshot({ path: screenshot, fullPage: true });
+        writeFileSync(path.join(args.artifacts, `${args.scenario}-failure.html`), await page.content());
+      } catch {
+        screenshot = null;
+      }
+    }
+    const message = error instanceof Failure ? error.message : String(error && error.stack ? error.stack : error);
+    process.stdout.write(`${JSON.stringify({ ok: false, scenario: args.scenario, error: message, screenshot, console: consoleLines.slice(-40) })}\n`);
+    return 1;
+  } finally {
+    if (context) await context.close().catch(() => {});
+    await proxy.close();
+    rmSync(userDataDir, { recursive: true, force: true });
+  }
+}
+
+process.exitCode = await main();

@@ -1,0 +1,330 @@
+"""ConnectionManager: delivery to one connection, a user, a tenant, a request's
+subscribers or a list of targets; gone sockets cleaned up; bounded fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from channels.layers import InMemoryChannelLayer
+
+from connections import manager as manager_module
+from connections.manager import ConnectionManager, SendReport, Target
+from connections.store.connection import ConnectionInfo, connection_store
+from connections.store.errors import NotFound
+from connections.store.subscription import subscription_store
+from connections.transports import ConnectionGone, Transport, TransportError, transports
+from protocol import frames
+from streaming.requests.store import RequestStore
+from tests.unit.worker.helpers import ApiCalls, FakeSocket
+
+
+class RecordingTransport(Transport):
+    """Remembers every send; an address starting with ``gone`` / ``fail`` raises."""
+
+    def __init__(self, name: str = "channels", **config: Any) -> None:
+        super().__init__(name, **config)
+        self.sent: list[tuple[str, dict[str, Any], str]] = []
+        self.closed: list[tuple[str, int, str]] = []
+        self.in_flight = 0
+        self.peak = 0
+
+    def _check(self, address: str) -> None:
+        if address.startswith("gone"):
+            raise ConnectionGone("410")
+        if address.startswith("fail"):
+            raise TransportError("throttled")
+
+    async def send(self, address: str, frame: dict[str, Any], text: str) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(0)  # a real send yields: let others overlap
+            self._check(address)
+            self.sent.append((address, frame, text))
+        finally:
+            self.in_flight -= 1
+
+    async def close(self, address: str, code: int, reason: str = "") -> None:
+        self._check(address)
+        self.closed.append((address, code, reason))
+
+
+@pytest.fixture
+def recording() -> RecordingTransport:
+    transport = RecordingTransport()
+    transports.set("channels", transport)  # restored by the channel_layer fixture
+    return transport
+
+
+def conn_id() -> str:
+    return f"c-{uuid.uuid4().hex[:12]}"
+
+
+def save(tenant: str = "acme", user: str = "alice", address: str | None = None) -> ConnectionInfo:
+    cid = conn_id()
+    return connection_store.save(
+        ConnectionInfo(
+            connection_id=cid,
+            tenant_id=tenant,
+            user_id=user,
+            transport="channels",
+            address=address or f"addr-{cid}",
+        )
+    )
+
+
+FRAME = frames.response("r-1", {"hello": "world"})
+
+
+# --- one connection ----------------------------------------------------------------------
+
+
+async def test_send_with_a_record_reads_no_storage(
+    store: RequestStore, api_calls: ApiCalls, recording: RecordingTransport
+) -> None:
+    info = await asyncio.to_thread(save)
+    api_calls.clear()
+    assert await ConnectionManager().send(info.connection_id, FRAME, record=info)
+    assert api_calls.count() == 0
+    [(address, frame, text)] = recording.sent
+    assert (address, frame) == (info.address, FRAME)
+    assert orjson.loads(text) == FRAME
+
+
+async def test_send_without_a_record_reads_it_once(
+    store: RequestStore, api_calls: ApiCalls, recording: RecordingTransport
+) -> None:
+    info = await asyncio.to_thread(save)
+    api_calls.clear()
+    assert await ConnectionManager().send(info.connection_id, FRAME)
+    assert api_calls.calls == ["GetItem"]
+    assert [s[0] for s in recording.sent] == [info.address]
+
+
+async def test_send_to_an_unknown_connection_is_false(
+    store: RequestStore, recording: RecordingTransport
+) -> None:
+    assert not await ConnectionManager().send("nobody-here", FRAME)
+    assert recording.sent == []
+
+
+async def test_a_gone_connection_is_forgotten_with_its_subscriptions(
+    store: RequestStore, recording: RecordingTransport
+) -> None:
+    info = await asyncio.to_thread(save, address="gone-1")
+    for key in ("acme#alice#r1", "acme#alice#r2"):
+        await asyncio.to_thread(
+            subscription_store.subscribe, key, info.connection_id, "channels", "gone-1"
+        )
+    assert not await ConnectionManager().send(info.connection_id, FRAME, record=info)
+    with pytest.raises(NotFound):
+        await asyncio.to_thread(connection_store.get, info.connection_id)
+    assert await asyncio.to_thread(subscription_store.list_by_connection, info.connection_id) == []
+
+
+async def test_a_failed_send_is_reported_and_the_connection_kept(
+    store: RequestStore, recording: RecordingTransport
+) -> None:
+    info = await asyncio.to_thread(save, address="fail-1")
+    assert not await ConnectionManager().send(info.connection_id, FRAME, record=info)
+    assert (await asyncio.to_thread(connection_store.get, info.connection_id)) == info
+
+
+# --- fan-out -----------------------------------------------------------------------------
+
+
+async def test_broadcast_reports_each_outcome(
+    store: RequestStore, recording: RecordingTransport
+) -> None:
+    ok = await asyncio.to_thread(save)
+    gone = await asyncio.to_thread(save, address="gone-2")
+    failed = await asyncio.to_thread(save, address="fail-2")
+    targets: list[Target | str] = [
+        Target.of(ok),
+        gone.connection_id,  # resolved from storage
+        Target.of(failed),
+        "not-registered",  # skipped
+    ]
+    report = await ConnectionManager().broadcast(targets, FRAME)
+    assert report == SendReport(
+        delivered=1, gone=[gone.connection_id], failed=[failed.connection_id]
+    )
+    assert [s[0] for s in recording.sent] == [ok.address]
+    with pytest.raises(NotFound):
+        await asyncio.to_thread(connection_store.get, gone.connection_id)
+
+
+@pytest.mark.parametrize("concurrency", [1, 16, 256])
+async def test_broadcast_to_1000_targets_is_bounded_and_complete(
+    recording: RecordingTransport, concurrency: int
+) -> None:
+    targets = [Target(f"c{i}", "channels", f"addr-{i}") for i in range(1000)]
+    report = await ConnectionManager(concurrency=concurrency).broadcast(targets, FRAME)
+    assert report.delivered == 1000 and not report.gone and not report.failed
+    assert sorted(s[0] for s in recording.sent) == sorted(t.address for t in targets)
+    assert recording.peak == concurrency  # reached, never exceeded
+    assert len({id(s[2]) for s in recording.sent}) == 1  # encoded once
+
+
+async def test_every_one_of_1000_sockets_gets_exactly_one_frame(
+    channel_layer: InMemoryChannelLayer,
+) -> None:
+    sockets = [
+        FakeSocket(channel_layer, await channel_layer.new_channel("socket."), "u")
+        for _ in range(1000)
+    ]
+    targets = [Target(s.connection_id, "channels", s.channel) for s in sockets]
+    report = await ConnectionManager(concurrency=64).broadcast(targets, FRAME)
+    assert report.delivered == 1000
+    for sock in sockets:
+        message = await asyncio.wait_for(channel_layer.receive(sock.channel), 5)
+        assert orjson.loads(message["text"]) == FRAME
+        assert sock.channel not in channel_layer.channels  # nothing else queued for it
+
+
+@pytest.mark.parametrize(
+    ("scope", "tenant", "user", "expected"),
+    [
+        ("user", "a", "alice", {"a1", "a2"}),
+        ("user", "a", "bob", {"b1"}),
+        ("user", "a", "nobody", set()),
+        ("tenant", "a", None, {"a1", "a2", "b1"}),
+        ("tenant", "o", None, {"o1"}),
+        ("tenant", "empty", None, set()),
+    ],
+)
+async def test_send_to_a_user_or_tenant_queries_an_index(
+    store: RequestStore,
+    api_calls: ApiCalls,
+    recording: RecordingTransport,
+    scope: str,
+    tenant: str,
+    user: str | None,
+    expected: set[str],
+) -> None:
+    tenants = {name: f"{name}{uuid.uuid4().hex[:8]}" for name in ("a", "o", "empty")}
+    for t, u, name in [
+        ("a", "alice", "a1"),
+        ("a", "alice", "a2"),
+        ("a", "bob", "b1"),
+        ("o", "alice", "o1"),
+    ]:
+        await asyncio.to_thread(save, tenants[t], u, f"{name}-{uuid.uuid4().hex[:4]}")
+    mgr = ConnectionManager()
+    api_calls.clear()
+    if scope == "user":
+        assert user is not None
+        report = await mgr.send_to_user(tenants[tenant], user, FRAME)
+    else:
+        report = await mgr.send_to_tenant(tenants[tenant], FRAME)
+    assert report.delivered == len(expected)
+    assert sorted(s[0].split("-")[0] for s in recording.sent) == sorted(expected)
+    assert api_calls.count("Scan") == 0
+    assert api_calls.count() == api_calls.count("Query") >= 1
+
+
+# --- the subscribers of a request ----------------------------------------------------------
+
+
+async def test_send_to_request_reaches_origin_and_subscribers_once_each(
+    store: RequestStore, api_calls: ApiCalls, recording: RecordingTransport
+) -> None:
+    key = f"acme#alice#{uuid.uuid4().hex}"
+    origin = Target("origin-conn", "channels", "addr-origin-conn")
+    for cid in ("origin-conn", "tab-2", "phone"):
+        await asyncio.to_thread(subscription_store.subscribe, key, cid, "channels", f"addr-{cid}")
+    mgr = ConnectionManager()
+    report = await mgr.send_to_request(key, FRAME, origin=origin)
+    assert report.delivered == 3
+    assert sorted(s[0] for s in recording.sent) == ["addr-origin-conn", "addr-phone", "addr-tab-2"]
+
+    # Without subscribers the origin alone gets it; without an origin, subscribers only.
+    recording.sent.clear()
+    other = f"acme#alice#{uuid.uuid4().hex}"
+    assert (await mgr.send_to_request(other, FRAME, origin=origin)).delivered == 1
+    assert (await mgr.send_to_request(other, FRAME)).delivered == 0
+    assert [s[0] for s in recording.sent] == ["addr-origin-conn"]
+
+
+async def test_subscribers_are_cached_for_a_second_unless_fresh(
+    store: RequestStore,
+    api_calls: ApiCalls,
+    recording: RecordingTransport,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = f"acme#alice#{uuid.uuid4().hex}"
+    await asyncio.to_thread(subscription_store.subscribe, key, "first", "channels", "addr-first")
+    mgr = ConnectionManager()
+    api_calls.clear()
+    assert (await mgr.send_to_request(key, FRAME)).delivered == 1
+    assert api_calls.count("Query") == 1
+    # A late subscriber: cached progress frames miss it, a fresh (terminal) one does not.
+    await asyncio.to_thread(subscription_store.subscribe, key, "late", "channels", "addr-late")
+    api_calls.clear()
+    assert (await mgr.send_to_request(key, FRAME)).delivered == 1
+    assert api_calls.count() == 0
+    assert (await mgr.send_to_request(key, FRAME, fresh=True)).delivered == 2
+    assert api_calls.count("Query") == 1
+    # And the cache expires.
+    monkeypatch.setattr(manager_module, "SUBSCRIBER_CACHE_S", 0.05)
+    await mgr.subscribers(key, fresh=True)
+    await asyncio.sleep(0.1)
+    api_calls.clear()
+    assert len(await mgr.subscribers(key)) == 2
+    assert api_calls.count("Query") == 1
+
+
+async def test_the_subscriber_cache_stays_bounded(
+    store: RequestStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mgr = ConnectionManager()
+    mgr._subscribers = {f"k{i}": (0.0, []) for i in range(10_001)}  # all expired
+    await mgr.subscribers("acme#alice#fresh")
+    assert list(mgr._subscribers) == ["acme#alice#fresh"]
+
+
+# --- closing a socket ----------------------------------------------------------------------
+
+
+async def test_disconnect_sends_a_close_message_to_the_socket(
+    store: RequestStore, channel_layer: InMemoryChannelLayer
+) -> None:
+    channel = await channel_layer.new_channel("socket.")
+    info = await asyncio.to_thread(save, address=channel)
+    assert await ConnectionManager().disconnect(info.connection_id, 4000, "Disabled by an admin")
+    message = await asyncio.wait_for(channel_layer.receive(channel), 5)
+    assert message == {"type": "streamer.close", "code": 4000, "reason": "Disabled by an admin"}
+
+
+@pytest.mark.parametrize(
+    ("address", "result", "kept"),
+    [("ok-1", True, True), ("gone-3", True, False), ("fail-3", False, True)],
+)
+async def test_disconnect_outcomes(
+    store: RequestStore,
+    recording: RecordingTransport,
+    address: str,
+    result: bool,
+    kept: bool,
+) -> None:
+    info = await asyncio.to_thread(save, address=address)
+    assert await ConnectionManager().disconnect(info.connection_id) is result
+    if result and kept:
+        assert recording.closed == [(address, 1000, "")]
+    try:
+        await asyncio.to_thread(connection_store.get, info.connection_id)
+        exists = True
+    except NotFound:
+        exists = False
+    assert exists is kept
+
+
+async def test_disconnect_of_an_unknown_connection_is_false(
+    store: RequestStore, recording: RecordingTransport
+) -> None:
+    assert not await ConnectionManager().disconnect("never-connected")
+    assert recording.closed == []
