@@ -38,17 +38,24 @@ os.environ["STREAMER_JWT_SECRET"] = SECRET
 
 def token(user: str, tenant: str = "bench") -> str:
     return jwt.encode(
-        {"sub": user, "tenant_id": tenant, "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256"
+        {"sub": user, "tenant_id": tenant, "exp": int(time.time()) + 3600},
+        SECRET,
+        algorithm="HS256",
     )
 
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50": pct(values, 50), "p90": pct(values, 90), "p99": pct(values, 99)}
+    return {
+        "n": len(values),
+        "p50": pct(values, 50),
+        "p90": pct(values, 90),
+        "p99": pct(values, 99),
+    }
 
 
 async def connect(url: str) -> Any:
@@ -88,7 +95,9 @@ asyncio.run(main())
 
 async def raw_floor(n: int, message: str) -> list[float]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", RAW_ECHO_SERVER, str(port)], stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RAW_ECHO_SERVER, str(port)], stdout=subprocess.PIPE
+    )
     try:
         assert proc.stdout is not None
         proc.stdout.readline()
@@ -169,7 +178,8 @@ async def idle_connections(stack: Stack, n: int) -> dict[str, Any]:
 # -- fan-out ---------------------------------------------------------------------------------
 async def fan_out(stack: Stack, n: int) -> dict[str, Any]:
     api_key = stack.manage(
-        "shell", "-c",
+        "shell",
+        "-c",
         "from connections.models import ApiKey, Tenant; print(ApiKey.issue(Tenant.objects.get(pk='fan'))[1])",
     ).splitlines()[-1]
     sem = asyncio.Semaphore(50)
@@ -189,12 +199,16 @@ async def fan_out(stack: Stack, n: int) -> dict[str, Any]:
 
     waiters = [asyncio.create_task(wait(ws)) for ws in sockets]
     body = orjson.dumps({"frame": {"type": "notice", "n": 1}})
-    request = urllib.request.Request(  # noqa: S310
-        f"{stack.base}/api/v1/publish", data=body, method="POST",
+    request = urllib.request.Request(
+        f"{stack.base}/api/v1/publish",
+        data=body,
+        method="POST",
         headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
     )
     t = time.perf_counter()
-    response = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(request, timeout=60).read()))  # noqa: S310
+    response = await asyncio.to_thread(
+        lambda: json.loads(urllib.request.urlopen(request, timeout=60).read())
+    )
     await asyncio.wait(waiters, timeout=30)
     for task in waiters:
         task.cancel()
@@ -218,7 +232,9 @@ async def progress_flood(stack: Stack, reports: int, sustain_s: float) -> dict[s
     result = None
     t = time.perf_counter()
     payload = {"reports": reports, "sustain_s": sustain_s}
-    await ws.send(orjson.dumps({"id": "flood", "action": "bench.flood", "payload": payload}).decode())
+    await ws.send(
+        orjson.dumps({"id": "flood", "action": "bench.flood", "payload": payload}).decode()
+    )
     while True:
         frame = orjson.loads(await ws.recv())
         if frame["type"] == "progress":
@@ -251,7 +267,7 @@ async def progress_flood(stack: Stack, reports: int, sustain_s: float) -> dict[s
 
 # -- DynamoDB calls per operation -------------------------------------------------------------
 def calls(stack: Stack) -> dict[str, float]:
-    text = urllib.request.urlopen(f"{stack.base}/metrics", timeout=5).read().decode()  # noqa: S310
+    text = urllib.request.urlopen(f"{stack.base}/metrics", timeout=5).read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("streamer_dynamodb_calls_total{"):
@@ -289,7 +305,9 @@ async def dynamodb_calls(stack: Stack) -> dict[str, dict[str, float]]:
 
 
 def writes(ops: dict[str, float]) -> float:
-    return sum(v for k, v in ops.items() if k in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"))
+    return sum(
+        v for k, v in ops.items() if k in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem")
+    )
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -310,26 +328,42 @@ async def run(quick: bool) -> dict[str, Any]:
         results["idle"] = await idle_connections(stack, 1000 if quick else 5000)
         results["echo_ms"] = {
             "raw websockets floor": summary(await raw_floor(n_echo, echo_msg)),
-            "bare Channels consumer": summary(await round_trips(f"{stack.ws}/bench/echo", n_echo, echo_msg)),
-            "full stack echo": summary(await round_trips(f"{stack.ws}/ws?token={token('echo')}", n_echo, echo_msg)),
+            "bare Channels consumer": summary(
+                await round_trips(f"{stack.ws}/bench/echo", n_echo, echo_msg)
+            ),
+            "full stack echo": summary(
+                await round_trips(f"{stack.ws}/ws?token={token('echo')}", n_echo, echo_msg)
+            ),
         }
         n_conn = 200 if quick else 1000
         results["connects_per_s"] = {
-            "bare Channels accept": round(await connect_rate(lambda i: f"{stack.ws}/bench/echo", n_conn), 1),
+            "bare Channels accept": round(
+                await connect_rate(lambda i: f"{stack.ws}/bench/echo", n_conn), 1
+            ),
             "full stack (JWT + tenant + register)": round(
                 await connect_rate(lambda i: f"{stack.ws}/ws?token={token(f'c{i}')}", n_conn), 1
             ),
         }
         results["dynamodb_calls"] = await dynamodb_calls(stack)
         acks, completes = await async_latencies(stack, 100 if quick else 500, "noop")
-        results["async_in_process_ms"] = {"acknowledgment": summary(acks), "complete": summary(completes)}
+        results["async_in_process_ms"] = {
+            "acknowledgment": summary(acks),
+            "complete": summary(completes),
+        }
         results["progress_flood"] = await progress_flood(stack, 100_000, 3.0 if quick else 10.0)
         results["fan_out"] = await fan_out(stack, 1000)
-        latencies = {"full stack echo": await round_trips(f"{stack.ws}/ws?token={token('plot')}", n_echo, echo_msg)}
+        latencies = {
+            "full stack echo": await round_trips(
+                f"{stack.ws}/ws?token={token('plot')}", n_echo, echo_msg
+            )
+        }
         latencies["async complete (in-process worker)"] = completes
     with local_stack(redis=True, workers=1) as stack:
         acks, completes = await async_latencies(stack, 100 if quick else 300, "redis")
-        results["async_redis_ms"] = {"acknowledgment": summary(acks), "complete": summary(completes)}
+        results["async_redis_ms"] = {
+            "acknowledgment": summary(acks),
+            "complete": summary(completes),
+        }
         latencies["async complete (Redis + worker process)"] = completes
     results["latencies"] = latencies
     return results
@@ -342,28 +376,61 @@ def budgets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
     flood = r["progress_flood"]
     return [
         ("echo p50 ≤ 1.3× bare Channels", f"{ratio:.2f}×", ratio <= 1.3),
-        ("ack p50 < 15 ms", f"{r['async_in_process_ms']['acknowledgment']['p50']:.2f} ms",
-         r["async_in_process_ms"]["acknowledgment"]["p50"] < 15),
-        ("complete p50 < 40 ms", f"{r['async_in_process_ms']['complete']['p50']:.2f} ms",
-         r["async_in_process_ms"]["complete"]["p50"] < 40),
-        ("no DynamoDB call on echo", str(sum(calls_["echo (per 100)"].values())), not calls_["echo (per 100)"]),
+        (
+            "ack p50 < 15 ms",
+            f"{r['async_in_process_ms']['acknowledgment']['p50']:.2f} ms",
+            r["async_in_process_ms"]["acknowledgment"]["p50"] < 15,
+        ),
+        (
+            "complete p50 < 40 ms",
+            f"{r['async_in_process_ms']['complete']['p50']:.2f} ms",
+            r["async_in_process_ms"]["complete"]["p50"] < 40,
+        ),
+        (
+            "no DynamoDB call on echo",
+            str(sum(calls_["echo (per 100)"].values())),
+            not calls_["echo (per 100)"],
+        ),
         ("≤ 1 write per connect", str(writes(calls_["connect"])), writes(calls_["connect"]) <= 1),
-        ("≤ 1 write per disconnect", str(writes(calls_["disconnect"])), writes(calls_["disconnect"]) <= 1),
-        ("progress ≤ 1 write/s", f"{flood['progress_writes']} in {flood['run_s']} s",
-         flood["progress_writes"] <= flood["run_s"] + 1),
-        ("progress ≤ 10 frames/s to client", f"{flood['frames_per_s']}/s (max {flood['max_frames_in_1s']} in 1 s)",
-         flood["max_frames_in_1s"] <= 11),
+        (
+            "≤ 1 write per disconnect",
+            str(writes(calls_["disconnect"])),
+            writes(calls_["disconnect"]) <= 1,
+        ),
+        (
+            "progress ≤ 1 write/s",
+            f"{flood['progress_writes']} in {flood['run_s']} s",
+            flood["progress_writes"] <= flood["run_s"] + 1,
+        ),
+        (
+            "progress ≤ 10 frames/s to client",
+            f"{flood['frames_per_s']}/s (max {flood['max_frames_in_1s']} in 1 s)",
+            flood["max_frames_in_1s"] <= 11,
+        ),
         ("fan-out: no frame lost", str(r["fan_out"]["lost"]), r["fan_out"]["lost"] == 0),
-        ("5,000 idle connections held", str(r["idle"]["held"]), r["idle"]["held"] >= (1000 if r["quick"] else 5000)),
+        (
+            "5,000 idle connections held",
+            str(r["idle"]["held"]),
+            r["idle"]["held"] >= (1000 if r["quick"] else 5000),
+        ),
     ]
 
 
 def table(r: dict[str, Any]) -> str:
-    lines = ["", "Streamer benchmark — " + ("quick" if r["quick"] else "full") + f" run, {r['machine']['cpus']} CPUs", ""]
+    lines = [
+        "",
+        "Streamer benchmark — "
+        + ("quick" if r["quick"] else "full")
+        + f" run, {r['machine']['cpus']} CPUs",
+        "",
+    ]
     lines.append(f"{'echo round trip (ms)':44} {'p50':>8} {'p90':>8} {'p99':>8} {'n':>6}")
     for name, s in r["echo_ms"].items():
         lines.append(f"  {name:42} {s['p50']:8.3f} {s['p90']:8.3f} {s['p99']:8.3f} {s['n']:6}")
-    for title, key in (("async, in-process worker (ms)", "async_in_process_ms"), ("async, Redis + worker process (ms)", "async_redis_ms")):
+    for title, key in (
+        ("async, in-process worker (ms)", "async_in_process_ms"),
+        ("async, Redis + worker process (ms)", "async_redis_ms"),
+    ):
         lines.append(f"{title:44} {'p50':>8} {'p90':>8} {'p99':>8} {'n':>6}")
         for name, s in r[key].items():
             lines.append(f"  {name:42} {s['p50']:8.3f} {s['p90']:8.3f} {s['p99']:8.3f} {s['n']:6}")
@@ -374,15 +441,23 @@ def table(r: dict[str, Any]) -> str:
     for name, ops in r["dynamodb_calls"].items():
         lines.append(f"  {name:42} {json.dumps(ops) if ops else 'none'}")
     i = r["idle"]
-    lines.append(f"idle connections: {i['held']} held ({i['failed']} failed), {i['kib_per_connection']} KiB each "
-                 f"(RSS {i['rss_before_mib']} → {i['rss_after_mib']} MiB), echo p50 while held {i['echo_p50_ms_while_held']} ms")
+    lines.append(
+        f"idle connections: {i['held']} held ({i['failed']} failed), {i['kib_per_connection']} KiB each "
+        f"(RSS {i['rss_before_mib']} → {i['rss_after_mib']} MiB), echo p50 while held {i['echo_p50_ms_while_held']} ms"
+    )
     f = r["fan_out"]
-    lines.append(f"fan-out: 1 frame → {f['connections']} connections: last delivery {f['last_delivery_ms']} ms, lost {f['lost']}")
+    lines.append(
+        f"fan-out: 1 frame → {f['connections']} connections: last delivery {f['last_delivery_ms']} ms, lost {f['lost']}"
+    )
     p = r["progress_flood"]
-    lines.append(f"progress flood: {p['reports']:,} reports in a tight loop: handler CPU {p['handler_cpu_s']} s "
-                 f"({p['cpu_us_per_report']} µs/report); then {p['sustained_reports']:,} more over the run of {p['run_s']} s")
-    lines.append(f"  → {p['progress_frames']} progress frames ({p['frames_per_s']}/s, at most {p['max_frames_in_1s']} in any 1 s), "
-                 f"{p['progress_writes']} DynamoDB progress writes ({p['writes_per_s']}/s)")
+    lines.append(
+        f"progress flood: {p['reports']:,} reports in a tight loop: handler CPU {p['handler_cpu_s']} s "
+        f"({p['cpu_us_per_report']} µs/report); then {p['sustained_reports']:,} more over the run of {p['run_s']} s"
+    )
+    lines.append(
+        f"  → {p['progress_frames']} progress frames ({p['frames_per_s']}/s, at most {p['max_frames_in_1s']} in any 1 s), "
+        f"{p['progress_writes']} DynamoDB progress writes ({p['writes_per_s']}/s)"
+    )
     lines.append("")
     lines.append("budgets (../shared/spec/SYSTEM.md)")
     for name, value, ok in budgets(r):
@@ -414,11 +489,13 @@ def plot(r: dict[str, Any], path: Path) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "performance-latency.png"))
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     started = time.monotonic()
     results = asyncio.run(run(args.quick))

@@ -41,16 +41,26 @@ class Stack:
         """Run a management command to completion; its stdout."""
         result = subprocess.run(
             [sys.executable, "manage.py", *args],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, check=True, timeout=120,
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
         )
         return result.stdout.strip()
 
-    def spawn(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, *args: str, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start a long-running management command (output to workdir/name.log)."""
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "manage.py", *args],
-            cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**self.env, **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.procs[name] = proc
         return proc
@@ -59,7 +69,7 @@ class Stack:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"{self.base}/healthz", timeout=2).status == 200:  # noqa: S310
+                if urllib.request.urlopen(f"{self.base}/healthz", timeout=2).status == 200:
                     return
             time.sleep(0.1)
         raise TimeoutError("server did not become healthy")
@@ -78,11 +88,13 @@ class Stack:
     def rss_kib(self, name: str) -> int:
         """Resident memory of a process, from /proc."""
         status = Path(f"/proc/{self.procs[name].pid}/status").read_text()
-        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+        return next(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")
+        )
 
     def metric(self, name: str, labels: str = "") -> float:
         """One sample from /metrics (0 when absent)."""
-        text = urllib.request.urlopen(f"{self.base}/metrics", timeout=5).read().decode()  # noqa: S310
+        text = urllib.request.urlopen(f"{self.base}/metrics", timeout=5).read().decode()
         prefix = f"{name}{{{labels}}}" if labels else name
         for line in text.splitlines():
             if line.startswith(prefix + " "):
@@ -111,9 +123,18 @@ def local_stack(redis: bool = False, workers: int = 0) -> Iterator[Stack]:
     env.pop("REDIS_URL", None)
     if redis:
         redis_port = free_port()
-        redis_proc = subprocess.Popen(  # noqa: S603
-            [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no"],
+        redis_proc = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
         )
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
@@ -124,7 +145,9 @@ def local_stack(redis: bool = False, workers: int = 0) -> Iterator[Stack]:
         stack.manage("migrate", "--noinput", "-v", "0")
         for tenant in ("bench", "fan"):
             stack.manage("create_tenant", tenant, "--max-connections", "0")
-        stack.spawn("server", "serve", "--port", str(port), "--with-worker" if not redis else "--no-worker")
+        stack.spawn(
+            "server", "serve", "--port", str(port), "--with-worker" if not redis else "--no-worker"
+        )
         for i in range(workers):
             stack.spawn(f"worker{i}", "process_requests", "--concurrency", "16")
         stack.wait_healthy()

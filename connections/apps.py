@@ -9,10 +9,9 @@ class ConnectionsConfig(AppConfig):
         from django.conf import settings
 
         from connections import signals  # noqa: F401
-        from connections.store import base
 
         # Import the models so they register before configure().
-        from connections.store import connection, subscription  # noqa: F401
+        from connections.store import base, connection, subscription  # noqa: F401
 
         base.configure(
             base.StoreConfig(

@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound
+from connections.store.errors import NotFound, StoreError
 from connections.store.subscription import subscription_store
 from connections.transports import ConnectionGone, TransportError, get_transport
 from protocol import codec
@@ -65,7 +65,9 @@ class ConnectionManager:
         self.concurrency = concurrency
         self._subscribers: dict[str, tuple[float, list[Target]]] = {}
 
-    async def send_to_target(self, target: Target, frame: dict[str, Any], text: str | None = None) -> str:
+    async def send_to_target(
+        self, target: Target, frame: dict[str, Any], text: str | None = None
+    ) -> str:
         """Deliver to one socket; returns "delivered", "gone" or "failed"."""
         text = codec.dumps_text(frame) if text is None else text
         try:
@@ -94,7 +96,9 @@ class ConnectionManager:
 
     async def send_to_user(self, tenant_id: str, user_id: str, frame: dict[str, Any]) -> SendReport:
         """Send to every connection of one user (one index query)."""
-        infos = await asyncio.to_thread(lambda: list(connection_store.iter_by_user(tenant_id, user_id)))
+        infos = await asyncio.to_thread(
+            lambda: list(connection_store.iter_by_user(tenant_id, user_id))
+        )
         return await self.broadcast([Target.of(i) for i in infos], frame)
 
     async def send_to_tenant(self, tenant_id: str, frame: dict[str, Any]) -> SendReport:
@@ -177,13 +181,17 @@ class ConnectionManager:
         return True
 
     async def forget(self, connection_id: str) -> None:
-        """Remove a dead connection's record and subscriptions."""
+        """Remove a dead connection's record and subscriptions (best effort: when storage
+        fails, ``cleanup_connections`` removes them later; a fan-out is never aborted)."""
 
         def _forget() -> None:
             connection_store.delete(connection_id)
             subscription_store.delete_by_connection(connection_id)
 
-        await asyncio.to_thread(_forget)
+        try:
+            await asyncio.to_thread(_forget)
+        except StoreError as exc:
+            log.warning("could not forget connection %s: %s", connection_id, exc)
 
 
 manager = ConnectionManager()

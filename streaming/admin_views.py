@@ -42,7 +42,13 @@ from connections.admin_support import (
     tenant_choices,
 )
 from connections.store.base import now_ms
-from connections.store.errors import InvalidTransition, NotFound, StoreError, ValidationError
+from connections.store.errors import (
+    InvalidTransition,
+    NotFound,
+    StorageUnavailable,
+    StoreError,
+    ValidationError,
+)
 from connections.store.subscription import subscription_store
 from streaming.actions.builtin import cancel_request
 from streaming.queue import wake_worker
@@ -169,8 +175,18 @@ class RequestAdminViews:
                     )
             except ValidationError as exc:
                 code, error = 400, f"Invalid filter: {exc}."
-            except StoreError:
+            except StorageUnavailable:
                 code, error = 503, "Storage is unavailable: requests cannot be listed now."
+            except StoreError:
+                # DynamoDB rejected the query: typically a requests table made before the
+                # by_tenant index existed (docs/admin.md, "Upgrading").
+                code, error = (
+                    500,
+                    (
+                        "Storage rejected the query: does the requests table have its by_tenant "
+                        "index? See docs/admin.md."
+                    ),
+                )
             else:
                 rows = [self._row(record, now) for record in page.items]
                 if page.cursor:

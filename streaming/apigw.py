@@ -208,13 +208,19 @@ def runnable_keys(event: dict[str, Any]) -> list[RequestKey]:
             continue
         if item.get("status") not in (RequestStatus.PENDING, RequestStatus.RETRYING):
             continue
-        tenant, user, request_id = item.get("tenant_id"), item.get("user_id"), item.get("request_id")
+        tenant, user, request_id = (
+            item.get("tenant_id"),
+            item.get("user_id"),
+            item.get("request_id"),
+        )
         if isinstance(tenant, str) and isinstance(user, str) and isinstance(request_id, str):
             keys.append(RequestKey(tenant, user, request_id))
     return keys
 
 
-async def handle_stream_event(event: dict[str, Any], worker: Worker | None = None) -> dict[str, Any]:
+async def handle_stream_event(
+    event: dict[str, Any], worker: Worker | None = None
+) -> dict[str, Any]:
     """Run the requests a DynamoDB Streams batch announces. The claim is the same
     conditional update as ``process_requests``, so a duplicate delivery never runs a
     request twice."""

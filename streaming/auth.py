@@ -95,7 +95,7 @@ def verify_token(token: str | None) -> Identity:
             issuer=settings.STREAMER_JWT_ISSUER,
             audience=settings.STREAMER_JWT_AUDIENCE,
             leeway=settings.STREAMER_JWT_LEEWAY_S,
-            options=options,
+            options=options,  # type: ignore[arg-type]
         )
     except jwt.ExpiredSignatureError as exc:
         raise AuthFailure(UNAUTHORIZED, "Token expired") from exc
@@ -106,7 +106,11 @@ def verify_token(token: str | None) -> Identity:
 
 
 def _identity(claims: dict[str, Any]) -> Identity:
-    sub, tenant, permissions = claims.get("sub"), claims.get("tenant_id"), claims.get("permissions", [])
+    sub, tenant, permissions = (
+        claims.get("sub"),
+        claims.get("tenant_id"),
+        claims.get("permissions", []),
+    )
     if not isinstance(sub, str) or not sub or len(sub) > 256:
         raise AuthFailure(UNAUTHORIZED, "Invalid token")
     if not isinstance(tenant, str) or not tenant or len(tenant) > 64 or "#" in tenant:

@@ -48,7 +48,10 @@ def register() -> None:
         while time.perf_counter() < deadline:
             for _ in range(1000):
                 sustained += 1
-                job.report(50 + 49 * (1 - (deadline - time.perf_counter()) / (payload.sustain_s or 1)), "sustained")
+                job.report(
+                    50 + 49 * (1 - (deadline - time.perf_counter()) / (payload.sustain_s or 1)),
+                    "sustained",
+                )
         return {
             "reports": payload.reports,
             "handler_cpu_s": round(loop_cpu, 4),

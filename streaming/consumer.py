@@ -46,7 +46,9 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         scope = self.scope
         headers = asgi_headers(scope.get("headers", []))
         try:
-            identity = verify_token(extract_token(parse_query(scope.get("query_string", b"")), headers))
+            identity = verify_token(
+                extract_token(parse_query(scope.get("query_string", b"")), headers)
+            )
             client = scope.get("client") or (None, None)
             self.session = await open_session(
                 identity,
@@ -112,6 +114,6 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         idle_for = time.monotonic() - self._last_activity
         timeout = settings.STREAMER_IDLE_TIMEOUT_S
         if idle_for >= timeout:
-            asyncio.ensure_future(self.close(code=1000, reason="Idle timeout"))
+            self._closing = asyncio.ensure_future(self.close(code=1000, reason="Idle timeout"))
         else:
             self._schedule_idle_check(timeout - idle_for)

@@ -29,7 +29,9 @@ class JobContext:
     metadata: dict[str, Any] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
-    def report(self, percentage: float, message: str = "", details: dict[str, Any] | None = None) -> None:
+    def report(
+        self, percentage: float, message: str = "", details: dict[str, Any] | None = None
+    ) -> None:
         """Report progress (cheap: coalesced, rate-limited). Raises JobCancelled once the
         request is cancelled, so a handler stops at its next report."""
         if self.cancelled.is_set():

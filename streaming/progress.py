@@ -7,6 +7,7 @@ flushes the last pending frame, so 100 % is never lost before the terminal frame
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -61,7 +62,9 @@ class ProgressReporter:
         with self._lock:
             return self._write
 
-    def report(self, percentage: float, message: str = "", details: dict[str, Any] | None = None) -> None:
+    def report(
+        self, percentage: float, message: str = "", details: dict[str, Any] | None = None
+    ) -> None:
         """Record an update; delivery happens later, coalesced."""
         try:
             value = float(percentage)
@@ -125,10 +128,8 @@ class ProgressReporter:
                 continue
             due = [t for t, p in ((self._next_frame_at, frame), (self._next_write_at, write)) if p]
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, min(due) - now))
-            except TimeoutError:
-                pass
 
     async def _send(self, update: Update) -> None:
         self.frames_sent += 1

@@ -46,7 +46,9 @@ class DeliveryGuard:
         self._progress: OrderedDict[str, float] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
 
-    def allow(self, frame_type: str | None, request_id: str | None, percentage: float | None) -> bool:
+    def allow(
+        self, frame_type: str | None, request_id: str | None, percentage: float | None
+    ) -> bool:
         """Whether a frame about ``request_id`` may go out now (and record it)."""
         if request_id is None:
             return True
@@ -157,7 +159,9 @@ async def open_session(
         if policy.max_connections:
             count = tenant_counts.get(identity.tenant_id)
             if count is None:
-                count = await asyncio.to_thread(connection_store.count_by_tenant, identity.tenant_id)
+                count = await asyncio.to_thread(
+                    connection_store.count_by_tenant, identity.tenant_id
+                )
                 tenant_counts.put(identity.tenant_id, count)
             if count >= policy.max_connections:
                 raise AuthFailure(TOO_MANY_CONNECTIONS, "Too many connections")
@@ -188,4 +192,6 @@ async def close_session(session: Session) -> None:
     try:
         await asyncio.to_thread(_close)
     except StorageUnavailable:
-        log.warning("could not delete connection %s; cleanup_connections will", session.connection_id)
+        log.warning(
+            "could not delete connection %s; cleanup_connections will", session.connection_id
+        )

@@ -49,7 +49,7 @@ def default_worker_id() -> str:
 
 def retry_delay_s(attempt: int, base_s: float = 1.0, cap_s: float = 60.0) -> float:
     """Exponential backoff with jitter for the retry after ``attempt`` (1-based)."""
-    return min(cap_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311
+    return min(cap_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
 
 
 class Worker:
@@ -157,9 +157,7 @@ class Worker:
             self._backlog = True
             return 0
         try:
-            due = await asyncio.to_thread(
-                self.store.list_due, limit=free * 2, shards=self.shards
-            )
+            due = await asyncio.to_thread(self.store.list_due, limit=free * 2, shards=self.shards)
         except StorageUnavailable:
             log.warning("storage unavailable while polling; retrying later")
             return 0
@@ -282,10 +280,14 @@ class Worker:
         try:
             spec = self.actions.get(record.action)
         except ProtocolError:
-            await self._fail(record, ctx, ErrorCode.PROCESSING_FAILED, "This action is no longer available")
+            await self._fail(
+                record, ctx, ErrorCode.PROCESSING_FAILED, "This action is no longer available"
+            )
             return
         if record.attempts > record.max_attempts:
-            await self._fail(record, ctx, ErrorCode.PROCESSING_FAILED, "The request used up its attempts")
+            await self._fail(
+                record, ctx, ErrorCode.PROCESSING_FAILED, "The request used up its attempts"
+            )
             return
         timeout = record.timeout_s or spec.timeout_s
         limit: asyncio.Timeout | None = None
@@ -303,7 +305,9 @@ class Worker:
         except JobCancelled:
             await ctx.reporter.close(flush=False)
         except FinalError as exc:
-            await self._fail(record, ctx, ErrorCode.PROCESSING_FAILED, str(exc)[:500] or "Processing failed")
+            await self._fail(
+                record, ctx, ErrorCode.PROCESSING_FAILED, str(exc)[:500] or "Processing failed"
+            )
         except ProtocolError as exc:
             await self._fail(record, ctx, ErrorCode.PROCESSING_FAILED, exc.message)
         except Exception as exc:
@@ -321,9 +325,7 @@ class Worker:
                 record, ctx, ErrorCode.PROCESSING_FAILED, "The request failed after every attempt"
             )
         else:
-            log.error(
-                "handler %s raised on request %s", spec.name, record.request_id, exc_info=exc
-            )
+            log.error("handler %s raised on request %s", spec.name, record.request_id, exc_info=exc)
             await self._fail(record, ctx, ErrorCode.INTERNAL_ERROR, "Internal error")
 
     async def _call(self, spec: ActionSpec, ctx: JobContext, payload: Any) -> Any:
@@ -351,7 +353,9 @@ class Worker:
         REQUEST_SECONDS.labels(record.action, "COMPLETED").observe(_age_s(record))
         await send_terminal(done, frames.complete(done.request_id, result, metadata=done.metadata))
 
-    async def _fail(self, record: RequestRecord, ctx: JobContext, code: ErrorCode, message: str) -> None:
+    async def _fail(
+        self, record: RequestRecord, ctx: JobContext, code: ErrorCode, message: str
+    ) -> None:
         self._finishing.add(record.key.as_string())
         await ctx.reporter.close()
         try:

@@ -26,7 +26,8 @@ _prefix_counter = itertools.count()
 def _restore_store_config() -> Iterator[None]:
     saved = base.current_config()
     yield
-    base.configure(saved)
+    if base.current_config() != saved:  # rebuilding clients costs time; skip when unchanged
+        base.configure(saved)
 
 
 @pytest.fixture(autouse=True)

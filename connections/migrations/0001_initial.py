@@ -5,26 +5,46 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Tenant',
+            name="Tenant",
             fields=[
-                ('id', models.SlugField(max_length=64, primary_key=True, serialize=False)),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('active', models.BooleanField(default=True)),
-                ('max_connections', models.PositiveIntegerField(default=1000, help_text='Live WebSocket connections allowed at once; 0 means unlimited.')),
-                ('rate_limit_frames', models.PositiveIntegerField(blank=True, help_text='Frames per connection per window; empty uses the server default.', null=True, validators=[django.core.validators.MinValueValidator(1)])),
-                ('rate_limit_window_s', models.PositiveIntegerField(blank=True, help_text='Rate limit window in seconds; empty uses the server default.', null=True, validators=[django.core.validators.MinValueValidator(1)])),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.SlugField(max_length=64, primary_key=True, serialize=False)),
+                ("name", models.CharField(blank=True, max_length=200)),
+                ("active", models.BooleanField(default=True)),
+                (
+                    "max_connections",
+                    models.PositiveIntegerField(
+                        default=1000,
+                        help_text="Live WebSocket connections allowed at once; 0 means unlimited.",
+                    ),
+                ),
+                (
+                    "rate_limit_frames",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Frames per connection per window; empty uses the server default.",
+                        null=True,
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                (
+                    "rate_limit_window_s",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Rate limit window in seconds; empty uses the server default.",
+                        null=True,
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
     ]

@@ -20,8 +20,8 @@ import botocore.session
 import orjson
 import pynamodb.connection.base as pynamodb_connection_base
 from botocore.exceptions import BotoCoreError
-from prometheus_client import Counter
 from botocore.exceptions import ClientError as BotoClientError
+from prometheus_client import Counter
 from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
 from pynamodb.models import Model
 
@@ -187,8 +187,10 @@ def storage_errors(operation: str) -> Iterator[None]:
             raise
         cause = getattr(exc, "cause", None) or exc.__cause__
         code = getattr(exc, "cause_response_code", None)
-        if code in _THROTTLING or isinstance(cause, BotoCoreError | OSError) or (
-            code is None and isinstance(exc, PynamoDBConnectionError)
+        if (
+            code in _THROTTLING
+            or isinstance(cause, BotoCoreError | OSError)
+            or (code is None and isinstance(exc, PynamoDBConnectionError))
         ):
             raise StorageUnavailable(f"storage unavailable during {operation}") from exc
         raise

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from pynamodb.exceptions import PynamoDBException
+from pynamodb.models import Model
 
 from connections.store.base import registered_models, storage_errors
 
@@ -37,7 +38,7 @@ def create_all(report: Callable[[str], None] = lambda _msg: None) -> list[str]:
     return names
 
 
-def _wait_active(model: type, timeout_s: float = 120.0) -> None:
+def _wait_active(model: type[Model], timeout_s: float = 120.0) -> None:
     """Poll until the table is ACTIVE (PynamoDB's own wait sleeps 2 s per check)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -71,7 +71,9 @@ def split_address(address: str) -> tuple[str, str]:
 class CircuitBreaker:
     """Per-key failure counts with a cool-down; remembers at most ``max_keys`` keys."""
 
-    def __init__(self, threshold: int = 5, cooldown_s: float = 30.0, max_keys: int = 10_000) -> None:
+    def __init__(
+        self, threshold: int = 5, cooldown_s: float = 30.0, max_keys: int = 10_000
+    ) -> None:
         self.threshold = threshold
         self.cooldown_s = cooldown_s
         self.max_keys = max_keys
@@ -141,7 +143,9 @@ class ApiGatewayTransport(Transport):
                     "apigatewaymanagementapi",
                     endpoint_url=endpoint,
                     region_name=self.region or _region_of(endpoint),
-                    config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5),
+                    config=Config(
+                        retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5
+                    ),
                 )
                 self._clients[endpoint] = client
                 while len(self._clients) > self.max_clients:
@@ -168,7 +172,9 @@ class ApiGatewayTransport(Transport):
         """API Gateway cannot send a close code: the connection is deleted."""
         endpoint, connection_id = split_address(address)
         client = self.client(endpoint)
-        await self._with_retries(address, lambda: client.delete_connection(ConnectionId=connection_id))
+        await self._with_retries(
+            address, lambda: client.delete_connection(ConnectionId=connection_id)
+        )
 
     async def _with_retries(self, address: str, call: Any) -> None:
         for attempt in range(1, self.max_attempts + 1):
@@ -183,11 +189,20 @@ class ApiGatewayTransport(Transport):
                     APIGW_CALLS.labels("gone").inc()
                     self.breaker.success(address)
                     raise ConnectionGone("connection is gone") from None
-                if status in (403, 413) or code in ("ForbiddenException", "PayloadTooLargeException"):
+                if status in (403, 413) or code in (
+                    "ForbiddenException",
+                    "PayloadTooLargeException",
+                ):
                     APIGW_CALLS.labels(f"rejected_{status or code}").inc()
                     self.breaker.failure(address)
-                    raise (Forbidden if status == 403 else FrameTooLarge)("rejected by API Gateway") from None
-                if status != 429 and status < 500 and code not in ("LimitExceededException", "ThrottlingException"):
+                    raise (Forbidden if status == 403 else FrameTooLarge)(
+                        "rejected by API Gateway"
+                    ) from None
+                if (
+                    status != 429
+                    and status < 500
+                    and code not in ("LimitExceededException", "ThrottlingException")
+                ):
                     APIGW_CALLS.labels("error").inc()
                     self.breaker.failure(address)
                     raise TransportError("API Gateway error") from None
@@ -217,7 +232,7 @@ class ApiGatewayTransport(Transport):
             except ValueError:
                 pass
         backoff = min(self.max_backoff_s, self.base_backoff_s * 2 ** (attempt - 1))
-        return backoff * random.uniform(0.5, 1.0)  # noqa: S311
+        return backoff * random.uniform(0.5, 1.0)
 
     async def aclose(self) -> None:
         """Wait for in-flight calls to end."""

@@ -45,3 +45,5 @@ class ChannelsTransport(Transport):
             await layer.send(address, message)
         except ChannelFull as exc:
             raise TransportError("channel full") from exc
+        except TypeError as exc:  # the layer's check of the name: keep the contract
+            raise TransportError("invalid channel name") from exc

@@ -27,7 +27,9 @@ class Command(BaseCommand):
         try:
             validate_slug(tenant_id)
         except ValidationError as exc:
-            raise CommandError(f"invalid tenant id {tenant_id!r}: use letters, digits, - and _") from exc
+            raise CommandError(
+                f"invalid tenant id {tenant_id!r}: use letters, digits, - and _"
+            ) from exc
         if options["max_connections"] is not None and options["max_connections"] < 0:
             raise CommandError("--max-connections must be 0 or more")
         tenant, created = Tenant.objects.get_or_create(pk=tenant_id, defaults={"name": tenant_id})

@@ -16,7 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", required=True, help="tenant id (token claim tenant_id)")
         parser.add_argument("--user", required=True, help="user id (token claim sub)")
         parser.add_argument("--permissions", default="", help="comma-separated permissions")
-        parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+        parser.add_argument(
+            "--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["ttl"] <= 0:

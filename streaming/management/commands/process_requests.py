@@ -21,8 +21,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--concurrency", type=int, default=settings.STREAMER_WORKER_CONCURRENCY)
-        parser.add_argument("--lease", type=float, default=settings.STREAMER_LEASE_S, help="seconds")
-        parser.add_argument("--poll-interval", type=float, default=settings.STREAMER_POLL_INTERVAL_S)
+        parser.add_argument(
+            "--lease", type=float, default=settings.STREAMER_LEASE_S, help="seconds"
+        )
+        parser.add_argument(
+            "--poll-interval", type=float, default=settings.STREAMER_POLL_INTERVAL_S
+        )
         parser.add_argument("--grace", type=float, default=10.0, help="shutdown grace, seconds")
 
     def handle(self, *args: Any, **options: Any) -> None:

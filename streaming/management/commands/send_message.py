@@ -21,13 +21,17 @@ class Command(BaseCommand):
         target.add_argument("--connection", metavar="ID")
         target.add_argument("--user", metavar="TENANT:USER")
         target.add_argument("--tenant", metavar="ID")
-        parser.add_argument("--json", required=True, metavar="FRAME", help='e.g. \'{"text": "hi"}\'')
+        parser.add_argument(
+            "--json", required=True, metavar="FRAME", help='e.g. \'{"text": "hi"}\''
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             frame = build_frame(codec.loads(options["json"]))
         except ValueError as exc:
-            raise CommandError(f"invalid frame: {exc if isinstance(exc, PublishError) else 'not JSON'}") from exc
+            raise CommandError(
+                f"invalid frame: {exc if isinstance(exc, PublishError) else 'not JSON'}"
+            ) from exc
         try:
             audience = self._audience(options)
             report = asyncio.run(publish(audience, frame))

@@ -61,10 +61,12 @@ class Command(BaseCommand):
                 return defer.Deferred.fromFuture(asyncio.ensure_future(worker_task[0]))
             return None
 
-        reactor.addSystemEventTrigger("before", "shutdown", stop_worker)  # type: ignore[attr-defined]
+        reactor.addSystemEventTrigger("before", "shutdown", stop_worker)  # type: ignore[attr-defined,arg-type]
         Server(
             application,
-            endpoints=build_endpoint_description_strings(host=options["host"], port=options["port"]),
+            endpoints=build_endpoint_description_strings(
+                host=options["host"], port=options["port"]
+            ),
             ready_callable=ready,
             verbosity=0,
             application_close_timeout=10,

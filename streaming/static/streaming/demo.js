@@ -496,7 +496,8 @@ function historyRow(record) {
   cell(record.created_at ? new Date(record.created_at).toLocaleTimeString() : "");
   let outcome = "";
   if (record.status === "COMPLETED" && record.result && record.result.requests) {
-    outcome = `${record.result.requests.total} requests analysed`;
+    const total = record.result.requests.total;
+    outcome = `${total} request${total === 1 ? "" : "s"} analysed`;
   } else if (record.status === "COMPLETED") {
     outcome = "completed";
   } else if (record.error) {
@@ -524,6 +525,11 @@ function addMessage(frame) {
 
 // --- wiring -------------------------------------------------------------------------
 
+el.token.addEventListener("input", () => {
+  if (devToken && el.token.value.trim() === devToken.token) return;
+  el.tokenHint.textContent =
+    "Your own token: it is used as it is for every connection. Connect to use it.";
+});
 el.tokenForm.addEventListener("submit", (event) => {
   event.preventDefault();
   connect();

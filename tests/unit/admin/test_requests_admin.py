@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from connections.models import Tenant
-from connections.store.errors import StorageUnavailable
+from connections.store.errors import StorageUnavailable, StoreError
 from connections.store.subscription import subscription_store
 from protocol import codec
 from streaming import admin_views
@@ -386,3 +386,15 @@ def test_an_action_on_an_invalid_key(staff: Client, tenant: Tenant, ddb: object)
     url = reverse("admin:streaming_request_detail", args=[key("r1", user_id="u" * 300).as_string()])
     response = staff.post(url, {"action": "cancel"}, follow=True)
     assert any("user_id must be" in m for m in messages_of(response))
+
+
+def test_list_when_the_tenant_index_is_missing(
+    staff: Client, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def rejected(*args: object, **kwargs: object) -> None:
+        raise StoreError("storage rejected list_by_tenant")
+
+    monkeypatch.setattr(request_store, "list_by_tenant", rejected)
+    response = staff.get(LIST, {"tenant": "acme"})
+    assert response.status_code == 500
+    assert "by_tenant" in response.content.decode()

@@ -30,6 +30,12 @@ def _ids(records: list[RequestRecord]) -> list[str]:
 
 
 @pytest.fixture
+def ddb(dynamodb: base.StoreConfig) -> base.StoreConfig:
+    """These store tests run against moto and (integration tier) the embedded dynalite."""
+    return dynamodb
+
+
+@pytest.fixture
 def many(enqueue: Callable[..., RequestRecord]) -> list[str]:
     """7 requests of tenant acme over two users (r0 oldest), plus one of another tenant."""
     ids = []

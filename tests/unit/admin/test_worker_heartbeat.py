@@ -21,7 +21,7 @@ async def _beats() -> list[Heartbeat]:
 
 async def _until(predicate: Callable[[], Awaitable[bool]]) -> None:
     async with asyncio.timeout(5):
-        while not await predicate():
+        while not await predicate():  # noqa: ASYNC110  (polling storage)
             await asyncio.sleep(0.02)
 
 

@@ -14,7 +14,13 @@ from connections.manager import Target, manager
 from connections.store.connection import ConnectionInfo, connection_store
 from connections.store.errors import NotFound
 from streaming.actions.registry import ActionRegistry, action
-from streaming.apigw import decode_image, handle_stream_event, handle_websocket_event, runnable_keys, sessions
+from streaming.apigw import (
+    decode_image,
+    handle_stream_event,
+    handle_websocket_event,
+    runnable_keys,
+    sessions,
+)
 from streaming.requests.model import RequestKey
 from streaming.requests.store import request_store
 from streaming.worker import Worker
@@ -152,8 +158,12 @@ async def test_connect_refusals_use_http_status(moto_dynamodb, tenant, tok, stat
 async def test_connect_over_the_tenant_limit_is_429(moto_dynamodb, tenant) -> None:
     tenant.max_connections = 1
     await tenant.asave()
-    assert (await handle_websocket_event(connect_event(token(), connection_id="A")))["statusCode"] == 200
-    assert (await handle_websocket_event(connect_event(token(), connection_id="B")))["statusCode"] == 429
+    assert (await handle_websocket_event(connect_event(token(), connection_id="A")))[
+        "statusCode"
+    ] == 200
+    assert (await handle_websocket_event(connect_event(token(), connection_id="B")))[
+        "statusCode"
+    ] == 429
 
 
 @pytest.mark.django_db(transaction=True)
@@ -161,7 +171,9 @@ async def test_connect_with_storage_down_is_503(tenant) -> None:
     from connections.store import base
     from connections.store.localserver import free_port
 
-    base.configure(base.StoreConfig(endpoint_url=f"http://127.0.0.1:{free_port()}", max_retry_attempts=0))
+    base.configure(
+        base.StoreConfig(endpoint_url=f"http://127.0.0.1:{free_port()}", max_retry_attempts=0)
+    )
     result = await handle_websocket_event(connect_event(token()))
     assert result["statusCode"] == 503
 
@@ -270,7 +282,9 @@ def test_runnable_keys_picks_new_and_retrying_only() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_stream_delivery_runs_each_request_once_even_when_duplicated(moto_dynamodb, tenant) -> None:
+async def test_stream_delivery_runs_each_request_once_even_when_duplicated(
+    moto_dynamodb, tenant
+) -> None:
     runs: list[str] = []
     actions = ActionRegistry()
 
@@ -294,7 +308,10 @@ async def test_stream_delivery_runs_each_request_once_even_when_duplicated(moto_
             origin_address=info.address,
         )
     worker = Worker(actions=actions, lease_s=30)
-    records = [stream_record("INSERT", typed_image("r1"), "1"), stream_record("INSERT", typed_image("r2"), "2")]
+    records = [
+        stream_record("INSERT", typed_image("r1"), "1"),
+        stream_record("INSERT", typed_image("r2"), "2"),
+    ]
     first = await handle_stream_event({"Records": records}, worker=worker)
     again = await handle_stream_event({"Records": records}, worker=worker)  # at-least-once delivery
     assert first == {"claimed": 2, "seen": 2}
@@ -309,7 +326,9 @@ async def test_stream_delivery_runs_each_request_once_even_when_duplicated(moto_
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_async_request_over_apigw_is_acknowledged_and_completed(moto_dynamodb, tenant) -> None:
+async def test_async_request_over_apigw_is_acknowledged_and_completed(
+    moto_dynamodb, tenant
+) -> None:
     """The full path: $default enqueues, a worker (woken through the channel layer)
     runs it, progress and complete reach the API Gateway connection."""
     actions = ActionRegistry()
@@ -393,7 +412,9 @@ async def test_shutdown_during_a_broadcast_returns(moto_dynamodb) -> None:
     from connections.transports import get_transport
 
     transport = get_transport("apigw")
-    targets = [Target(f"x{i}", "apigw", f"https://{DOMAIN}/prod/@connections/x{i}") for i in range(200)]
+    targets = [
+        Target(f"x{i}", "apigw", f"https://{DOMAIN}/prod/@connections/x{i}") for i in range(200)
+    ]
     broadcast = asyncio.create_task(manager.broadcast(targets, {"type": "message"}))
     await asyncio.sleep(0.01)
     await asyncio.wait_for(transport.aclose(), 10)

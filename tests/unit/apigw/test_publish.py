@@ -82,7 +82,9 @@ async def test_api_key_is_shown_once_stored_hashed_and_revocable(tenant) -> None
     ],
 )
 @pytest.mark.django_db(transaction=True)
-async def test_publish_api_reaches_only_its_own_tenant(moto_dynamodb, tenant, target, reached) -> None:
+async def test_publish_api_reaches_only_its_own_tenant(
+    moto_dynamodb, tenant, target, reached
+) -> None:
     await Tenant.objects.acreate(id="other")
     channels = {
         "a1": await live_socket("a1", user="u1"),
@@ -134,7 +136,9 @@ async def test_publish_api_refuses_keys_of_disabled_tenants(moto_dynamodb, tenan
     tenant.active = False
     await tenant.asave()
     response = await AsyncClient().post(
-        "/api/v1/publish", {"frame": {}}, content_type="application/json",
+        "/api/v1/publish",
+        {"frame": {}},
+        content_type="application/json",
         headers={"Authorization": f"Bearer {secret}"},
     )
     assert response.status_code == 401
@@ -187,10 +191,14 @@ def test_send_message_failures(moto_dynamodb, tenant, args, error) -> None:
     [(None, 403), ("wrong", 403), ("shared-secret", 200)],
 )
 @pytest.mark.django_db(transaction=True)
-async def test_apigw_events_endpoint_needs_the_shared_secret(moto_dynamodb, tenant, secret, status) -> None:
+async def test_apigw_events_endpoint_needs_the_shared_secret(
+    moto_dynamodb, tenant, secret, status
+) -> None:
     headers = {"X-Streamer-Secret": secret} if secret else {}
     response = await AsyncClient().post(
-        "/apigw/events", json.dumps(connect_event(token())), content_type="application/json",
+        "/apigw/events",
+        json.dumps(connect_event(token())),
+        content_type="application/json",
         headers=headers,
     )
     assert response.status_code == status
@@ -200,7 +208,9 @@ async def test_apigw_events_endpoint_needs_the_shared_secret(moto_dynamodb, tena
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_apigw_events_endpoint_refuses_everything_without_a_configured_secret(settings, tenant) -> None:
+async def test_apigw_events_endpoint_refuses_everything_without_a_configured_secret(
+    settings, tenant
+) -> None:
     settings.STREAMER_APIGW_SHARED_SECRET = ""
     response = await AsyncClient().post(
         "/apigw/events", "{}", content_type="application/json", headers={"X-Streamer-Secret": ""}
@@ -211,7 +221,9 @@ async def test_apigw_events_endpoint_refuses_everything_without_a_configured_sec
 @pytest.mark.django_db(transaction=True)
 async def test_apigw_events_endpoint_bad_body(tenant) -> None:
     response = await AsyncClient().post(
-        "/apigw/events", "[1]", content_type="application/json",
+        "/apigw/events",
+        "[1]",
+        content_type="application/json",
         headers={"X-Streamer-Secret": "shared-secret"},
     )
     assert response.status_code == 400
@@ -230,8 +242,15 @@ def test_lambda_handlers_fail_fast_on_missing_settings(env, ok, tmp_path) -> Non
 
     full_env = {**os.environ, "DJANGO_DEBUG": "0", "DATA_DIR": str(tmp_path), **env}
     result = subprocess.run(
-        [sys.executable, "-c", "import streaming.lambda_handlers as h; print(h.websocket.__name__)"],
-        env=full_env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import streaming.lambda_handlers as h; print(h.websocket.__name__)",
+        ],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if ok:
         assert result.returncode == 0, result.stderr
@@ -259,11 +278,16 @@ def test_lambda_websocket_stream_and_sweep_handlers(moto_dynamodb, tenant, lambd
     from tests.unit.apigw.test_handlers import message_event, stream_record, typed_image
 
     assert lambda_module.websocket(connect_event(token()))["statusCode"] == 200
-    body = json.dumps({"id": "g1", "action": "generate_report", "payload": {"duration_s": 0, "steps": 2}})
+    body = json.dumps(
+        {"id": "g1", "action": "generate_report", "payload": {"duration_s": 0, "steps": 2}}
+    )
     assert lambda_module.websocket(message_event(body))["statusCode"] == 200
     image = typed_image("g1")
     image["action"] = {"S": "generate_report"}
-    assert lambda_module.stream({"Records": [stream_record("INSERT", image)]}) == {"claimed": 1, "seen": 1}
+    assert lambda_module.stream({"Records": [stream_record("INSERT", image)]}) == {
+        "claimed": 1,
+        "seen": 1,
+    }
     assert request_store.get(RequestKey("acme", "u1", "g1")).status == "COMPLETED"
     assert lambda_module.sweep({}) == {"claimed": 0}
 

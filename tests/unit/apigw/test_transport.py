@@ -27,9 +27,9 @@ ADDRESS = f"{ENDPOINT}/@connections/conn-1"
 
 def posted_frames(connection_id: str, region: str = "eu-west-1") -> list[dict]:
     """Frames moto received for a connection (it concatenates the bytes)."""
-    from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
-
     from urllib.parse import quote
+
+    from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 
     connections = apigatewaymanagementapi_backends["123456789012"][region].connections
     # moto keys connections by the URL-encoded id it saw in the path
@@ -85,7 +85,9 @@ def test_address_round_trip(domain: str, stage: str, connection_id: str) -> None
     assert split_address(address) == (f"https://{domain}/{stage}", connection_id)
 
 
-@pytest.mark.parametrize("address", ["", "https://x/prod", "/@connections/id", "https://x/@connections/"])
+@pytest.mark.parametrize(
+    "address", ["", "https://x/prod", "/@connections/id", "https://x/@connections/"]
+)
 def test_bad_address_is_a_transport_error(address: str) -> None:
     with pytest.raises(TransportError):
         split_address(address)
@@ -129,7 +131,11 @@ async def test_non_retryable_errors_are_not_retried(error, expected, calls) -> N
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(429, "LimitExceededException"), (500, "InternalServerErrorException"), (503, "ServiceUnavailable")],
+    [
+        (429, "LimitExceededException"),
+        (500, "InternalServerErrorException"),
+        (503, "ServiceUnavailable"),
+    ],
 )
 async def test_throttling_and_5xx_retry_then_succeed(status: int, code: str) -> None:
     t, sleep = transport(max_attempts=4, base_backoff_s=0.1, max_backoff_s=1.0)
@@ -202,7 +208,9 @@ async def test_close_deletes_the_connection(moto_dynamodb) -> None:
 
 async def test_aclose_waits_for_in_flight_sends(moto_dynamodb) -> None:
     t, _ = transport()
-    sends = [asyncio.create_task(t.send(f"{ENDPOINT}/@connections/c{i}", {}, "{}")) for i in range(20)]
+    sends = [
+        asyncio.create_task(t.send(f"{ENDPOINT}/@connections/c{i}", {}, "{}")) for i in range(20)
+    ]
     await asyncio.sleep(0)
     await t.aclose()
     await asyncio.gather(*sends)

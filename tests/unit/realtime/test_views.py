@@ -10,6 +10,7 @@ from channels.testing import HttpCommunicator
 
 from streaming import views
 from streaming.asgi import application
+from streaming.auth import Identity, verify_token
 
 from .helpers import connected
 
@@ -104,3 +105,55 @@ async def test_unknown_path_is_404() -> None:
 
 def test_layers_reset_between_tests() -> None:
     assert channel_layers.backends == {}
+
+
+# --- the development token endpoint ---------------------------------------------------
+
+
+def test_dev_token_is_404_without_debug(client, settings) -> None:
+    settings.DEBUG = False
+    assert client.get("/dev/token").status_code == 404
+
+
+def test_dev_token_for_named_user(client, settings) -> None:
+    settings.DEBUG = True
+    response = client.get("/dev/token", {"user": "ann.b_c-1"})
+    assert response.status_code == 200
+    assert response["Cache-Control"] and "no-cache" in response["Cache-Control"]
+    data = response.json()
+    assert (data["tenant_id"], data["user_id"], data["expires_in"]) == ("demo", "ann.b_c-1", 3600)
+    assert verify_token(data["token"]) == Identity("demo", "ann.b_c-1", frozenset())
+
+
+def test_dev_token_keeps_one_user_per_browser(client, settings) -> None:
+    settings.DEBUG = True
+    first = client.get("/dev/token").json()["user_id"]
+    assert first.startswith("demo-")
+    assert client.get("/dev/token").json()["user_id"] == first, "the signed cookie keeps it"
+    client.cookies[views.DEMO_USER_COOKIE] = "forged"  # an unsigned value is ignored
+    assert client.get("/dev/token").json()["user_id"] != "forged"
+
+
+@pytest.mark.parametrize("user", ["has space", "x" * 65, "a#b", "ü"])
+def test_dev_token_rejects_bad_user(client, settings, user) -> None:
+    settings.DEBUG = True
+    response = client.get("/dev/token", {"user": user})
+    assert response.status_code == 400
+    assert "token" not in response.json()
+
+
+def test_dev_token_without_secret(client, settings) -> None:
+    settings.DEBUG = True
+    settings.STREAMER_JWT_SECRET = ""
+    response = client.get("/dev/token", {"user": "ann"})
+    assert response.status_code == 503
+    assert set(response.json()) == {"error"}
+
+
+@pytest.mark.parametrize(("debug", "offers_token"), [(True, True), (False, False)])
+def test_index_tells_the_page_where_tokens_come_from(client, settings, debug, offers_token) -> None:
+    settings.DEBUG = debug
+    response = client.get("/")
+    assert response.status_code == 200
+    assert (response.context["config"]["devTokenUrl"] == "/dev/token") is offers_token
+    assert response.context["config"]["wsPath"] == "/ws"

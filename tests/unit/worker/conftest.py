@@ -50,17 +50,6 @@ def channel_layer() -> Iterator[InMemoryChannelLayer]:
 # --- storage -----------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _restore_store_config() -> Iterator[None]:
-    """Overrides the top-level fixture of the same name: same restore, but only when a
-    test changed the configuration. ``configure`` drops every model's botocore client,
-    and building them again costs about a second per test."""
-    saved = base.current_config()
-    yield
-    if base.current_config() != saved:
-        base.configure(saved)
-
-
 _moto_lock = threading.Lock()
 
 

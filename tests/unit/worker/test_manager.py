@@ -14,7 +14,7 @@ from channels.layers import InMemoryChannelLayer
 from connections import manager as manager_module
 from connections.manager import ConnectionManager, SendReport, Target
 from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound
+from connections.store.errors import NotFound, StorageUnavailable
 from connections.store.subscription import subscription_store
 from connections.transports import ConnectionGone, Transport, TransportError, transports
 from protocol import frames
@@ -328,3 +328,19 @@ async def test_disconnect_of_an_unknown_connection_is_false(
 ) -> None:
     assert not await ConnectionManager().disconnect("never-connected")
     assert recording.closed == []
+
+
+async def test_a_cleanup_that_fails_does_not_abort_the_fan_out(
+    store: RequestStore, recording: RecordingTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gone socket whose records cannot be deleted right now (storage throttled) is
+    still reported gone; the other targets still get the frame."""
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("throttled")
+
+    monkeypatch.setattr(connection_store, "delete", down)
+    targets = [Target("g", "channels", "gone-4"), Target("ok", "channels", "ok-4")]
+    report = await ConnectionManager().broadcast(targets, FRAME)
+    assert (report.delivered, report.gone) == (1, ["g"])
+    assert [s[0] for s in recording.sent] == ["ok-4"]

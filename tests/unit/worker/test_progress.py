@@ -44,9 +44,10 @@ def make(**kwargs: Any) -> tuple[ProgressReporter, Sink, Sink]:
 
 
 def assert_spaced(times: list[float], per_window: int, window_s: float) -> None:
-    """No more than ``per_window`` calls in any ``window_s`` (5 ms tolerance)."""
+    """No more than ``per_window`` calls in any ``window_s`` (20 ms of tolerance for the
+    time between the reporter reading its clock and the sink reading it)."""
     for i in range(len(times) - per_window):
-        assert times[i + per_window] - times[i] >= window_s - 0.005, (i, times)
+        assert times[i + per_window] - times[i] >= window_s - 0.02, (i, times)
 
 
 def tight_loop(reporter: ProgressReporter, n: int) -> None:
@@ -244,3 +245,15 @@ async def test_reports_from_many_threads_at_once() -> None:
     assert publish.values[-1] == 100.0
     assert publish.values == sorted(publish.values)
     assert len(publish.calls) <= 10 * elapsed + 2
+
+
+async def test_unsaved_is_the_latest_update_storage_does_not_have() -> None:
+    reporter, _, persist = make(writes_per_s=50)
+    assert reporter.unsaved() is None
+    reporter.report(20, "twenty", {"k": 1})
+    assert reporter.unsaved() == (20.0, "twenty", {"k": 1})
+    await eventually(lambda: persist.calls, what="a write")
+    assert reporter.unsaved() is None
+    reporter.report(30, "thirty")
+    await reporter.close()
+    assert reporter.unsaved() == (30.0, "thirty", None)  # close() does not write

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from channels.layers import InMemoryChannelLayer, channel_layers
 
+from connections.manager import ConnectionManager, Target
 from connections.transports import (
     InvalidTransportError,
     Transport,
@@ -192,3 +193,26 @@ async def test_no_channel_layer_is_a_transport_error(monkeypatch: pytest.MonkeyP
     )
     with pytest.raises(TransportError, match="no channel layer"):
         await ChannelsTransport("channels").send("x", {"type": "pong"}, "{}")
+
+
+def test_other_settings_do_not_reset_the_transports(fake_settings: Any) -> None:
+    fake = transports["fake"]
+    fake_settings.STREAMER_IDLE_TIMEOUT_S = 5
+    assert transports["fake"] is fake
+
+
+async def test_an_invalid_channel_name_is_a_transport_error(
+    channel_layer: InMemoryChannelLayer,
+) -> None:
+    with pytest.raises(TransportError, match="invalid channel name"):
+        await ChannelsTransport("channels").send("not a channel!", {"type": "pong"}, "{}")
+
+
+async def test_one_bad_address_does_not_abort_a_fan_out(
+    channel_layer: InMemoryChannelLayer,
+) -> None:
+    good = await channel_layer.new_channel("socket.")
+    targets = [Target("bad", "channels", "not a channel!"), Target("good", "channels", good)]
+    report = await ConnectionManager().broadcast(targets, {"type": "pong"})
+    assert (report.delivered, report.failed) == (1, ["bad"])
+    assert (await channel_layer.receive(good))["frame_type"] == "pong"

@@ -721,15 +721,19 @@ async def test_two_workers_racing_run_each_request_exactly_once(
 async def test_never_more_than_concurrency_handlers_at_once(
     rstore: RecordingStore, actions: ActionRegistry, make_socket: Any, kind: str
 ) -> None:
+    limit = 3
     lock = threading.Lock()
     active = 0
     peak = 0
+    full = threading.Event()  # set once `limit` handlers ran at the same time
 
     def enter() -> None:
         nonlocal active, peak
         with lock:
             active += 1
             peak = max(peak, active)
+            if active >= limit:
+                full.set()
 
     def leave() -> None:
         nonlocal active
@@ -741,7 +745,8 @@ async def test_never_more_than_concurrency_handlers_at_once(
         @action("t.busy", mode="async", registry=actions)
         def busy(job: Any, payload: dict[str, Any]) -> None:
             enter()
-            time.sleep(0.25)
+            full.wait(10)  # hold the slot until the worker filled every slot
+            time.sleep(0.05)
             leave()
 
     else:
@@ -749,16 +754,18 @@ async def test_never_more_than_concurrency_handlers_at_once(
         @action("t.busy", mode="async", registry=actions)
         async def busy(job: Any, payload: dict[str, Any]) -> None:
             enter()
-            await asyncio.sleep(0.25)
+            await asyncio.to_thread(full.wait, 10)
+            await asyncio.sleep(0.05)
             leave()
 
     sock = await make_socket()
     records = [await submit(sock, "t.busy", wake=n % 2 == 0) for n in range(9)]
-    worker = make_worker(rstore, actions, concurrency=3, poll_interval_s=0.02)
+    worker = make_worker(rstore, actions, concurrency=limit, poll_interval_s=0.02)
     async with running(worker):
         for record in records:
             await sock.until_terminal(record.request_id)
-    assert peak == 3
+    assert full.is_set(), "the worker never ran `limit` handlers at once"
+    assert peak == limit
 
 
 async def test_sync_handlers_up_to_the_concurrency_all_run_at_once(
@@ -1044,3 +1051,151 @@ async def test_a_lease_renewal_racing_the_completion_does_not_swallow_the_comple
         await sock.until_terminal(record.request_id, within=8)
     assert racy.renewal_failed.is_set()
     assert check_stream(sock.about(record.request_id))["result"] == "done"
+
+
+# --- more edges ----------------------------------------------------------------------------
+
+
+async def test_a_handler_that_reports_100_itself_gets_no_extra_done_frame(
+    rstore: RecordingStore, actions: ActionRegistry, make_socket: Any
+) -> None:
+    @action("t.full", mode="async", registry=actions)
+    async def full(job: Any, payload: dict[str, Any]) -> str:
+        job.report(100, "all rows read")
+        await asyncio.sleep(0.15)
+        return "ok"
+
+    sock = await make_socket()
+    async with running(make_worker(rstore, actions)):
+        record = await submit(sock, "t.full")
+        await sock.until_terminal(record.request_id)
+        await sock.drain()
+    check_stream(sock.about(record.request_id))
+    progress = [f for f in sock.about(record.request_id) if f["type"] == "progress"]
+    assert [(f["percentage"], f["message"]) for f in progress] == [(100, "all rows read")]
+
+
+async def test_a_handler_cleaning_up_after_a_cancel_stops_at_its_next_report(
+    rstore: RecordingStore, actions: ActionRegistry, make_socket: Any
+) -> None:
+    cleaned = threading.Event()
+
+    @action("t.cleanup", mode="async", registry=actions)
+    async def cleanup(job: Any, payload: dict[str, Any]) -> str:
+        job.report(10)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cleaned.set()
+            job.report(11, "cleaning up")  # raises JobCancelled: nothing more is sent
+        return "never"
+
+    sock = await make_socket()
+    worker = make_worker(rstore, actions)
+    async with running(worker):
+        record = await submit(sock, "t.cleanup")
+        await first_progress_above(sock, record.request_id, 0)
+        await _cancel_by_hand(sock, record)
+        await eventually(cleaned.is_set)
+        await eventually(lambda: not worker.jobs)
+        await sock.drain()
+    assert check_stream(sock.about(record.request_id))["error"]["code"] == "CANCELLED"
+
+
+class FailingCompleteStore(RecordingStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.complete_failures = 1
+
+    def complete(self, *args: Any, **kwargs: Any) -> RequestRecord:
+        with self.lock:
+            fail, self.complete_failures = self.complete_failures > 0, self.complete_failures - 1
+        if fail:
+            raise StorageUnavailable("injected")
+        return super().complete(*args, **kwargs)
+
+
+async def test_a_completion_lost_to_an_outage_is_rerun_after_the_lease(
+    store: RequestStore,
+    actions: ActionRegistry,
+    make_socket: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failing = FailingCompleteStore()
+    attempts: list[int] = []
+
+    @action("t.job", mode="async", registry=actions)
+    async def job(job: Any, payload: dict[str, Any]) -> int:
+        attempts.append(job.attempt)
+        return job.attempt
+
+    sock = await make_socket()
+    async with running(make_worker(failing, actions, lease_s=0.3, poll_interval_s=0.02)):
+        record = await submit(sock, "t.job", store=failing)
+        await sock.until_terminal(record.request_id)
+        await sock.drain()
+    assert attempts == [1, 2]  # at least once: the request was not lost
+    assert check_stream(sock.about(record.request_id))["result"] == 2
+    assert "worker failed to finish request" in caplog.text
+
+
+async def test_run_one_claims_and_runs_a_single_request(
+    rstore: RecordingStore, actions: ActionRegistry, make_socket: Any
+) -> None:
+    @action("t.job", mode="async", registry=actions)
+    def job(job: Any, payload: dict[str, Any]) -> str:
+        return "streamed"
+
+    sock = await make_socket()
+    record = await submit(sock, "t.job", wake=False)
+    worker = make_worker(rstore, actions)
+    assert await worker.run_one(record.key)
+    assert not worker.jobs
+    assert not await worker.run_one(record.key), "already completed"
+    await sock.drain()
+    assert check_stream(sock.about(record.request_id))["result"] == "streamed"
+
+
+async def test_heartbeat_failures_never_stop_the_worker(
+    rstore: RecordingStore,
+    actions: ActionRegistry,
+    make_socket: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise StorageUnavailable("injected")
+
+    monkeypatch.setattr("streaming.worker.heartbeat.beat", down)
+    monkeypatch.setattr("streaming.worker.heartbeat.forget", down)
+
+    @action("t.job", mode="async", registry=actions)
+    async def job(job: Any, payload: dict[str, Any]) -> str:
+        return "fine"
+
+    sock = await make_socket()
+    async with running(make_worker(rstore, actions)):
+        record = await submit(sock, "t.job")
+        await sock.until_terminal(record.request_id)
+    assert "could not record its heartbeat" in caplog.text
+    assert "could not remove its heartbeat" in caplog.text
+
+
+async def test_stop_finishes_what_it_can_and_releases_the_rest(
+    rstore: RecordingStore, actions: ActionRegistry, make_socket: Any
+) -> None:
+    @action("t.mixed", mode="async", registry=actions)
+    async def mixed(job: Any, payload: dict[str, Any]) -> str:
+        job.report(30)
+        await asyncio.sleep(0.1 if payload["quick"] else 30)
+        return "quick"
+
+    sock = await make_socket()
+    worker = make_worker(rstore, actions, grace_s=0.5)
+    async with running(worker):
+        quick = await submit(sock, "t.mixed", {"quick": True})
+        slow = await submit(sock, "t.mixed", {"quick": False})
+        await eventually(lambda: len(worker.jobs) == 2, what="both running")
+    assert (await stored(rstore, quick)).status is S.COMPLETED
+    released = await stored(rstore, slow)
+    assert released.status is S.RETRYING and released.percentage == 30
