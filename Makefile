@@ -10,9 +10,11 @@ run:
 test:
 	./scripts/test
 
-# Benchmark (bench/ may not exist yet).
+# Benchmark: `make bench` (full, < 10 min) or `make bench QUICK=1` (< 2 min).
+# Installs the optional plotting extra (matplotlib) first.
 bench: bootstrap
-	@if [ -d bench ]; then .venv/bin/python -m bench; else echo "no bench/ yet"; fi
+	.venv/bin/pip install -q -c constraints.txt -e '.[bench]'
+	QUICK=$(QUICK) .venv/bin/python -m bench
 
 # Format and auto-fix lint findings.
 fmt: bootstrap

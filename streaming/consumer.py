@@ -17,6 +17,8 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from connections.store.connection import connection_store
+from connections.store.errors import StoreError
 from protocol import codec
 from streaming.auth import AuthFailure, asgi_headers, extract_token, parse_query, verify_token
 from streaming.metrics import CONNECTIONS, CONNECTS, FRAMES_OUT
@@ -66,7 +68,7 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         CONNECTS.labels("accepted").inc()
         CONNECTIONS.inc()
         await self.accept()
-        self._last_activity = time.monotonic()
+        self._last_activity = self._last_touch = time.monotonic()
         self._schedule_idle_check(settings.STREAMER_IDLE_TIMEOUT_S)
 
     async def disconnect(self, code: int) -> None:
@@ -81,6 +83,8 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         if self.session is None:
             return
         self._last_activity = time.monotonic()
+        if self._last_activity - self._last_touch >= settings.STREAMER_TOUCH_INTERVAL_S:
+            self._touch()
         binary = text_data is None
         replies = await get_pipeline().handle(
             self.session, text_data if not binary else bytes_data, binary=binary
@@ -103,6 +107,21 @@ class StreamerConsumer(AsyncWebsocketConsumer):
     async def streamer_close(self, message: dict[str, Any]) -> None:
         """Close this socket on request (admin disconnect, tenant disabled)."""
         await self.close(code=int(message.get("code", 1000)), reason=message.get("reason") or None)
+
+    def _touch(self) -> None:
+        """Record liveness (``last_seen``) at most once per STREAMER_TOUCH_INTERVAL_S, in
+        the background: ``cleanup_connections`` relies on it, frames never wait for it."""
+        assert self.session is not None
+        self._last_touch = self._last_activity
+        connection_id = self.session.connection_id
+
+        def touch() -> None:
+            try:
+                connection_store.touch(connection_id)
+            except StoreError:
+                log.debug("could not record last_seen of %s", connection_id)
+
+        self._touching = asyncio.ensure_future(asyncio.to_thread(touch))
 
     def _schedule_idle_check(self, delay: float) -> None:
         loop = asyncio.get_running_loop()

@@ -256,8 +256,9 @@ class Worker:
 
     async def _execute(self, record: RequestRecord, ctx: JobContext) -> None:
         key = record.key
-        waited_from = record.created_at if record.attempts == 1 else (record.started_at or 0)
-        QUEUE_WAIT_SECONDS.observe(max(0, time.time() * 1000 - waited_from) / 1000)
+        if record.attempts == 1:  # first run since enqueue (or since an admin retry)
+            waited_from = max(record.created_at, record.requeued_at or 0)
+            QUEUE_WAIT_SECONDS.observe(max(0, time.time() * 1000 - waited_from) / 1000)
         renewer = asyncio.create_task(self._renew(record, ctx))
         try:
             await self._run_handler(record, ctx)

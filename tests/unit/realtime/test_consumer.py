@@ -61,3 +61,34 @@ async def test_without_session_nothing_is_sent() -> None:
     consumer._idle_check()
     await consumer.disconnect(1000)
     assert sent == []
+
+
+@pytest.mark.parametrize(("interval", "touched"), [(0, True), (3600, False)])
+async def test_activity_records_last_seen_at_most_once_per_interval(
+    live, settings, interval, touched
+) -> None:
+    settings.STREAMER_TOUCH_INTERVAL_S = interval
+    async with connected() as client:
+        [before] = list(ConnectionModel.scan())
+        await asyncio.sleep(0.05)
+        await client.ask({"type": "ping"})
+        for _ in range(50):  # the write happens in the background
+            [after] = list(ConnectionModel.scan())
+            if after.last_seen != before.last_seen:
+                break
+            await asyncio.sleep(0.02)
+        assert (after.last_seen > before.last_seen) is touched
+
+
+async def test_a_failed_touch_does_not_disturb_the_connection(live, settings, monkeypatch) -> None:
+    from connections.store.connection import connection_store
+    from connections.store.errors import StorageUnavailable
+
+    def down(*args, **kwargs):
+        raise StorageUnavailable("down")
+
+    settings.STREAMER_TOUCH_INTERVAL_S = 0
+    monkeypatch.setattr(connection_store, "touch", down)
+    async with connected() as client:
+        for _ in range(3):
+            assert (await client.ask({"type": "ping"}))["type"] == "pong"

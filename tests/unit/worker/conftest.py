@@ -6,8 +6,9 @@
 * ``moto_tables``: every table in moto, created once per module (creating them costs
   about a second); ``store`` purges the live requests a previous test left behind so
   a worker never finds someone else's work.
-* ``FakeSocket``: a channel name the Channels transport delivers to; the test receives
-  from it what a browser would see.
+* ``make_socket``: a :class:`~tests.unit.worker.helpers.FakeSocket`, a channel name the
+  Channels transport delivers to; the test receives from it what a browser would see.
+* ``api_calls``: counts botocore calls (no storage read where none is expected).
 """
 
 from __future__ import annotations
