@@ -104,8 +104,8 @@ class Worker:
             listeners.append(asyncio.create_task(self._listen_cancels(layer, own_channel)))
         try:
             while not stop.is_set():
+                self._poke.clear()  # before polling, so a nudge during the poll is kept
                 await self.poll_once()
-                self._poke.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         _first(stop.wait(), self._poke.wait()), timeout=self.poll_interval_s
@@ -453,8 +453,11 @@ class Worker:
             return
         tasks = [task for task, _ in self.jobs.values()]
         _, pending = await asyncio.wait(tasks, timeout=self.grace_s)
+        finishing = [t for k, (t, _) in self.jobs.items() if t in pending and k in self._finishing]
+        if finishing:  # already writing their terminal state: let them deliver it
+            await asyncio.wait(finishing, timeout=self.grace_s)
         for key_string, (task, ctx) in list(self.jobs.items()):
-            if task in pending:
+            if task in pending and not task.done():
                 ctx.cancelled.set()
                 task.cancel()
                 await self._save_progress(RequestKey.from_string(key_string), ctx)
