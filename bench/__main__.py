@@ -353,9 +353,10 @@ async def run(quick: bool) -> dict[str, Any]:
         results["progress_flood"] = await progress_flood(stack, 100_000, 3.0 if quick else 10.0)
         results["fan_out"] = await fan_out(stack, 1000)
         latencies = {
+            "bare Channels echo": await round_trips(f"{stack.ws}/bench/echo", n_echo, echo_msg),
             "full stack echo": await round_trips(
                 f"{stack.ws}/ws?token={token('plot')}", n_echo, echo_msg
-            )
+            ),
         }
         latencies["async complete (in-process worker)"] = completes
     with local_stack(redis=True, workers=1) as stack:
@@ -482,7 +483,7 @@ def plot(r: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel("fraction of requests")
     ax.set_title("Streamer latency CDF (loopback, " + ("quick" if r["quick"] else "full") + " run)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True

@@ -63,10 +63,10 @@ def main() -> None:
         tables.create_all()
         base.warm_up()
         rows: list[tuple] = []
+
         def conn(i):
-            return ConnectionInfo(
-                    f"c{i}", "acme", f"u{i % 10}", "channels", f"specific.x!{i}"
-                )
+            return ConnectionInfo(f"c{i}", "acme", f"u{i % 10}", "channels", f"specific.x!{i}")
+
         measure("connection.save", n, lambda i: connection_store.save(conn(i)), rows)
         measure("connection.get", n, lambda i: connection_store.get(f"c{i}"), rows)
         measure("connection.touch", n, lambda i: connection_store.touch(f"c{i}"), rows)

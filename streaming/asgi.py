@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -30,6 +31,29 @@ if settings.DEBUG:
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
     http_app = ASGIStaticFilesHandler(django_asgi_app)
+
+
+def _allow_1011_under_daphne() -> None:
+    """daphne closes a socket with autobahn's ``sendClose``, which refuses every code but
+    1000 and 3000-4999; PROTOCOL.md §1 closes with 1011 when storage is down, which then
+    crashed the consumer (an ERROR traceback per refused connect). Send such codes as a
+    plain close frame instead."""
+    try:
+        from daphne.ws_protocol import WebSocketProtocol
+    except ImportError:  # pragma: no cover - another ASGI server
+        return
+
+    def server_close(self: Any, code: int | None = None) -> None:
+        code = 1000 if code is None else code
+        if code == 1000 or 3000 <= code <= 4999:
+            self.sendClose(code=code)
+        else:
+            self.sendCloseFrame(code=code)
+
+    WebSocketProtocol.serverClose = server_close
+
+
+_allow_1011_under_daphne()
 
 application = ProtocolTypeRouter(
     {

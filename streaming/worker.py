@@ -319,9 +319,11 @@ class Worker:
     async def _handler_raised(
         self, record: RequestRecord, ctx: JobContext, spec: ActionSpec, exc: Exception
     ) -> None:
-        if spec.is_retryable(exc) and record.attempts < record.max_attempts:
+        # Storage out of reach (throttled, down) is transient for every action.
+        retryable = spec.is_retryable(exc) or isinstance(exc, StorageUnavailable)
+        if retryable and record.attempts < record.max_attempts:
             await self._retry(record, ctx)
-        elif spec.is_retryable(exc):
+        elif retryable:
             await self._fail(
                 record, ctx, ErrorCode.PROCESSING_FAILED, "The request failed after every attempt"
             )

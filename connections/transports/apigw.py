@@ -160,7 +160,7 @@ class ApiGatewayTransport(Transport):
             APIGW_CALLS.labels("too_large").inc()
             raise FrameTooLarge("frame larger than 128 KiB")
         endpoint, connection_id = split_address(address)
-        if not self.breaker.allow(address):
+        if not _never_dropped(frame) and not self.breaker.allow(address):
             APIGW_CALLS.labels("circuit_open").inc()
             raise CircuitOpen("connection failing; circuit open")
         client = self.client(endpoint)
@@ -177,6 +177,7 @@ class ApiGatewayTransport(Transport):
         )
 
     async def _with_retries(self, address: str, call: Any) -> None:
+        throttled = False
         for attempt in range(1, self.max_attempts + 1):
             future = asyncio.ensure_future(asyncio.to_thread(call))
             self._in_flight.add(future)
@@ -198,17 +199,15 @@ class ApiGatewayTransport(Transport):
                     raise (Forbidden if status == 403 else FrameTooLarge)(
                         "rejected by API Gateway"
                     ) from None
-                if (
-                    status != 429
-                    and status < 500
-                    and code not in ("LimitExceededException", "ThrottlingException")
-                ):
+                if status != 429 and status < 500 and code not in _THROTTLED:
                     APIGW_CALLS.labels("error").inc()
                     self.breaker.failure(address)
                     raise TransportError("API Gateway error") from None
-                APIGW_CALLS.labels("throttled" if status == 429 else "server_error").inc()
+                throttled = status == 429 or code in _THROTTLED
+                APIGW_CALLS.labels("throttled" if throttled else "server_error").inc()
                 delay = self._delay(attempt, exc.response)
             except BotoCoreError:
+                throttled = False
                 APIGW_CALLS.labels("network").inc()
                 delay = self._delay(attempt, {})
             else:
@@ -220,7 +219,10 @@ class ApiGatewayTransport(Transport):
             if attempt == self.max_attempts:
                 break  # no sleep after the last attempt
             await self.sleep(delay)
-        self.breaker.failure(address)
+        if not throttled:
+            # Throttling is the account's rate, not this connection failing: counting
+            # it would open every circuit in a storm and mute them after it ends.
+            self.breaker.failure(address)
         raise Throttled("API Gateway kept failing")
 
     def _delay(self, attempt: int, response: dict[str, Any]) -> float:
@@ -238,6 +240,18 @@ class ApiGatewayTransport(Transport):
         """Wait for in-flight calls to end."""
         if self._in_flight:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+
+
+_THROTTLED = ("LimitExceededException", "ThrottlingException", "TooManyRequestsException")
+
+
+def _never_dropped(frame: dict[str, Any]) -> bool:
+    """Terminal frames and 100 % progress are never dropped (PROTOCOL.md §5): they skip
+    an open circuit (one per request, they cannot hammer a connection)."""
+    kind = frame.get("type")
+    if kind in ("complete", "error"):
+        return True
+    return kind == "progress" and (frame.get("percentage") or 0) >= 100
 
 
 def _region_of(endpoint: str) -> str:

@@ -47,3 +47,5 @@ class ChannelsTransport(Transport):
             raise TransportError("channel full") from exc
         except TypeError as exc:  # the layer's check of the name: keep the contract
             raise TransportError("invalid channel name") from exc
+        except Exception as exc:  # the layer itself is down (Redis): not delivered
+            raise TransportError("channel layer unavailable") from exc

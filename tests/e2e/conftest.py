@@ -200,6 +200,7 @@ class E2E:
         self.prefix = f"e2e-{secrets.token_hex(4)}"
         self.procs: list[Proc] = []
         self.issued_token = ""
+        self.dynalite: Dynalite | None = None  # set by e2e_environment()
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a child process: ours minus anything that configures
@@ -293,6 +294,63 @@ def measurements() -> dict[str, str]:
     return MEASUREMENTS
 
 
+class Dynalite:
+    """dynalite on a fixed port; on disk under ``path`` when given, so that
+    :meth:`kill9` then :meth:`start` are a crash and a restart with the same data."""
+
+    def __init__(self, e2e: E2E, *, path: Path | None = None, port: int | None = None) -> None:
+        self.e2e = e2e
+        self.path = path
+        self.port = port or localserver.free_port()
+        self.proc: Proc | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Proc:
+        """Start it (again) on the same port and data; returns once it answers."""
+        node = shutil.which("node")
+        if node is None or not localserver.DYNALITE.exists():
+            _missing("dynalite (node and localdb/node_modules)")
+        args = [node, str(localserver.DYNALITE), "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            args += ["--path", str(self.path)]
+        self.proc = self.e2e.start("dynalite", args, os.environ.copy())
+        try:
+            localserver.wait_until_up(self.endpoint, timeout_s=START_TIMEOUT_S)
+        except TimeoutError:
+            raise self.proc.failure("did not answer") from None
+        return self.proc
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            self.proc.kill9()
+
+
+@contextlib.contextmanager
+def e2e_environment(root: Path, *, on_disk: bool = False) -> Iterator[E2E]:
+    """What the session fixture ``e2e`` sets up, for tests that need storage of their
+    own: with ``on_disk`` dynalite keeps its data under ``root/dynalite`` on a fixed
+    port, and ``env.dynalite`` can be killed and started again with the same data."""
+    env = E2E(root)
+    try:
+        env.dynalite = Dynalite(env, path=root / "dynalite" if on_disk else None)
+        env.endpoint = env.dynalite.endpoint
+        migrate = env.manage("migrate", "migrate", "--noinput")
+        env.dynalite.start()
+        create_tables = env.manage("create_tables", "create_tables")
+        migrate.wait_ok()
+        tenants = [env.manage(f"create_tenant-{t}", "create_tenant", t) for t in ("demo", "other")]
+        for proc in [*tenants, create_tables]:
+            proc.wait_ok()
+        yield env
+    finally:
+        env.close()
+
+
 # --- a stack ------------------------------------------------------------------------------
 
 
@@ -334,6 +392,7 @@ class Stack:
         self.name = name
         self.extra_env = dict(env or {})
         self.redis_url: str | None = None
+        self.redis: Proc | None = None
         self.procs: list[Proc] = []
         self.servers: list[Server] = []
         self.workers: list[Proc] = []
@@ -367,11 +426,13 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start_redis(self) -> None:
+    def start_redis(self, port: int | None = None) -> None:
+        """redis-server on ``port`` (default: a free one); ``self.redis`` is its process,
+        so a test can kill it and start it again on the same port."""
         binary = shutil.which("redis-server")
         if binary is None:
             _missing("redis-server")
-        port = localserver.free_port()
+        port = port or localserver.free_port()
         workdir = self.e2e.root / f"redis-{self.name}"
         workdir.mkdir(exist_ok=True)
         args = [
@@ -392,6 +453,7 @@ class Stack:
             log_dir=self.e2e.log_dir,
         )
         self.procs.append(proc)
+        self.redis = proc
         deadline = time.monotonic() + 15
         while not _port_answers_ping(port):
             if not proc.alive or time.monotonic() > deadline:

@@ -1,0 +1,64 @@
+"""Fixtures of the reliability suite: faults, load and hostile input.
+
+The process-level machinery is the end-to-end suite's (tests/e2e/conftest.py): the
+session ``e2e`` (in-memory dynalite, tenants, JWT secret) is re-exported here, and the
+fault modules build storage of their own with ``e2e_environment(on_disk=True)`` so that
+they can kill it without disturbing anyone else.
+
+``figures`` records what a test measured (requests, disconnects, faults injected,
+anything lost, memory); they are printed at the end of the run under "reliability
+figures" and are what docs/reliability.md reports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import E2E, e2e, e2e_environment
+from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
+
+__all__ = ["e2e", "figures", "fault_env"]
+
+FIGURES: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def figures() -> dict[str, str]:
+    """Record a figure of the run (printed at the end, quoted in docs/reliability.md)."""
+    return FIGURES
+
+
+@pytest.fixture(scope="module")
+def fault_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    """Storage of this module's own: dynalite on disk on a fixed port (``env.dynalite``
+    can be killed and restarted with the same data), a data dir with the tenants."""
+    with e2e_environment(tmp_path_factory.mktemp("fault"), on_disk=True) as env:
+        yield env
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process (Linux /proc), in KiB; 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("reliability figures")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")
