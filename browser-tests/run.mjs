@@ -342,6 +342,40 @@ const scenarios = {
   },
 };
 
+// The admin scenario lives in the same table; it is added below the demo-page ones.
+scenarios.admin = async function admin({ page, baseUrl }) {
+  const user = process.env.ADMIN_USER;
+  const password = process.env.ADMIN_PASSWORD;
+  const target = process.env.TARGET_USER;
+  check(user && password && target, "ADMIN_USER, ADMIN_PASSWORD and TARGET_USER are required");
+  await page.goto(`${baseUrl}/admin/login/?next=/admin/`);
+  await page.fill("#id_username", user);
+  await page.fill("#id_password", password);
+  await page.click("input[type=submit]");
+  await page.waitForURL(/\/admin\/$/);
+  const dashboard = await page.textContent("#content");
+  check(/Connections per tenant/i.test(dashboard), "the dashboard shows connections per tenant");
+  await stateShot(page, "admin-dashboard");
+  await page.goto(`${baseUrl}/admin/live/connections/?tenant=demo&user=${encodeURIComponent(target)}`);
+  const link = page.locator("th.field-connection_id a").first();
+  await until(async () => (await link.count()) > 0, "the live connection in the list", 10000);
+  const row = await page.textContent("#result_list");
+  check(row.includes(target), `the list shows the connected user: ${row.slice(0, 300)}`);
+  const connectionId = (await link.textContent()).trim();
+  await stateShot(page, "admin-connections");
+  await link.click();
+  await page.waitForSelector("input[value=Disconnect]");
+  const detail = await page.textContent("#content");
+  check(detail.includes(connectionId) && detail.includes("channels"), "the detail page shows the connection");
+  await stateShot(page, "admin-connection-detail");
+  await page.click("input[value=Disconnect]");
+  await page.waitForSelector(".messagelist");
+  const message = await page.textContent(".messagelist");
+  check(new RegExp(`Connection ${connectionId}: close \\d+ sent`).test(message), `admin message: ${message}`);
+  await stateShot(page, "admin-disconnected");
+  return { connectionId, message: message.trim() };
+};
+
 // --- main -------------------------------------------------------------------------------
 
 async function main() {

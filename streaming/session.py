@@ -155,19 +155,31 @@ async def open_session(
         user_agent=user_agent[:512],
         source_ip=source_ip,
     )
+    tenant = identity.tenant_id
+    reserved = False
     try:
         if policy.max_connections:
-            count = tenant_counts.get(identity.tenant_id)
+            count = tenant_counts.get(tenant)
             if count is None:
-                count = await asyncio.to_thread(
-                    connection_store.count_by_tenant, identity.tenant_id
-                )
-                tenant_counts.put(identity.tenant_id, count)
+                fresh = await asyncio.to_thread(connection_store.count_by_tenant, tenant)
+                # A concurrent connect may have refreshed it meanwhile, with its own
+                # reservation counted: keep that one.
+                count = tenant_counts.get(tenant)
+                if count is None:
+                    tenant_counts.put(tenant, fresh)
+                    count = fresh
             if count >= policy.max_connections:
                 raise AuthFailure(TOO_MANY_CONNECTIONS, "Too many connections")
+            # Reserve the slot before the write (no await in between): a burst of
+            # simultaneous connects must not all see the same count.
+            tenant_counts.bump(tenant, 1)
+            reserved = True
         await asyncio.to_thread(connection_store.save, info)
-        tenant_counts.bump(identity.tenant_id, 1)
+        if not reserved:
+            tenant_counts.bump(tenant, 1)
     except StorageUnavailable as exc:
+        if reserved:
+            tenant_counts.bump(tenant, -1)
         raise AuthFailure(STORAGE_DOWN, "Service unavailable, try again later") from exc
     return Session(
         identity=identity,

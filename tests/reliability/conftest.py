@@ -22,9 +22,11 @@ import pytest
 from tests.e2e.conftest import E2E, e2e, e2e_environment
 from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
 
-__all__ = ["e2e", "figures", "fault_env"]
+__all__ = ["LOG_DIRS", "e2e", "fault_env", "figures"]
 
 FIGURES: dict[str, str] = {}
+# Log directories of the environments built here (the secrets-in-logs check reads them).
+LOG_DIRS: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +40,7 @@ def fault_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     """Storage of this module's own: dynalite on disk on a fixed port (``env.dynalite``
     can be killed and restarted with the same data), a data dir with the tenants."""
     with e2e_environment(tmp_path_factory.mktemp("fault"), on_disk=True) as env:
+        LOG_DIRS.append(str(env.log_dir))
         yield env
 
 

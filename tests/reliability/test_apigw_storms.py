@@ -67,7 +67,7 @@ class FakeClient:
         self.api = api
         self.endpoint = endpoint
 
-    def post_to_connection(self, ConnectionId: str, Data: bytes) -> dict[str, Any]:  # noqa: N803
+    def post_to_connection(self, ConnectionId: str, Data: bytes) -> dict[str, Any]:
         api = self.api
         with api.lock:
             api.calls[(self.endpoint, ConnectionId, Data)] += 1

@@ -45,7 +45,7 @@ ACTIONS = [name for name in registry.names() if not name.startswith("bench.")]
 KNOWN_CODES = {code.value for code in ErrorCode} - {ErrorCode.INTERNAL_ERROR.value}
 
 SETTINGS = settings(
-    max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "120")),
+    max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "200")),
     deadline=None,
     database=None,  # keep the working tree clean
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

@@ -16,7 +16,14 @@ from collections.abc import Iterator
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests.e2e.conftest import E2E, Stack, WSClient, check_request_stream, open_client, running_stack
+from tests.e2e.conftest import (
+    E2E,
+    Stack,
+    WSClient,
+    check_request_stream,
+    open_client,
+    running_stack,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +53,9 @@ def stack(e2e: E2E) -> Iterator[Stack]:
         yield running
 
 
-async def reconnect(stack: Stack, user: str, server: int, exits: contextlib.AsyncExitStack) -> WSClient:
+async def reconnect(
+    stack: Stack, user: str, server: int, exits: contextlib.AsyncExitStack
+) -> WSClient:
     """Connect again, retrying while the server refuses (bounded)."""
     url = stack.servers[server].ws_url(stack.token(user))
     deadline = time.monotonic() + 30
@@ -105,8 +114,10 @@ async def test_redis_killed_and_restarted(stack: Stack, figures: dict[str, str])
             current[u] = client
             resumed[u] = []
             for request_id in ids[u]:
-                if client is first[u] and client.about(request_id)[-1:] and (
-                    client.about(request_id)[-1]["type"] in ("complete", "error")
+                if (
+                    client is first[u]
+                    and client.about(request_id)[-1:]
+                    and (client.about(request_id)[-1]["type"] in ("complete", "error"))
                 ):
                     continue
                 answer = await client.call("request.status", {"request_id": request_id}, within=15)

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.e2e.conftest import TERMINAL_TYPES, E2E, Stack, WSClient, running_stack
+from tests.e2e.conftest import E2E, TERMINAL_TYPES, Stack, WSClient, running_stack
 from tests.reliability.conftest import env_int, rss_kib
 
 pytestmark = pytest.mark.e2e
@@ -128,7 +128,9 @@ class SoakClient:
         if self.conn is not None and not self.conn.ws.closed:
             return self.conn
         if self.conn is not None:
-            self.tally.violation(f"{self.name}: the server closed a socket ({self.conn.ws.close_code})")
+            self.tally.violation(
+                f"{self.name}: the server closed a socket ({self.conn.ws.close_code})"
+            )
         reconnect = bool(self.conns)
         conn = self.conn = await self.open()
         if reconnect:
@@ -217,8 +219,10 @@ class SoakClient:
             # started (PROCESSING), or after it ended for the quickest ones.
             if self.rng.random() < 0.5:
                 await conn.ws.wait_for(
-                    lambda f: f.get("request_id") == request_id
-                    and f["type"] in ("progress", *TERMINAL_TYPES),
+                    lambda f: (
+                        f.get("request_id") == request_id
+                        and f["type"] in ("progress", *TERMINAL_TYPES)
+                    ),
                     within=60,
                     what=f"progress of {request_id}",
                 )
@@ -318,9 +322,7 @@ async def test_soak(stack: Stack, figures: dict[str, str]) -> None:
     started = time.monotonic()
     try:
         deadline = started + SECONDS
-        results = await asyncio.gather(
-            *(c.run(deadline) for c in clients), return_exceptions=True
-        )
+        results = await asyncio.gather(*(c.run(deadline) for c in clients), return_exceptions=True)
         for client, result in zip(clients, results, strict=True):
             if isinstance(result, BaseException):
                 tally.violation(f"{client.name} failed: {result!r}")
@@ -358,15 +360,23 @@ async def test_soak(stack: Stack, figures: dict[str, str]) -> None:
             if status == "CANCELLED" and not req.cancel_asked:
                 tally.violation(f"{req.request_id} cancelled though nobody asked")
             if req.final_from_status is not None and req.final_from_status != status:
-                tally.violation(f"{req.request_id}: resume said {req.final_from_status}, now {status}")
+                tally.violation(
+                    f"{req.request_id}: resume said {req.final_from_status}, now {status}"
+                )
             if req.waiter is not None:
-                frames = [f for f in req.waiter.ws.about(req.request_id) if f["type"] in TERMINAL_TYPES]
+                frames = [
+                    f for f in req.waiter.ws.about(req.request_id) if f["type"] in TERMINAL_TYPES
+                ]
                 if len(frames) != 1:
-                    tally.violation(f"{req.request_id}: waiting socket got {len(frames)} terminal frames")
+                    tally.violation(
+                        f"{req.request_id}: waiting socket got {len(frames)} terminal frames"
+                    )
                     continue
                 kind = frames[0]["type"]
                 expected = "complete" if status == "COMPLETED" else "error"
-                if kind != expected or (kind == "error" and frames[0]["error"]["code"] != "CANCELLED"):
+                if kind != expected or (
+                    kind == "error" and frames[0]["error"]["code"] != "CANCELLED"
+                ):
                     tally.violation(f"{req.request_id}: terminal {frames[0]} but stored {status}")
         missing = len(ids) - len(stored)
         if missing:

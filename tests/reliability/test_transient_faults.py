@@ -183,12 +183,12 @@ class FakeDaphneSocket:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int | None]] = []
 
-    def sendClose(self, code: int | None = None) -> None:  # noqa: N802 - autobahn's name
+    def sendClose(self, code: int | None = None) -> None:
         if code != 1000 and not (3000 <= (code or 0) <= 4999):
             raise Exception(f"invalid close code {code}")  # what autobahn does
         self.calls.append(("sendClose", code))
 
-    def sendCloseFrame(self, code: int | None = None) -> None:  # noqa: N802
+    def sendCloseFrame(self, code: int | None = None) -> None:
         self.calls.append(("sendCloseFrame", code))
 
 
@@ -203,8 +203,9 @@ class FakeDaphneSocket:
     ],
 )
 def test_daphne_can_close_with_1011(code: int | None, call: tuple[str, int]) -> None:
-    import streaming.asgi  # noqa: F401 - installs the daphne adjustment
     from daphne.ws_protocol import WebSocketProtocol
+
+    import streaming.asgi  # noqa: F401 - installs the daphne adjustment
 
     sock = FakeDaphneSocket()
     WebSocketProtocol.serverClose(sock, code=code)  # type: ignore[arg-type]

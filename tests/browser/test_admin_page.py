@@ -1,0 +1,83 @@
+"""The admin in a real browser: log in, see a live WebSocket client in the connections
+list, disconnect it with the action, and the client observes the close."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import websockets
+
+from tests.browser.test_demo_page import ARTIFACTS
+from tests.client.stack import REPO_ROOT, LiveStack
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+def make_superuser(stack: LiveStack) -> tuple[str, str]:
+    username, password = f"ops-{secrets.token_hex(3)}", secrets.token_urlsafe(16)
+    stack.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model; "
+        f"get_user_model().objects.create_superuser({username!r}, 'ops@example.com', {password!r})",
+    )
+    return username, password
+
+
+async def test_admin_disconnects_a_live_client(
+    browser_stack: LiveStack, browser_driver: Path, chromium: str
+) -> None:
+    username, password = make_superuser(browser_stack)
+    target = f"admin-target-{secrets.token_hex(3)}"
+    token = browser_stack.token(target)
+    async with websockets.connect(f"{browser_stack.ws_url}?token={token}") as client:
+        await client.send(json.dumps({"type": "ping"}))
+        assert json.loads(await client.recv())["type"] == "pong"  # registered and live
+
+        env = {
+            **os.environ,
+            "ADMIN_USER": username,
+            "ADMIN_PASSWORD": password,
+            "TARGET_USER": target,
+        }
+        args = [
+            shutil.which("node") or "node",
+            str(browser_driver),
+            "--scenario",
+            "admin",
+            "--base-url",
+            browser_stack.base_url,
+            "--artifacts",
+            str(ARTIFACTS),
+            "--chromium",
+            chromium,
+            "--timeout",
+            "90000",
+        ]
+        if os.environ.get("STREAMER_BROWSER_STATES") == "1":
+            args.append("--states")
+        done = await asyncio.to_thread(
+            subprocess.run,
+            args,
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=150,
+            check=False,
+        )
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        outcome = json.loads(lines[-1]) if lines else {"ok": False, "error": done.stderr[-2000:]}
+        assert outcome.get("ok"), f"{outcome}\nserver log:\n{browser_stack.server_log()[-3000:]}"
+
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(client.recv(), 10)
+        assert closed.value.rcvd is not None
+        assert outcome["message"].startswith(f"Connection {outcome['connectionId']}")
