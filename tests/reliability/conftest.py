@@ -19,14 +19,39 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import E2E, e2e, e2e_environment
+from tests.e2e.conftest import E2E, JWT_SECRET, e2e, e2e_environment
 from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
 
-__all__ = ["LOG_DIRS", "e2e", "fault_env", "figures"]
+__all__ = ["LOG_DIRS", "SECRETS", "e2e", "fault_env", "figures", "remember"]
 
 FIGURES: dict[str, str] = {}
-# Log directories of the environments built here (the secrets-in-logs check reads them).
+# Log directories of the environments built here, and every token, key and password
+# handed out: test_zz_secrets_in_logs.py looks for the latter in the former.
 LOG_DIRS: list[str] = []
+SECRETS: set[str] = {JWT_SECRET}
+
+
+def remember(secret: str) -> str:
+    """Note a token, key or password: it must never show up in a log."""
+    SECRETS.add(secret)
+    if secret.count(".") == 2 and len(secret.rsplit(".", 1)[1]) >= 16:
+        SECRETS.add(secret.rsplit(".", 1)[1])  # a JWT's signature alone
+    return secret
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remember_minted_tokens() -> Iterator[None]:
+    """Every token the stacks mint (``E2E.mint``) is remembered."""
+    original = E2E.mint
+
+    def mint(self: E2E, *args: Any, **kwargs: Any) -> str:
+        return remember(original(self, *args, **kwargs))
+
+    E2E.mint = mint  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        E2E.mint = original  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")

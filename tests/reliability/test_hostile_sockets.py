@@ -17,8 +17,8 @@ tests/unit/apigw/, tests/unit/admin/) cannot show or do not cover:
   non-staff users, over real HTTP;
 * ``Origin``: a foreign origin is refused, the server's own hosts and no Origin are
   accepted;
-* no token, key or secret is ever written to a log (every process log of this run,
-  and the in-process auth log at DEBUG level).
+* (the servers log at DEBUG: test_zz_secrets_in_logs.py then finds no token, key or
+  password used here in any log).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import http.cookiejar
 import json
-import logging
 import os
 import socket
 import struct
@@ -39,7 +38,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -51,14 +49,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from tests.e2e.conftest import (
     E2E,
-    JWT_SECRET,
     Stack,
     WSClient,
     http_get,
     open_client,
     running_stack,
 )
-from tests.reliability.conftest import LOG_DIRS, rss_kib
+from tests.reliability.conftest import remember, rss_kib
 
 pytestmark = pytest.mark.e2e
 
@@ -66,15 +63,6 @@ ISSUER = "https://idp.reliability.test"
 AUDIENCE = "streamer"
 FLOOD_LIMIT = 20
 QUICK = {"duration_s": 0, "steps": 1, "max_requests": 0, "include_connections": False}
-# Every credential this module hands out: none may ever show up in a log.
-SECRETS: set[str] = {JWT_SECRET}
-
-
-def remember(token: str) -> str:
-    SECRETS.add(token)
-    if token.count(".") == 2 and len(token.rsplit(".", 1)[1]) >= 16:
-        SECRETS.add(token.rsplit(".", 1)[1])  # the signature alone
-    return token
 
 
 def b64(raw: bytes) -> str:
@@ -134,8 +122,8 @@ async def handshake(url: str, **kwargs: Any) -> tuple[str, int | None]:
         ws = await connect(url, open_timeout=10, close_timeout=3, ping_interval=None, **kwargs)
     except InvalidStatus as exc:
         return "refused", exc.response.status_code
-    except (InvalidHandshake, OSError, EOFError):
-        return "refused", None
+    except (InvalidHandshake, ConnectionClosed, OSError, EOFError, TimeoutError):
+        return "refused", None  # e.g. the server hung up on a 1 MB request line
     client = WSClient(ws)
     try:
         with contextlib.suppress(ConnectionClosed):
@@ -301,10 +289,11 @@ def raw_handshake(port: int, target: str, headers: tuple[str, ...] = ()) -> tupl
 
 
 async def test_tokens_outside_the_supported_places_are_ignored(
-    rs_stack: Stack, rsa_keys: Any
+    rs_stack: Stack, rsa_keys: Any, figures: dict[str, str]
 ) -> None:
     server = rs_stack.servers[0]
     good = remember(jwt.encode(claims(), rsa_keys[0], algorithm="RS256"))
+    seen = []
     # A fragment never reaches a server from a real client; a hostile one can send it.
     for target in (
         f"/ws?v=1#token={good}",
@@ -313,6 +302,7 @@ async def test_tokens_outside_the_supported_places_are_ignored(
     ):
         status, code = await asyncio.to_thread(raw_handshake, server.port, target)
         assert status != 101 or code == 4401, (target[:20], status, code)
+        seen.append(f"HTTP {status}" + (f" then close {code}" if code else ""))
     for headers in (
         {"Cookie": f"token={good}; Authorization=Bearer {good}"},
         {"X-Authorization": f"Bearer {good}"},
@@ -324,15 +314,20 @@ async def test_tokens_outside_the_supported_places_are_ignored(
     # subprotocol, so a compliant client gives up; either way nobody is let in).
     outcome = await handshake(server.ws_url(None), subprotocols=[good])
     assert outcome != ("accepted", None), outcome
+    figures["tokens in the wrong place"] = (
+        f"valid token in a URL fragment → {', '.join(seen)}; in a cookie, X-Authorization, "
+        f"Basic or bare Authorization → close 4401; as a subprotocol → {outcome[0]}"
+    )
 
 
 # --- bad frames at scale ------------------------------------------------------------------------
 
 
 async def test_bad_frames_from_many_sockets_at_once(stack: Stack, figures: dict[str, str]) -> None:
+    """Two rounds of the same barrage: every frame answered, no socket closed, and the
+    second round adds (almost) nothing to the server's memory: nothing is kept."""
     server = stack.servers[0]
-    sockets, per_kind = 40, 4
-    rss_before = rss_kib(server.proc.pid)
+    sockets, per_kind, rounds = 40, 4, 2
     bad: list[str | bytes] = [
         *(os.urandom(64) for _ in range(per_kind)),  # binary
         *("{not json" for _ in range(per_kind)),
@@ -341,40 +336,45 @@ async def test_bad_frames_from_many_sockets_at_once(stack: Stack, figures: dict[
         *(json.dumps({"action": "echo", "payload": {"b": "y" * 900_000}}) for _ in range(2)),
     ]
 
-    async def one(i: int) -> tuple[list[dict[str, Any]], bool]:
-        async with stack.client(f"badframes-{i}") as client:
+    async def one(name: str) -> tuple[list[dict[str, Any]], bool]:
+        async with stack.client(name) as client:
             for frame in bad:
                 await client.ws.send(frame)
             answer = await client.call("echo", {"still": "here"}, within=30)
             assert answer["type"] == "response", answer
             return [f for f in client.frames if f.get("request_id") is None], client.closed
 
-    results = await asyncio.gather(*(one(i) for i in range(sockets)))
-    reasons: dict[str, int] = {}
-    for errors, closed in results:
-        assert not closed
-        assert len(errors) == len(bad), [e.get("error") for e in errors]
-        for frame in errors:
-            assert frame["type"] == "error" and frame["error"]["code"] == "INVALID_MESSAGE", frame
-            reason = frame["error"]["details"]["reason"]
-            reasons[reason] = reasons.get(reason, 0) + 1
-    assert reasons == {
-        "binary": sockets * per_kind,
-        "not_json": sockets * per_kind,
-        "not_object": sockets * per_kind,
-        "too_large": sockets * (per_kind + 2),
-    }
+    rss = [rss_kib(server.proc.pid)]
+    for r in range(rounds):
+        results = await asyncio.gather(*(one(f"badframes-{r}-{i}") for i in range(sockets)))
+        reasons: dict[str, int] = {}
+        for errors, closed in results:
+            assert not closed
+            assert len(errors) == len(bad), [e.get("error") for e in errors]
+            for frame in errors:
+                assert frame["type"] == "error", frame
+                assert frame["error"]["code"] == "INVALID_MESSAGE", frame
+                reason = frame["error"]["details"]["reason"]
+                reasons[reason] = reasons.get(reason, 0) + 1
+        assert reasons == {
+            "binary": sockets * per_kind,
+            "not_json": sockets * per_kind,
+            "not_object": sockets * per_kind,
+            "too_large": sockets * (per_kind + 2),
+        }
+        rss.append(rss_kib(server.proc.pid))
     status, _, body = await asyncio.to_thread(http_get, f"{server.url}/healthz")
     assert status == 200, body
-    rss_after = rss_kib(server.proc.pid)
-    # Tens of MB of junk went through; the process keeps none of it.
-    assert rss_after - rss_before < 200 * 1024, (rss_before, rss_after)
-    total = sockets * len(bad)
-    sent_mb = sockets * sum(len(f) for f in bad) / 1e6
+    # The first round raises the allocator's high-water mark; a repeat must not keep
+    # climbing (a leak of the frames would add ~90 MB per round).
+    assert rss[-1] - rss[1] < 40 * 1024, rss
+    total = rounds * sockets * len(bad)
+    sent_mb = rounds * sockets * sum(len(f) for f in bad) / 1e6
     figures["bad frames"] = (
-        f"{total} bad frames ({sent_mb:.0f} MB) from {sockets} sockets at once: {total} "
-        f"INVALID_MESSAGE answers {reasons}, 0 sockets closed; server RSS "
-        f"{rss_before / 1024:.0f} → {rss_after / 1024:.0f} MiB"
+        f"{total} bad frames ({sent_mb:.0f} MB) from {rounds}×{sockets} sockets at once: "
+        f"{total} INVALID_MESSAGE answers (per round {reasons}), 0 sockets closed; server RSS "
+        + " → ".join(f"{k / 1024:.0f}" for k in rss)
+        + " MiB (before, after round 1, after round 2)"
     )
 
 
@@ -388,7 +388,7 @@ async def test_a_frame_over_daphnes_message_limit_closes_only_that_socket(stack:
         assert (await bystander.call("echo", {}))["type"] == "response"
 
 
-# --- connection flood ------------------------------------------------------------------------------
+# --- connection flood ---------------------------------------------------------------------
 
 
 async def test_a_connection_flood_from_one_tenant_meets_its_limit(
@@ -410,7 +410,7 @@ async def test_a_connection_flood_from_one_tenant_meets_its_limit(
         async def outcome(client: WSClient) -> str:
             try:
                 reply = await client.call("echo", {}, within=10)
-            except AssertionError:
+            except (AssertionError, ConnectionClosed):
                 assert await client.wait_closed() == 4429, client.close_code
                 return "refused"
             assert reply["type"] == "response"
@@ -431,7 +431,7 @@ async def test_a_connection_flood_from_one_tenant_meets_its_limit(
         assert accepted >= 1
 
 
-# --- cross-tenant / cross-user access over real sockets -----------------------------------------------
+# --- cross-tenant / cross-user access over real sockets -----------------------------------
 
 
 async def test_nobody_reaches_a_running_request_of_someone_else(stack: Stack) -> None:
@@ -477,14 +477,15 @@ async def test_nobody_reaches_a_running_request_of_someone_else(stack: Stack) ->
             for client in opened:
                 frames = client.about(request_id)
                 # Their own request (acknowledgment, progress, complete of 1 step) only.
-                assert [f["type"] for f in frames][0] == "acknowledgment", frames
-                assert [f for f in frames if f["type"] == "complete"][0]["result"]["steps"] == 1
+                assert frames[0]["type"] == "acknowledgment", frames
+                own = next(f for f in frames if f["type"] == "complete")
+                assert own["result"]["steps"] == 1, own
                 assert not [f for f in frames if f["type"] == "progress" and f["percentage"] < 100]
     stored = await stack.read_record(request_id, "owner")
     assert str(stored.status) == "COMPLETED"
 
 
-# --- publish API and admin over real HTTP ----------------------------------------------------------
+# --- publish API and admin over real HTTP -------------------------------------------------
 
 
 def issue_api_key(stack: Stack, tenant: str) -> str:
@@ -509,8 +510,8 @@ def post_json(url: str, body: Any, key: str | None) -> tuple[int, Any]:
 
 
 async def test_the_publish_api_only_reaches_the_keys_own_tenant(stack: Stack) -> None:
-    demo_key = SECRETS_ADD(await asyncio.to_thread(issue_api_key, stack, "demo"))
-    other_key = SECRETS_ADD(await asyncio.to_thread(issue_api_key, stack, "other"))
+    demo_key = remember(await asyncio.to_thread(issue_api_key, stack, "demo"))
+    other_key = remember(await asyncio.to_thread(issue_api_key, stack, "other"))
     url = f"{stack.servers[0].url}/api/v1/publish"
     async with stack.client("subscriber") as target:
         user = stack.user("subscriber")
@@ -539,11 +540,6 @@ async def test_the_publish_api_only_reaches_the_keys_own_tenant(stack: Stack) ->
         assert [f for f in target.frames if f["type"] == "notice"] == [got]
 
 
-def SECRETS_ADD(secret: str) -> str:
-    SECRETS.add(secret)
-    return secret
-
-
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
@@ -565,8 +561,7 @@ def csrf_from(jar: http.cookiejar.CookieJar) -> str:
 
 
 async def test_admin_pages_refuse_anonymous_and_non_staff_users(stack: Stack) -> None:
-    password = "reliability-" + os.urandom(8).hex()
-    SECRETS.add(password)
+    password = remember("reliability-" + os.urandom(8).hex())
     code = (
         "from django.contrib.auth.models import User; "
         f"User.objects.filter(username='mallory').delete(); "
@@ -609,7 +604,7 @@ async def test_admin_pages_refuse_anonymous_and_non_staff_users(stack: Stack) ->
     await asyncio.to_thread(run)
 
 
-# --- Origin ---------------------------------------------------------------------------------------------
+# --- Origin -------------------------------------------------------------------------------
 
 
 async def test_origin_checks_on_a_real_server(stack: Stack) -> None:
@@ -629,65 +624,3 @@ async def test_origin_checks_on_a_real_server(stack: Stack) -> None:
         assert outcome[0] == expected, (origin, outcome)
         if expected == "refused":
             assert outcome[1] == 403, (origin, outcome)
-
-
-# --- secrets never logged (last: it reads the logs of everything above) -------------------------------
-
-
-def test_auth_never_logs_tokens_even_at_debug(
-    caplog: pytest.LogCaptureFixture, settings: Any
-) -> None:
-    from streaming.auth import AuthFailure, verify_token
-
-    settings.STREAMER_JWT_SECRET = JWT_SECRET
-    settings.STREAMER_JWT_ALGORITHMS = ["HS256"]
-    settings.STREAMER_JWT_PUBLIC_KEY = ""
-    now = int(time.time())
-    good = jwt.encode(
-        {"sub": "a", "tenant_id": "t", "exp": now + 60}, JWT_SECRET, algorithm="HS256"
-    )
-    tokens = [
-        good,
-        jwt.encode({"sub": "a", "tenant_id": "t", "exp": now - 600}, JWT_SECRET, algorithm="HS256"),
-        jwt.encode(
-            {"sub": "a", "tenant_id": "t", "exp": now + 60},
-            "not-the-secret-but-long-enough!!",
-            algorithm="HS256",
-        ),
-        forge({"alg": "none"}, {"sub": "a", "tenant_id": "t", "exp": now + 60}),
-        "garbage." + "A" * 40 + ".B",
-    ]
-    with caplog.at_level(logging.DEBUG):
-        for token in tokens:
-            remember(token)
-            with contextlib.suppress(AuthFailure):
-                verify_token(token)
-    text = caplog.text
-    assert "token rejected" in text  # the failures were logged, without the tokens
-    leaks = [s for s in SECRETS if s in text]
-    assert leaks == []
-
-
-def test_no_secret_in_any_process_log(e2e: E2E, figures: dict[str, str]) -> None:
-    """Every log file of this session's processes (servers at DEBUG, workers, tools)."""
-    roots = {e2e.log_dir, *(Path(p) for p in LOG_DIRS)}
-    files = [
-        f
-        for root in roots
-        if root.exists()
-        for f in root.iterdir()
-        # the apikey-* helpers print the key they created, as that command must
-        if f.is_file() and "apikey" not in f.name
-    ]
-    assert files
-    leaks = []
-    size = 0
-    for path in files:
-        text = path.read_text(errors="replace")
-        size += len(text)
-        leaks += [(path.name, s[:12] + "…") for s in SECRETS if len(s) >= 12 and s in text]
-    assert leaks == [], leaks
-    figures["secrets in logs"] = (
-        f"{len(SECRETS)} tokens, API keys and secrets used; {len(files)} process log files "
-        f"({size / 1e6:.1f} MB, servers at DEBUG) and the in-process auth log searched: 0 found"
-    )

@@ -398,6 +398,7 @@ async def test_soak(stack: Stack, figures: dict[str, str]) -> None:
         f"{counts['echoes']} echoes, {counts['hostile probes']} cross-user probes; "
         f"{counts['frames received']} frames received ({counts['progress frames']} progress); "
         f"lost: {lost}; invariant violations: {counts['violations']}"
+        + "".join(f"; {k}: {v}" for k, v in counts.items() if k.startswith("connect retry"))
     )
     if second_half:
         figures["soak memory (serve RSS)"] = (
