@@ -82,6 +82,7 @@ class Worker:
         self._slots = asyncio.Semaphore(concurrency)
         self._poke = asyncio.Event()
         self._backlog = False
+        self._claiming: set[str] = set()
         # Requests whose handler ended and whose final write/terminal frame is under way.
         self._finishing: set[str] = set()
         # Sync handlers get their own threads: in asyncio's default pool (cpu + 4 threads)
@@ -223,15 +224,20 @@ class Worker:
     # -- one request -----------------------------------------------------------------
     async def try_claim(self, key: RequestKey) -> bool:
         """Claim ``key`` if it is due and a slot is free; start it. False otherwise."""
-        if key.as_string() in self.jobs or self._slots.locked():
+        name = key.as_string()
+        # A wake-up and a poll may offer the same key at once: claim it once per process.
+        if name in self.jobs or name in self._claiming or self._slots.locked():
             return False
+        self._claiming.add(name)
         await self._slots.acquire()
         try:
             record = await asyncio.to_thread(self.store.claim, key, self.worker_id, self.lease_ms)
         except StorageUnavailable:
             log.warning("storage unavailable while claiming")
             record = None
-        if record is None or key.as_string() in self.jobs:
+        finally:
+            self._claiming.discard(name)
+        if record is None or name in self.jobs:
             self._slots.release()
             return False
         reporter = ProgressReporter(
