@@ -162,8 +162,17 @@ async def idle_connections(stack: Stack, n: int) -> dict[str, Any]:
     await asyncio.sleep(2)
     after = stack.rss_kib("server")
     echo = await round_trips(f"{stack.ws}/ws?token={token('probe')}", 100, '{"action":"echo"}')
+    deletes = stack.metric("streamer_dynamodb_calls_total", 'operation="DeleteItem"')
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     held = len(sockets)
+    # Let the server finish its disconnects (one DeleteItem each) before anything else
+    # is measured on it.
+    for _ in range(600):
+        done = stack.metric("streamer_dynamodb_calls_total", 'operation="DeleteItem"') - deletes
+        if done >= held + 1:  # the probe socket too
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)
     return {
         "held": held,
         "failed": failures,
