@@ -29,7 +29,7 @@ def chromium_path() -> str | None:
 def chromium() -> str:
     path = chromium_path()
     if path is None:
-        pytest.skip(
+        pytest.fail(
             "Debian's chromium is not installed (scripts/bootstrap installs it: "
             "apt-get install chromium)"
         )
