@@ -16,21 +16,17 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from boto3.dynamodb.types import TypeDeserializer
 from django.conf import settings
 
 from connections.manager import Target, manager
 from connections.store.connection import ConnectionInfo, connection_store
 from connections.store.errors import NotFound, StorageUnavailable
-from connections.store.subscription import subscription_store
-from connections.tenants import get_tenant_policy
 from connections.transports.apigw import apigw_address
-from streaming.auth import FORBIDDEN_TENANT, AuthFailure, Identity, extract_token, verify_token
+from streaming.auth import AuthFailure, Identity, extract_token, verify_token
 from streaming.consumer import get_pipeline
-from streaming.ratelimit import TokenBucket
 from streaming.requests.model import RequestKey, RequestStatus
-from streaming.session import Session, open_session
+from streaming.session import Session, active_policy, open_session
 from streaming.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -129,15 +125,7 @@ async def _connect(event: dict[str, Any], context: dict[str, Any]) -> dict[str, 
 
 async def _disconnect(connection_id: str) -> dict[str, Any]:
     sessions.drop(connection_id)
-
-    def _forget() -> None:
-        connection_store.delete(connection_id)
-        subscription_store.delete_by_connection(connection_id)
-
-    try:
-        await asyncio.to_thread(_forget)
-    except StorageUnavailable:
-        log.warning("could not delete connection %s; cleanup_connections will", connection_id)
+    await manager.forget(connection_id)
     return {"statusCode": 200}
 
 
@@ -146,17 +134,9 @@ async def _session_for(connection_id: str) -> Session:
     if session is not None:
         return session
     info: ConnectionInfo = await asyncio.to_thread(connection_store.get, connection_id)
-    policy = await sync_to_async(get_tenant_policy)(info.tenant_id)
-    if policy is None or not policy.active:
-        raise AuthFailure(FORBIDDEN_TENANT, "Tenant unavailable")
-    session = Session(
-        identity=Identity(info.tenant_id, info.user_id, frozenset(info.permissions)),
-        connection_id=info.connection_id,
-        transport=info.transport,
-        address=info.address,
-        limiter=TokenBucket(policy.rate_limit_frames, policy.rate_limit_window_s),
-        policy=policy,
-    )
+    identity = Identity(info.tenant_id, info.user_id, frozenset(info.permissions))
+    policy = await active_policy(info.tenant_id)
+    session = Session.start(identity, info.connection_id, info.transport, info.address, policy)
     sessions.put(session)
     return session
 

@@ -125,6 +125,25 @@ class Session:
     subscriptions: set[str] = field(default_factory=set)
     guard: DeliveryGuard = field(default_factory=DeliveryGuard)
 
+    @classmethod
+    def start(
+        cls,
+        identity: Identity,
+        connection_id: str,
+        transport: str,
+        address: str,
+        policy: TenantPolicy,
+    ) -> Session:
+        """A session with a fresh rate limiter from the tenant's policy."""
+        return cls(
+            identity=identity,
+            connection_id=connection_id,
+            transport=transport,
+            address=address,
+            limiter=TokenBucket(policy.rate_limit_frames, policy.rate_limit_window_s),
+            policy=policy,
+        )
+
     @property
     def target(self) -> Target:
         """Where this session's socket is."""
@@ -142,9 +161,7 @@ async def open_session(
 ) -> Session:
     """Check the tenant and its connection limit, then register the connection with
     one DynamoDB write. Raises AuthFailure with the close code to use."""
-    policy = await sync_to_async(get_tenant_policy)(identity.tenant_id)
-    if policy is None or not policy.active:
-        raise AuthFailure(FORBIDDEN_TENANT, "Tenant unavailable")
+    policy = await active_policy(identity.tenant_id)
     info = ConnectionInfo(
         connection_id=connection_id,
         tenant_id=identity.tenant_id,
@@ -181,14 +198,15 @@ async def open_session(
         if reserved:
             tenant_counts.bump(tenant, -1)
         raise AuthFailure(STORAGE_DOWN, "Service unavailable, try again later") from exc
-    return Session(
-        identity=identity,
-        connection_id=connection_id,
-        transport=transport,
-        address=address,
-        limiter=TokenBucket(policy.rate_limit_frames, policy.rate_limit_window_s),
-        policy=policy,
-    )
+    return Session.start(identity, connection_id, transport, address, policy)
+
+
+async def active_policy(tenant_id: str) -> TenantPolicy:
+    """The tenant's (cached) policy; AuthFailure(4403) when it is unknown or disabled."""
+    policy = await sync_to_async(get_tenant_policy)(tenant_id)
+    if policy is None or not policy.active:
+        raise AuthFailure(FORBIDDEN_TENANT, "Tenant unavailable")
+    return policy
 
 
 async def close_session(session: Session) -> None:

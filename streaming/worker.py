@@ -18,7 +18,6 @@ import logging
 import os
 import random
 import socket
-import time
 import uuid
 from typing import Any
 
@@ -264,7 +263,7 @@ class Worker:
         key = record.key
         if record.attempts == 1:  # first run since enqueue (or since an admin retry)
             waited_from = max(record.created_at, record.requeued_at or 0)
-            QUEUE_WAIT_SECONDS.observe(max(0, time.time() * 1000 - waited_from) / 1000)
+            QUEUE_WAIT_SECONDS.observe(max(0, now_ms() - waited_from) / 1000)
         renewer = asyncio.create_task(self._renew(record, ctx))
         try:
             await self._run_handler(record, ctx)
@@ -381,7 +380,7 @@ class Worker:
         await ctx.reporter.close()
         await self._save_progress(record.key, ctx)
         delay = retry_delay_s(record.attempts, self.retry_base_s)
-        retry_at = int(time.time() * 1000 + delay * 1000)
+        retry_at = now_ms() + int(delay * 1000)
         with contextlib.suppress(InvalidTransition):
             await asyncio.to_thread(
                 self.store.schedule_retry,
@@ -473,7 +472,7 @@ class Worker:
                     await asyncio.to_thread(
                         self.store.schedule_retry,
                         RequestKey.from_string(key_string),
-                        int(time.time() * 1000),
+                        now_ms(),
                         ErrorCode.SERVICE_UNAVAILABLE.value,
                         "Worker stopped; released for another worker",
                         worker_id=self.worker_id,
@@ -482,7 +481,7 @@ class Worker:
 
 
 def _age_s(record: RequestRecord) -> float:
-    return max(0.0, (time.time() * 1000 - record.created_at) / 1000)
+    return max(0.0, (now_ms() - record.created_at) / 1000)
 
 
 async def _first(*aws: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -26,6 +25,7 @@ from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
 from pynamodb.models import Model
 
 from connections.store.errors import StorageUnavailable, ValidationError
+from protocol.frames import now_ms as now_ms  # stored times are epoch ms, like frame timestamps
 
 M = TypeVar("M", bound=type[Model])
 T = TypeVar("T")
@@ -117,11 +117,6 @@ class Page(Generic[T]):
 
     items: list[T]
     cursor: str | None
-
-
-def now_ms() -> int:
-    """Milliseconds since the Unix epoch (UTC): every stored time uses this unit."""
-    return time.time_ns() // 1_000_000
 
 
 def require_text(name: str, value: str | None, max_length: int = 1024) -> str:
