@@ -165,14 +165,23 @@ class ConnectionManager:
         self._subscribers[request_key] = (now + SUBSCRIBER_CACHE_S, targets)
         return targets
 
-    async def disconnect(self, connection_id: str, code: int = 1000, reason: str = "") -> bool:
-        """Close a connection's socket wherever it is; False when it is not registered."""
+    async def disconnect(
+        self,
+        connection_id: str,
+        code: int = 1000,
+        reason: str = "",
+        *,
+        record: ConnectionInfo | None = None,
+    ) -> bool:
+        """Close a connection's socket wherever it is; False when it is not registered or
+        its transport failed. Reads the record only when the caller has none."""
+        if record is None:
+            try:
+                record = await asyncio.to_thread(connection_store.get, connection_id)
+            except NotFound:
+                return False
         try:
-            info = await asyncio.to_thread(connection_store.get, connection_id)
-        except NotFound:
-            return False
-        try:
-            await get_transport(info.transport).close(info.address, code, reason)
+            await get_transport(record.transport).close(record.address, code, reason)
         except ConnectionGone:
             await self.forget(connection_id)
         except TransportError as exc:

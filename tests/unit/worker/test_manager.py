@@ -300,6 +300,23 @@ async def test_disconnect_sends_a_close_message_to_the_socket(
     assert message == {"type": "streamer.close", "code": 4000, "reason": "Disabled by an admin"}
 
 
+@pytest.mark.parametrize(("with_record", "reads"), [(True, []), (False, ["GetItem"])])
+async def test_disconnect_reads_the_record_only_when_not_given(
+    store: RequestStore,
+    api_calls: ApiCalls,
+    channel_layer: InMemoryChannelLayer,
+    with_record: bool,
+    reads: list[str],
+) -> None:
+    channel = await channel_layer.new_channel("socket.")
+    info = await asyncio.to_thread(save, address=channel)
+    api_calls.clear()
+    record = info if with_record else None
+    assert await ConnectionManager().disconnect(info.connection_id, 4403, record=record)
+    assert api_calls.calls == reads
+    assert (await asyncio.wait_for(channel_layer.receive(channel), 5))["code"] == 4403
+
+
 @pytest.mark.parametrize(
     ("address", "result", "kept"),
     [("ok-1", True, True), ("gone-3", True, False), ("fail-3", False, True)],
