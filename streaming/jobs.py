@@ -44,7 +44,8 @@ class JobContext:
             raise JobCancelled
 
     async def sleep(self, seconds: float) -> None:
-        """Wait (for pacing or back-pressure), waking early and raising on cancellation."""
+        """Wait (for pacing), then raise JobCancelled if the request was cancelled meanwhile
+        (the worker also cancels the handler task, which ends the wait at once)."""
         if seconds > 0:
             await asyncio.sleep(seconds)
         self.check()
