@@ -93,7 +93,20 @@ class TenantAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at", "live_connections")
     fieldsets = (
         (None, {"fields": ("id", "name", "active")}),
-        ("Limits", {"fields": ("max_connections", "rate_limit_frames", "rate_limit_window_s")}),
+        (
+            "Limits",
+            {
+                "fields": (
+                    "max_connections",
+                    "max_connections_per_user",
+                    "rate_limit_frames",
+                    "rate_limit_window_s",
+                    "max_active_requests",
+                    "max_active_requests_per_user",
+                    "max_running",
+                )
+            },
+        ),
         ("Live", {"fields": ("live_connections", "created_at")}),
     )
 

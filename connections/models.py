@@ -27,6 +27,33 @@ class Tenant(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Rate limit window in seconds; empty uses the server default.",
     )
+    # PROTOCOL.md §5 (1.1): per-tenant overrides of the server defaults; empty uses them.
+    max_connections_per_user = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Live connections one user may hold; empty uses the server default (20).",
+    )
+    max_active_requests = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Active (pending, processing, retrying) async requests of the whole tenant; "
+        "empty uses the server default (1,000).",
+    )
+    max_active_requests_per_user = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Active async requests of one user; empty uses the server default (20).",
+    )
+    max_running = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Requests of this tenant one worker runs at once (its share of the worker's "
+        "slots); empty uses the server default (half of each worker's slots).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

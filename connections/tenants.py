@@ -21,6 +21,10 @@ class TenantPolicy:
     max_connections: int
     rate_limit_frames: int
     rate_limit_window_s: int
+    max_connections_per_user: int = 20
+    max_active_requests: int = 1000
+    max_active_requests_per_user: int = 20
+    max_running: int | None = None  # None: the worker's default share of its slots
 
 
 _cache: dict[str, tuple[float, TenantPolicy | None]] = {}
@@ -43,6 +47,13 @@ def get_tenant_policy(tenant_id: str) -> TenantPolicy | None:
             max_connections=tenant.max_connections,
             rate_limit_frames=tenant.rate_limit_frames or settings.STREAMER_RATE_LIMIT_FRAMES,
             rate_limit_window_s=tenant.rate_limit_window_s or settings.STREAMER_RATE_LIMIT_WINDOW_S,
+            max_connections_per_user=tenant.max_connections_per_user
+            or settings.STREAMER_MAX_CONNECTIONS_PER_USER,
+            max_active_requests=tenant.max_active_requests
+            or settings.STREAMER_MAX_ACTIVE_REQUESTS_PER_TENANT,
+            max_active_requests_per_user=tenant.max_active_requests_per_user
+            or settings.STREAMER_MAX_ACTIVE_REQUESTS_PER_USER,
+            max_running=tenant.max_running,
         )
     with _lock:
         if len(_cache) > 10_000:

@@ -158,6 +158,16 @@ STREAMER_PROGRESS_FRAMES_PER_S = 10
 STREAMER_PROGRESS_WRITES_PER_S = 1
 STREAMER_REQUEST_TTL_S = 7 * 24 * 3600
 STREAMER_TENANT_CACHE_S = env_int("STREAMER_TENANT_CACHE_S", 10)
+# 1.1 limits; the tenant's record in the admin may override the per-tenant ones.
+STREAMER_MAX_CONNECTIONS_PER_USER = env_int("STREAMER_MAX_CONNECTIONS_PER_USER", 20)
+STREAMER_MAX_ACTIVE_REQUESTS_PER_USER = env_int("STREAMER_MAX_ACTIVE_REQUESTS_PER_USER", 20)
+STREAMER_MAX_ACTIVE_REQUESTS_PER_TENANT = env_int("STREAMER_MAX_ACTIVE_REQUESTS_PER_TENANT", 1000)
+# Unsent frames one connection may have waiting before it is closed with 4408.
+STREAMER_MAX_OUTPUT_BYTES = env_int("STREAMER_MAX_OUTPUT_BYTES", 1024 * 1024)
+# Bytes a connection may send per STREAMER_RATE_LIMIT_WINDOW_S, then RATE_LIMITED.
+STREAMER_MAX_INBOUND_BYTES = env_int("STREAMER_MAX_INBOUND_BYTES", 4 * 1024 * 1024)
+# Tokens whose exp lies further than this after iat (or now) are refused.
+STREAMER_MAX_TOKEN_LIFETIME_S = env_int("STREAMER_MAX_TOKEN_LIFETIME_S", 24 * 3600)
 
 # --- Worker -----------------------------------------------------------------------------
 STREAMER_WORKER_CONCURRENCY = env_int("STREAMER_WORKER_CONCURRENCY", 8)
