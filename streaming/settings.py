@@ -189,6 +189,11 @@ STREAMER_TRANSPORTS = {
 # (default: derived from each event's domainName/stage), and the shared secret that
 # authenticates POST /apigw/events (unset: the endpoint refuses everything).
 STREAMER_APIGW_ENDPOINT = os.environ.get("STREAMER_APIGW_ENDPOINT", "")
+# API ids / custom domains whose events may name the outbound endpoint (empty: any
+# <api-id>.execute-api.<region>.amazonaws.com); ignored when STREAMER_APIGW_ENDPOINT is set.
+STREAMER_APIGW_ALLOWED_HOSTS = [
+    h.strip() for h in os.environ.get("STREAMER_APIGW_ALLOWED_HOSTS", "").split(",") if h.strip()
+]
 STREAMER_APIGW_SHARED_SECRET = os.environ.get("STREAMER_APIGW_SHARED_SECRET", "")
 
 # The benchmark's baseline endpoints and actions (streaming/benchmarks.py); off by default.
