@@ -189,13 +189,15 @@ class ConnectionManager:
             return False
         return True
 
-    async def forget(self, connection_id: str) -> None:
+    async def forget(self, connection_id: str, *, at: tuple[str, str] | None = None) -> None:
         """Remove a dead connection's record and subscriptions (best effort: when storage
-        fails, ``cleanup_connections`` removes them later; a fan-out is never aborted)."""
+        fails, ``cleanup_connections`` removes them later; a fan-out is never aborted).
+        With ``at=(transport, address)``, only if the record is that one (see
+        ``ConnectionStore.delete``): a transport's event never removes another's socket."""
 
         def _forget() -> None:
-            connection_store.delete(connection_id)
-            subscription_store.delete_by_connection(connection_id)
+            if connection_store.delete(connection_id, at=at) or at is None:
+                subscription_store.delete_by_connection(connection_id)
 
         try:
             await asyncio.to_thread(_forget)

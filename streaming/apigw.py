@@ -22,7 +22,12 @@ from django.conf import settings
 from connections.manager import Target, manager
 from connections.store.connection import ConnectionInfo, connection_store
 from connections.store.errors import NotFound, StorageUnavailable
-from connections.transports.apigw import apigw_address
+from connections.transports.apigw import SEPARATOR
+from connections.transports.apigw_endpoint import (
+    EndpointPolicy,
+    EndpointRefused,
+    check_connection_id,
+)
 from streaming.auth import AuthFailure, Identity, extract_token, verify_token
 from streaming.consumer import get_pipeline
 from streaming.requests.model import RequestKey, RequestStatus
@@ -70,11 +75,14 @@ def _context(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _address(context: dict[str, Any]) -> str:
-    endpoint = getattr(settings, "STREAMER_APIGW_ENDPOINT", "")
-    connection_id = context["connectionId"]
-    if endpoint:
-        return f"{endpoint.rstrip('/')}/@connections/{connection_id}"
-    return apigw_address(context.get("domainName", ""), context.get("stage", ""), connection_id)
+    """The connection's Management API URL: the configured endpoint, or the event's
+    ``domainName``/``stage`` only when they name an allowed API Gateway endpoint
+    (:class:`EndpointPolicy`); :class:`EndpointRefused` otherwise."""
+    connection_id = check_connection_id(context["connectionId"])
+    endpoint = EndpointPolicy.from_settings().endpoint_for(
+        context.get("domainName"), context.get("stage")
+    )
+    return f"{endpoint}{SEPARATOR}{connection_id}"
 
 
 def _lower_headers(event: dict[str, Any]) -> dict[str, str]:
@@ -101,7 +109,7 @@ async def handle_websocket_event(event: dict[str, Any]) -> dict[str, Any]:
     if route in ("$connect", "CONNECT"):
         return await _connect(event, context)
     if route in ("$disconnect", "DISCONNECT"):
-        return await _disconnect(context["connectionId"])
+        return await _disconnect(context)
     return await _message(event, context)
 
 
@@ -119,21 +127,40 @@ async def _connect(event: dict[str, Any], context: dict[str, Any]) -> dict[str, 
         )
     except AuthFailure as failure:
         return {"statusCode": HTTP_STATUS.get(failure.close_code, 401), "body": failure.reason}
+    except EndpointRefused:
+        return {"statusCode": 403, "body": "Unknown API Gateway endpoint"}
     sessions.put(session)
     return {"statusCode": 200}
 
 
-async def _disconnect(connection_id: str) -> dict[str, Any]:
-    sessions.drop(connection_id)
-    await manager.forget(connection_id)
+async def _disconnect(context: dict[str, Any]) -> dict[str, Any]:
+    try:
+        address = _address(context)
+    except EndpointRefused:
+        return {"statusCode": 403, "body": "Unknown connection"}
+    sessions.drop(context["connectionId"])
+    # Only this API's own record: a forged event naming a daphne socket removes nothing.
+    await manager.forget(context["connectionId"], at=(TRANSPORT, address))
     return {"statusCode": 200}
 
 
-async def _session_for(connection_id: str) -> Session:
+def _check_same_socket(transport: str, address: str, event_address: str) -> None:
+    """An API Gateway event may only act for an API Gateway connection of its own
+    endpoint: a record of another transport (a daphne socket) or another API is not
+    this socket, and using it would let the event act as that record's user."""
+    if transport != TRANSPORT or address != event_address:
+        raise NotFound("not an API Gateway connection of this endpoint")
+
+
+async def _session_for(context: dict[str, Any]) -> Session:
+    connection_id = context["connectionId"]
+    event_address = _address(context)
     session = sessions.get(connection_id)
     if session is not None:
+        _check_same_socket(session.transport, session.address, event_address)
         return session
     info: ConnectionInfo = await asyncio.to_thread(connection_store.get, connection_id)
+    _check_same_socket(info.transport, info.address, event_address)
     identity = Identity(info.tenant_id, info.user_id, frozenset(info.permissions))
     policy = await active_policy(info.tenant_id)
     session = Session.start(identity, info.connection_id, info.transport, info.address, policy)
@@ -142,10 +169,9 @@ async def _session_for(connection_id: str) -> Session:
 
 
 async def _message(event: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    connection_id = context["connectionId"]
     try:
-        session = await _session_for(connection_id)
-    except (NotFound, AuthFailure):
+        session = await _session_for(context)
+    except (NotFound, AuthFailure, EndpointRefused):
         return {"statusCode": 403, "body": "Unknown connection"}
     except StorageUnavailable:
         return {"statusCode": 503, "body": "Service unavailable"}

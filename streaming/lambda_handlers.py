@@ -5,10 +5,13 @@
 * ``streaming.lambda_handlers.stream`` — DynamoDB Streams on the requests table: the
   worker.
 
-Both need, besides the usual settings: ``STREAMER_JWT_SECRET`` or
-``STREAMER_JWT_PUBLIC_KEY``, ``DATABASE_URL`` (tenants), ``STREAMER_TABLE_PREFIX`` and
-``DYNAMODB_ENDPOINT_URL=""`` (real DynamoDB). A missing setting fails the cold start
-with a clear message, not the first event.
+Each needs, besides the usual settings: ``DATABASE_URL`` (tenants),
+``STREAMER_TABLE_PREFIX`` and ``DYNAMODB_ENDPOINT_URL=""`` (real DynamoDB); the WebSocket
+function also ``STREAMER_JWT_SECRET`` or ``STREAMER_JWT_PUBLIC_KEY``. The worker and
+sweep functions verify no token, so they need no JWT key (least privilege): the Lambda
+runtime's ``_HANDLER`` variable says which function this is. Secrets may be given as
+``<NAME>_SECRET_ARN`` (:mod:`streaming.secret_env`). A missing setting fails the cold
+start with a clear message, not the first event.
 """
 
 from __future__ import annotations
@@ -24,13 +27,19 @@ from django.core.exceptions import ImproperlyConfigured
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streaming.settings")
 
 
-def check_settings() -> None:
-    """Fail fast (at import) when a setting the handlers need is missing."""
+TOKENLESS_HANDLERS = ("streaming.lambda_handlers.stream", "streaming.lambda_handlers.sweep")
+
+
+def check_settings(handler: str | None = None) -> None:
+    """Fail fast (at import) when a setting the handler (``_HANDLER`` by default; unset:
+    every handler) needs is missing."""
+    handler = os.environ.get("_HANDLER", "") if handler is None else handler
     problems = []
-    if not (settings.STREAMER_JWT_SECRET or settings.STREAMER_JWT_PUBLIC_KEY):
-        problems.append("set STREAMER_JWT_SECRET or STREAMER_JWT_PUBLIC_KEY")
-    if not settings.STREAMER_JWT_ALGORITHMS:
-        problems.append("set STREAMER_JWT_ALGORITHMS")
+    if handler not in TOKENLESS_HANDLERS:
+        if not (settings.STREAMER_JWT_SECRET or settings.STREAMER_JWT_PUBLIC_KEY):
+            problems.append("set STREAMER_JWT_SECRET or STREAMER_JWT_PUBLIC_KEY")
+        if not settings.STREAMER_JWT_ALGORITHMS:
+            problems.append("set STREAMER_JWT_ALGORITHMS")
     if not settings.STREAMER_TABLE_PREFIX:
         problems.append("set STREAMER_TABLE_PREFIX")
     if problems:

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import dj_database_url
 
+from streaming.secret_env import resolve_secret_env
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# <NAME>_SECRET_ARN (Secrets Manager / SSM SecureString, e.g. on Lambda) becomes <NAME>
+# before anything below reads the environment.
+resolve_secret_env(os.environ)
 
 
 def env_bool(name: str, default: bool = False) -> bool:
@@ -189,6 +195,9 @@ STREAMER_TRANSPORTS = {
 # (default: derived from each event's domainName/stage), and the shared secret that
 # authenticates POST /apigw/events (unset: the endpoint refuses everything).
 STREAMER_APIGW_ENDPOINT = os.environ.get("STREAMER_APIGW_ENDPOINT", "")
+# API ids / custom domains whose events may name the outbound endpoint (empty: any
+# <api-id>.execute-api.<region>.amazonaws.com); ignored when STREAMER_APIGW_ENDPOINT is set.
+STREAMER_APIGW_ALLOWED_HOSTS = env_list("STREAMER_APIGW_ALLOWED_HOSTS", "")
 STREAMER_APIGW_SHARED_SECRET = os.environ.get("STREAMER_APIGW_SHARED_SECRET", "")
 
 # The benchmark's baseline endpoints and actions (streaming/benchmarks.py); off by default.

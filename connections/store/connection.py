@@ -310,17 +310,21 @@ class ConnectionStore:
                 raise NotFound("connection not found") from exc
         return _to_info(item)
 
-    def delete(self, connection_id: str) -> bool:
+    def delete(self, connection_id: str, *, at: tuple[str, str] | None = None) -> bool:
         """Remove a connection in one call; True if it existed, False if it did not.
 
-        Idempotent: deleting an unknown connection is not an error.
+        Idempotent: deleting an unknown connection is not an error. With
+        ``at=(transport, address)`` only a record of that transport at that address is
+        removed (in the same conditional call; False otherwise), so an event of one
+        transport cannot remove a socket held by another.
         """
         require_text("connection_id", connection_id, 256)
+        condition = ConnectionModel.connection_id.exists()
+        if at is not None:
+            condition &= (ConnectionModel.transport == at[0]) & (ConnectionModel.address == at[1])
         with storage_errors("connection.delete"):
             try:
-                ConnectionModel(connection_id).delete(
-                    condition=ConnectionModel.connection_id.exists()
-                )
+                ConnectionModel(connection_id).delete(condition=condition)
             except DeleteError as exc:
                 if is_conditional_failure(exc):
                     return False

@@ -9,7 +9,9 @@ Failures: 410 Gone → :class:`ConnectionGone` (the caller removes the records);
 429 and 5xx → retried with exponential backoff and jitter, honouring ``Retry-After``,
 never sleeping after the last attempt; 403 and 413 → no retry. Frames over API
 Gateway's 128 KiB limit are refused before any call. A per-connection circuit breaker
-(bounded memory) stops hammering a connection that keeps failing.
+(bounded memory) stops hammering a connection that keeps failing. No client is made for
+an endpoint that :class:`~connections.transports.apigw_endpoint.EndpointPolicy` refuses
+(:class:`EndpointRefused`), so a forged address never gets a frame.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter
 
+from connections.transports.apigw_endpoint import EndpointPolicy, EndpointRefused
 from connections.transports.base import ConnectionGone, Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -135,10 +138,16 @@ class ApiGatewayTransport(Transport):
         self.sleep = asyncio.sleep  # replaced in tests to observe backoff
 
     def client(self, endpoint: str) -> Any:
-        """A Management API client for ``endpoint`` (cached, bounded)."""
+        """A Management API client for ``endpoint`` (cached, bounded); EndpointRefused
+        for an endpoint the deployment's policy does not allow."""
         with self._clients_lock:
             client = self._clients.get(endpoint)
             if client is None:
+                try:
+                    EndpointPolicy.from_settings().check(endpoint)
+                except EndpointRefused:
+                    APIGW_CALLS.labels("endpoint_refused").inc()
+                    raise
                 client = boto3.client(
                     "apigatewaymanagementapi",
                     endpoint_url=endpoint,
