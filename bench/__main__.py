@@ -376,6 +376,9 @@ async def run(quick: bool) -> dict[str, Any]:
         }
         latencies["async complete (Redis + worker process)"] = completes
     results["latencies"] = latencies
+    from bench import slow_consumers
+
+    results["slow_consumers"] = await slow_consumers.run("daphne", 30 if quick else 100, False)
     return results
 
 
@@ -423,7 +426,14 @@ def budgets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
             str(r["idle"]["held"]),
             r["idle"]["held"] >= (1000 if r["quick"] else 5000),
         ),
+        *_slow_consumer_budgets(r),
     ]
+
+
+def _slow_consumer_budgets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    from bench import slow_consumers
+
+    return slow_consumers.verdict(r["slow_consumers"]) if "slow_consumers" in r else []
 
 
 def table(r: dict[str, Any]) -> str:

@@ -103,8 +103,9 @@ class Stack:
 
 
 @contextlib.contextmanager
-def local_stack(redis: bool = False, workers: int = 0) -> Iterator[Stack]:
-    """dynalite (on disk) + tables + tenants + daphne (+ Redis and worker processes)."""
+def local_stack(redis: bool = False, workers: int = 0, server: str = "daphne") -> Iterator[Stack]:
+    """dynalite (on disk) + tables + tenants + ``serve --server`` (daphne by default)
+    (+ Redis and worker processes)."""
     workdir = Path(tempfile.mkdtemp(prefix="streamer-bench-"))
     dyn_port, port = free_port(), free_port()
     dynalite = start_dynalite(dyn_port, workdir / "dynamodb")
@@ -146,7 +147,10 @@ def local_stack(redis: bool = False, workers: int = 0) -> Iterator[Stack]:
         for tenant in ("bench", "fan"):
             stack.manage("create_tenant", tenant, "--max-connections", "0")
         stack.spawn(
-            "server", "serve", "--port", str(port), "--with-worker" if not redis else "--no-worker"
+            "server",
+            "serve",
+            *("--port", str(port), "--server", server),
+            "--with-worker" if not redis else "--no-worker",
         )
         for i in range(workers):
             stack.spawn(f"worker{i}", "process_requests", "--concurrency", "16")

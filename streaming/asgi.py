@@ -16,6 +16,7 @@ from django.urls import re_path  # noqa: E402
 
 from streaming.consumer import StreamerConsumer  # noqa: E402
 from streaming.origin import browser_origin_validator  # noqa: E402
+from streaming.server_integration import install_daphne_backpressure  # noqa: E402
 
 websocket_urlpatterns = [re_path(r"^ws/?$", StreamerConsumer.as_asgi())]
 if settings.STREAMER_BENCH_ENDPOINTS:
@@ -54,6 +55,7 @@ def _allow_1011_under_daphne() -> None:
 
 
 _allow_1011_under_daphne()
+install_daphne_backpressure()
 
 application = ProtocolTypeRouter(
     {

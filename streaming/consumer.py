@@ -21,7 +21,8 @@ from connections.store.connection import connection_store
 from connections.store.errors import StoreError
 from protocol import codec
 from streaming.auth import AuthFailure, asgi_headers, extract_token, parse_query, verify_token
-from streaming.metrics import CONNECTIONS, CONNECTS, FRAMES_OUT
+from streaming.metrics import CONNECTIONS, CONNECTS, FRAMES_OUT, SLOW_CONSUMERS
+from streaming.outbox import Outbox, server_buffer_probe
 from streaming.pipeline import Pipeline
 from streaming.session import Session, close_session, open_session
 
@@ -42,6 +43,7 @@ class StreamerConsumer(AsyncWebsocketConsumer):
     """One client socket."""
 
     session: Session | None = None
+    outbox: Outbox | None = None
     _idle_handle: asyncio.TimerHandle | None = None
 
     async def connect(self) -> None:
@@ -67,6 +69,12 @@ class StreamerConsumer(AsyncWebsocketConsumer):
             return
         CONNECTS.labels("accepted").inc()
         CONNECTIONS.inc()
+        self.outbox = Outbox(
+            self._send_text,
+            limit=settings.STREAMER_MAX_OUTPUT_BYTES,
+            on_overflow=self._slow_consumer,
+            server_buffered=server_buffer_probe(self.scope),
+        )
         await self.accept()
         self._last_activity = self._last_touch = time.monotonic()
         self._schedule_idle_check(settings.STREAMER_IDLE_TIMEOUT_S)
@@ -74,13 +82,15 @@ class StreamerConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self._idle_handle is not None:
             self._idle_handle.cancel()
+        if self.outbox is not None:
+            self.outbox.close()
         if self.session is not None:
             session, self.session = self.session, None
             CONNECTIONS.dec()
             await close_session(session)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.session is None:
+        if self.session is None or self.outbox is None:
             return
         self._last_activity = time.monotonic()
         if self._last_activity - self._last_touch >= settings.STREAMER_TOUCH_INTERVAL_S:
@@ -91,22 +101,32 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         )
         for frame in replies:
             FRAMES_OUT.labels(frame["type"]).inc()
-            await self.send(text_data=codec.dumps_text(frame))
+            await self.outbox.put(codec.dumps_text(frame))
 
     async def streamer_frame(self, message: dict[str, Any]) -> None:
         """A frame pushed to this socket from a worker or another process."""
-        if self.session is None:
+        if self.session is None or self.outbox is None:
             return
         if not self.session.guard.allow(
             message.get("frame_type"), message.get("request_id"), message.get("percentage")
         ):
             return
         FRAMES_OUT.labels(message.get("frame_type") or "other").inc()
-        await self.send(text_data=message["text"])
+        await self.outbox.put(message["text"])
 
     async def streamer_close(self, message: dict[str, Any]) -> None:
         """Close this socket on request (admin disconnect, tenant disabled)."""
         await self.close(code=int(message.get("code", 1000)), reason=message.get("reason") or None)
+
+    async def _send_text(self, text: str) -> None:
+        await self.send(text_data=text)
+
+    def _slow_consumer(self) -> None:
+        """The client stopped reading and its backlog passed STREAMER_MAX_OUTPUT_BYTES:
+        close with 4408 (PROTOCOL.md §1); it reconnects and resumes from storage."""
+        SLOW_CONSUMERS.inc()
+        log.info("closing slow consumer %s", self.session and self.session.connection_id)
+        self._closing = asyncio.ensure_future(self.close(code=4408, reason="Slow consumer"))
 
     def _touch(self) -> None:
         """Record liveness (``last_seen``) at most once per STREAMER_TOUCH_INTERVAL_S, in

@@ -8,6 +8,9 @@ CONNECTIONS = Gauge("streamer_connections", "Open WebSocket connections in this 
 CONNECTS = Counter("streamer_connects_total", "Handshakes by outcome", ["outcome"])
 FRAMES_IN = Counter("streamer_frames_in_total", "Client frames by type", ["type"])
 FRAMES_OUT = Counter("streamer_frames_out_total", "Server frames by type", ["type"])
+SLOW_CONSUMERS = Counter(
+    "streamer_slow_consumers_total", "Sockets closed with 4408: the client stopped reading"
+)
 ERRORS = Counter("streamer_errors_total", "Error frames by code", ["code"])
 REQUEST_SECONDS = Histogram(
     "streamer_request_seconds",

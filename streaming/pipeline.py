@@ -19,6 +19,7 @@ from protocol.parsing import ClientRequest, Ping, parse_frame
 from streaming.actions.registry import ActionRegistry, ActionSpec, registry
 from streaming.metrics import ERRORS, FRAMES_IN
 from streaming.queue import wake_worker
+from streaming.ratelimit import utf8_size
 from streaming.requests.store import RequestStore, request_store
 from streaming.session import Session
 
@@ -70,7 +71,8 @@ class Pipeline:
         """Answer one frame. Never raises."""
         request_id: str | None = None
         try:
-            wait_ms = session.limiter.take()
+            # A frame refused by the frame bucket spends no inbound bytes.
+            wait_ms = session.limiter.take() or session.inbound.take(utf8_size(data))
             try:
                 message = parse_frame(data, binary=binary, max_bytes=self.max_frame_bytes)
             except ProtocolError as exc:

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from connections.manager import Target
 from connections.store.connection import ConnectionInfo, connection_store
@@ -112,6 +113,12 @@ class TenantCounts:
 tenant_counts = TenantCounts()
 
 
+def inbound_bucket() -> TokenBucket:
+    """The inbound-bytes budget of one connection (PROTOCOL.md §5: 4 MiB per 10 s):
+    the frame bucket alone lets 100 frames of 128 KiB each through per window."""
+    return TokenBucket(settings.STREAMER_MAX_INBOUND_BYTES, settings.STREAMER_RATE_LIMIT_WINDOW_S)
+
+
 @dataclass
 class Session:
     """One authenticated connection."""
@@ -122,6 +129,7 @@ class Session:
     address: str
     limiter: TokenBucket
     policy: TenantPolicy
+    inbound: TokenBucket = field(default_factory=inbound_bucket)
     subscriptions: set[str] = field(default_factory=set)
     guard: DeliveryGuard = field(default_factory=DeliveryGuard)
 

@@ -457,10 +457,15 @@ class Stack:
             time.sleep(0.05)
         self.redis_url = f"redis://127.0.0.1:{port}/0"
 
-    def start_server(self, worker: bool | None = None, *, wait: bool = True) -> Server:
-        """``manage.py serve`` on a free port; ``worker`` None = the default choice."""
+    def start_server(
+        self, worker: bool | None = None, *, wait: bool = True, server: str | None = None
+    ) -> Server:
+        """``manage.py serve`` on a free port; ``worker`` None = the default choice,
+        ``server`` None = the default ASGI server."""
         port = localserver.free_port()
         args = ["serve", "--port", str(port)]
+        if server is not None:
+            args += ["--server", server]
         if worker is not None:
             args.append("--with-worker" if worker else "--no-worker")
         server = Server(port, self._manage(f"serve{len(self.servers)}", *args))
@@ -532,13 +537,16 @@ def running_stack(
     workers: int = 0,
     worker_args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    server: str | None = None,
 ) -> Iterator[Stack]:
     """Start a stack, yield it, always stop it."""
     stack = Stack(e2e, name, env)
     try:
         if redis:
             stack.start_redis()
-        started = [stack.start_server(server_worker, wait=False) for _ in range(servers)]
+        started = [
+            stack.start_server(server_worker, wait=False, server=server) for _ in range(servers)
+        ]
         for _ in range(workers):
             stack.start_worker(*worker_args, wait=False)
         for server in started:

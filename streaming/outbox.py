@@ -1,0 +1,114 @@
+"""Frames waiting for one client, bounded in bytes (PROTOCOL.md §5: 1 MiB of unsent
+frames per connection, then close 4408).
+
+The ASGI spec gives an application no way to see what the server has not written to
+the socket yet, and servers differ: uvicorn (websockets) blocks ``websocket.send``
+while the client does not read; daphne (Twisted) never blocks and buffers without
+bound. So each connection owns an :class:`Outbox`:
+
+* when the server blocks, frames wait in the outbox's own queue and one writer task
+  sends them in order; the consumer's handlers never wait on a slow socket, so its
+  channel keeps draining;
+* when the server tells how many bytes it buffers (the ``streamer.output_buffer``
+  scope extension, added for daphne by :mod:`streaming.server_integration`), frames
+  go straight to the server and its buffer is what is counted.
+
+Either way, when the bytes waiting (queued + buffered by the server) would pass the
+limit, the outbox stops accepting frames and calls ``on_overflow`` once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from streaming.ratelimit import utf8_size
+
+log = logging.getLogger(__name__)
+
+#: Scope extension: a callable returning the bytes the server holds for this socket.
+BUFFER_EXTENSION = "streamer.output_buffer"
+
+
+def server_buffer_probe(scope: dict) -> Callable[[], int] | None:
+    """The server's own count of unsent bytes for this socket, when it offers one."""
+    probe = (scope.get("extensions") or {}).get(BUFFER_EXTENSION)
+    return probe if callable(probe) else None
+
+
+class Outbox:
+    """A byte-bounded, order-keeping queue of text frames for one socket."""
+
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        *,
+        limit: int,
+        on_overflow: Callable[[], None],
+        server_buffered: Callable[[], int] | None = None,
+    ) -> None:
+        self._send = send
+        self.limit = limit
+        self._on_overflow = on_overflow
+        self._server_buffered = server_buffered
+        self._queue: deque[tuple[str, int]] = deque()
+        self.queued_bytes = 0
+        self.closed = False
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes accepted for this client and not yet taken by the socket."""
+        server = self._server_buffered() if self._server_buffered is not None else 0
+        return self.queued_bytes + server
+
+    async def put(self, text: str) -> bool:
+        """Send ``text`` after everything queued before it. False when the outbox is
+        closed or the frame would pass the limit (then it overflows and closes).
+
+        A frame larger than the limit still goes out when nothing else waits: the limit
+        bounds a backlog, it does not cap frame sizes."""
+        if self.closed:
+            return False
+        size = utf8_size(text)
+        pending = self.pending_bytes
+        if pending and pending + size > self.limit:
+            self.close()
+            self._on_overflow()
+            return False
+        if self._server_buffered is not None:
+            # The server never blocks on send and counts its own buffer (nothing queues).
+            await self._send(text)
+            return True
+        self._queue.append((text, size))
+        self.queued_bytes += size
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._drain())
+        return True
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue and not self.closed:
+                text, size = self._queue[0]
+                await self._send(text)
+                # Counted until the server took it: a send blocked on a slow client is
+                # still waiting for it.
+                self._queue.popleft()
+                self.queued_bytes -= size
+        except Exception:  # the socket went away under the send: nothing more to do
+            log.debug("output writer stopped", exc_info=True)
+            self.close()
+        finally:
+            self._writer = None
+
+    def close(self) -> None:
+        """Accept nothing more and drop what waits (nothing durable: the client resumes
+        from storage after reconnecting). Stops a writer blocked on a slow socket."""
+        self.closed = True
+        self._queue.clear()
+        self.queued_bytes = 0
+        if self._writer is not None:
+            self._writer.cancel()
+            self._writer = None
