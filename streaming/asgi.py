@@ -15,6 +15,7 @@ from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from streaming.consumer import StreamerConsumer  # noqa: E402
+from streaming.jwt_config import check_jwt_config  # noqa: E402
 from streaming.origin import browser_origin_validator  # noqa: E402
 
 websocket_urlpatterns = [re_path(r"^ws/?$", StreamerConsumer.as_asgi())]
@@ -54,6 +55,8 @@ def _allow_1011_under_daphne() -> None:
 
 
 _allow_1011_under_daphne()
+# Start-up, not the first connect, is where a JWT configuration that cannot work fails.
+check_jwt_config()
 
 application = ProtocolTypeRouter(
     {
