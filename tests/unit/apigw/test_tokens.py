@@ -117,3 +117,38 @@ async def _session_permissions() -> frozenset[str]:
     from streaming.apigw import _session_for
 
     return (await _session_for("Cid1=")).identity.permissions
+
+
+@pytest.mark.parametrize("failure", ["gone", "error"])
+async def test_the_sweep_forgets_expired_sockets_even_when_closing_fails(
+    moto_dynamodb, monkeypatch, failure
+) -> None:
+    import connections.expiry as expiry
+    from connections.store.base import now_ms
+    from connections.store.connection import ConnectionInfo
+    from connections.transports import ConnectionGone, TransportError
+
+    connection_store.save(
+        ConnectionInfo("X=", "acme", "u1", "apigw", "https://x/@connections/X=", expires_at=1)
+    )
+
+    class Failing:
+        async def close(self, address: str, code: int, reason: str = "") -> None:
+            raise (ConnectionGone if failure == "gone" else TransportError)("nope")
+
+    monkeypatch.setattr(expiry, "get_transport", lambda name: Failing())
+    assert await close_expired() == 1
+    with pytest.raises(NotFound):
+        connection_store.get("X=")
+    assert list(connection_store.iter_expired(now_ms())) == []
+
+
+async def test_refresh_of_a_connection_whose_record_is_gone(moto_dynamodb, tenant) -> None:
+    await handle_websocket_event(connect_event(token()))
+    connection_store.delete("Cid1=")  # removed by a cleanup; the warm session remains
+    fresh = token(exp=int(time.time()) + 3600)
+    body = json.dumps({"id": "r1", "action": "auth.refresh", "payload": {"token": fresh}})
+    await handle_websocket_event(message_event(body))
+    [frame] = posted_frames("Cid1=")
+    assert frame["error"]["code"] == "FORBIDDEN"
+    assert frame["error"]["details"] == {"reason": "connection_gone"}
