@@ -21,6 +21,7 @@ from streamer_client.client import (
     Progress,
     StreamerClient,
     StreamerError,
+    token_expires_at,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "Progress",
     "StreamerClient",
     "StreamerError",
+    "token_expires_at",
 ]

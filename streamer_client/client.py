@@ -20,6 +20,8 @@ docs/clients.md describes both):
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import inspect
 import json
@@ -156,6 +158,24 @@ class _Pending:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
+def token_expires_at(token: str | None) -> float | None:
+    """The ``exp`` of a JWT in epoch seconds, or None when it has none or is not a JWT.
+
+    Decoded only, never verified: the client just needs to know when to refresh.
+    """
+    if not isinstance(token, str) or token.count(".") != 2:
+        return None
+    part = token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    return float(exp)
+
+
 def _with_token(url: str, token: str | None) -> str:
     if not token:
         return url
@@ -187,6 +207,7 @@ class StreamerClient:
         open_timeout_s: float = 10.0,
         retry_unacknowledged: bool = True,
         too_many_connections_retries: int = 3,
+        refresh_lead_s: float = 60.0,
         on_state: Callable[[str], Any] | None = None,
         on_message: Callable[[dict[str, Any]], Any] | None = None,
         on_error: Callable[[StreamerError], Any] | None = None,
@@ -203,6 +224,7 @@ class StreamerClient:
         self.open_timeout_s = open_timeout_s
         self.retry_unacknowledged = retry_unacknowledged
         self.too_many_connections_retries = too_many_connections_retries
+        self.refresh_lead_s = refresh_lead_s
         self.on_state = on_state
         self.on_message = on_message
         self.on_error = on_error
@@ -226,6 +248,7 @@ class StreamerClient:
         self._got_frame = False
         self._opened_at = 0.0
         self._send_lock: asyncio.Lock | None = None
+        self._refresher: asyncio.Task[Any] | None = None
         self.last_close: tuple[int, str] | None = None
 
     # --- public API ------------------------------------------------------------------
@@ -415,11 +438,45 @@ class StreamerClient:
 
     async def _current_token(self) -> str | None:
         if self._get_token is not None:
-            token = self._get_token()
-            if inspect.isawaitable(token):
-                token = await token
-            self._token = token
+            self._token = await self._fresh_token()
         return self._token
+
+    async def _fresh_token(self) -> str:
+        assert self._get_token is not None
+        token = self._get_token()
+        if inspect.isawaitable(token):
+            token = await token
+        return token
+
+    async def _refresh_loop(self, ws: ClientConnection) -> None:
+        """With ``get_token``, send ``auth.refresh`` (PROTOCOL.md §3) shortly before the
+        token's ``exp``: ``refresh_lead_s`` before it, or half-way through a shorter
+        remaining life. A refused or failed refresh keeps the socket: the server then
+        closes it with 4401 and the client reconnects with a fresh token as usual."""
+        while self._get_token is not None and ws is self._ws:
+            expires_at = token_expires_at(self._token)
+            if expires_at is None:
+                return
+            now = time.time()
+            at = max(expires_at - self.refresh_lead_s, now + (expires_at - now) / 2)
+            await asyncio.sleep(max(0.0, at - now))
+            if ws is not self._ws or self._state != OPEN:
+                return
+            try:
+                token = await self._fresh_token()
+            except Exception as exc:
+                log.info("token refresh skipped: get_token failed (%s)", type(exc).__name__)
+                return
+            new_expiry = token_expires_at(token)
+            if new_expiry is None or new_expiry <= expires_at:
+                log.info("token refresh skipped: get_token gave no newer token")
+                return
+            try:
+                await self._internal_request("auth.refresh", {"token": token})
+            except StreamerError as exc:
+                log.info("token refresh refused: %s", exc.code)
+                return
+            self._token = token
 
     async def _run(self) -> None:
         while self._state != CLOSED:
@@ -470,6 +527,9 @@ class StreamerClient:
         finally:
             handshake.cancel()
             heartbeat.cancel()
+            if self._refresher is not None:
+                self._refresher.cancel()
+                self._refresher = None
             if self._ws is ws:
                 self._ws = None
             self._fail_internal()
@@ -611,6 +671,8 @@ class StreamerClient:
                         request_id=entry.id,
                     ),
                 )
+        if self._refresher is None:
+            self._refresher = self._spawn(self._refresh_loop(ws))
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():

@@ -19,6 +19,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 from django.conf import settings
 
+from connections.expiry import close_one
 from connections.manager import Target, manager
 from connections.store.connection import ConnectionInfo, connection_store
 from connections.store.errors import NotFound, StorageUnavailable
@@ -28,7 +29,13 @@ from connections.transports.apigw_endpoint import (
     EndpointRefused,
     check_connection_id,
 )
-from streaming.auth import AuthFailure, Identity, extract_token, verify_token
+from streaming.auth import (
+    TOKEN_EXPIRED,
+    AuthFailure,
+    Identity,
+    extract_token,
+    verify_token,
+)
 from streaming.consumer import get_pipeline
 from streaming.requests.model import RequestKey, RequestStatus
 from streaming.session import Session, active_policy, open_session
@@ -161,7 +168,7 @@ async def _session_for(context: dict[str, Any]) -> Session:
         return session
     info: ConnectionInfo = await asyncio.to_thread(connection_store.get, connection_id)
     _check_same_socket(info.transport, info.address, event_address)
-    identity = Identity(info.tenant_id, info.user_id, frozenset(info.permissions))
+    identity = Identity(info.tenant_id, info.user_id, frozenset(info.permissions), info.expires_at)
     policy = await active_policy(info.tenant_id)
     session = Session.start(identity, info.connection_id, info.transport, info.address, policy)
     sessions.put(session)
@@ -175,6 +182,12 @@ async def _message(event: dict[str, Any], context: dict[str, Any]) -> dict[str, 
         return {"statusCode": 403, "body": "Unknown connection"}
     except StorageUnavailable:
         return {"statusCode": 503, "body": "Service unavailable"}
+    if session.identity.expired():
+        # No timer runs in Lambda: an expired token is noticed at the next frame (or by
+        # the sweep, connections.expiry) and the socket is deleted, frame unanswered.
+        sessions.drop(session.connection_id)
+        await close_one(session.connection_id, session.transport, session.address)
+        return {"statusCode": 401, "body": TOKEN_EXPIRED}
     body = event.get("body")
     binary = bool(event.get("isBase64Encoded"))
     data: str | bytes | None = body

@@ -7,7 +7,12 @@ class StreamingConfig(AppConfig):
 
     def ready(self) -> None:
         from connections.store import base
-        from streaming.actions import builtin, report  # noqa: F401  (register built-in actions)
+        from streaming import jwt_config  # noqa: F401  (registers its system check)
+        from streaming.actions import (  # noqa: F401  (register built-in actions)
+            auth,
+            builtin,
+            report,
+        )
         from streaming.requests import (
             heartbeat,  # noqa: F401  (registers the workers table)
             model,  # noqa: F401  (registers the requests table)

@@ -15,6 +15,7 @@ from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from streaming.consumer import StreamerConsumer  # noqa: E402
+from streaming.jwt_config import check_jwt_config  # noqa: E402
 from streaming.origin import browser_origin_validator  # noqa: E402
 from streaming.server_integration import install_daphne_backpressure  # noqa: E402
 
@@ -56,6 +57,8 @@ def _allow_1011_under_daphne() -> None:
 
 _allow_1011_under_daphne()
 install_daphne_backpressure()
+# Start-up, not the first connect, is where a JWT configuration that cannot work fails.
+check_jwt_config()
 
 application = ProtocolTypeRouter(
     {

@@ -7,8 +7,9 @@ permissions come only from the verified token.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -33,6 +34,8 @@ UNAUTHORIZED = 4401
 FORBIDDEN_TENANT = 4403
 TOO_MANY_CONNECTIONS = 4429
 STORAGE_DOWN = 1011
+#: The reason of a 4401 for a token past its ``exp``.
+TOKEN_EXPIRED = "Token expired"  # noqa: S105 - a close reason, not a secret
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,24 @@ class Identity:
     tenant_id: str
     user_id: str
     permissions: frozenset[str]
+    #: The token's ``exp`` in epoch milliseconds (None: not known, e.g. a session
+    #: rebuilt from an old record). Not part of who the caller is, so not compared.
+    expires_at: int | None = field(default=None, compare=False)
+
+    def expired(self, now_ms: int | None = None) -> bool:
+        """Whether the token behind this identity has expired (with the clock-skew
+        leeway the handshake also grants), so its socket must close with 4401."""
+        if self.expires_at is None:
+            return False
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return now >= self.expires_at + settings.STREAMER_JWT_LEEWAY_S * 1000
+
+    def seconds_left(self) -> float | None:
+        """Seconds until :meth:`expired` turns true (None when it never does)."""
+        if self.expires_at is None:
+            return None
+        deadline = self.expires_at / 1000 + settings.STREAMER_JWT_LEEWAY_S
+        return max(0.0, deadline - time.time())
 
 
 def extract_token(query: Mapping[str, list[str]], headers: Mapping[str, str]) -> str | None:
@@ -98,11 +119,28 @@ def verify_token(token: str | None) -> Identity:
             options=options,  # type: ignore[arg-type]
         )
     except jwt.ExpiredSignatureError as exc:
-        raise AuthFailure(UNAUTHORIZED, "Token expired") from exc
-    except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+        raise AuthFailure(UNAUTHORIZED, TOKEN_EXPIRED) from exc
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+        # PyJWTError, not only InvalidTokenError: a key that does not suit the token's
+        # algorithm (InvalidKeyError) must refuse the token, never crash the connect.
         log.info("token rejected: %s", type(exc).__name__)
         raise AuthFailure(UNAUTHORIZED, "Invalid token") from exc
+    _check_lifetime(claims)
     return _identity(claims)
+
+
+def _check_lifetime(claims: dict[str, Any]) -> None:
+    """PROTOCOL.md §5: ``exp`` at most STREAMER_MAX_TOKEN_LIFETIME_S after ``iat`` and
+    after now, so a stolen token cannot be used for decades."""
+    limit = settings.STREAMER_MAX_TOKEN_LIFETIME_S
+    exp = claims["exp"]  # PyJWT checked that it is a number
+    iat = claims.get("iat")
+    too_long = exp - time.time() > limit + settings.STREAMER_JWT_LEEWAY_S
+    if isinstance(iat, int | float) and not isinstance(iat, bool):
+        too_long = too_long or exp - iat > limit
+    if too_long:
+        log.info("token rejected: lifetime above %s s", limit)
+        raise AuthFailure(UNAUTHORIZED, "Token lifetime too long")
 
 
 def _identity(claims: dict[str, Any]) -> Identity:
@@ -117,15 +155,18 @@ def _identity(claims: dict[str, Any]) -> Identity:
         raise AuthFailure(UNAUTHORIZED, "Invalid token")
     if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
         raise AuthFailure(UNAUTHORIZED, "Invalid token")
-    return Identity(tenant_id=tenant, user_id=sub, permissions=frozenset(permissions))
+    return Identity(
+        tenant_id=tenant,
+        user_id=sub,
+        permissions=frozenset(permissions),
+        expires_at=int(claims["exp"] * 1000),
+    )
 
 
 def issue_token(
     tenant_id: str, user_id: str, permissions: Iterable[str] = (), ttl_s: int = 3600
 ) -> str:
     """Sign a development token with the configured HS* secret."""
-    import time
-
     algorithm = next((a for a in settings.STREAMER_JWT_ALGORITHMS if a.startswith("HS")), None)
     if algorithm is None or not settings.STREAMER_JWT_SECRET:
         raise ValueError("issuing tokens needs an HS* algorithm and STREAMER_JWT_SECRET")

@@ -20,7 +20,15 @@ from django.conf import settings
 from connections.store.connection import connection_store
 from connections.store.errors import StoreError
 from protocol import codec
-from streaming.auth import AuthFailure, asgi_headers, extract_token, parse_query, verify_token
+from streaming.auth import (
+    TOKEN_EXPIRED,
+    UNAUTHORIZED,
+    AuthFailure,
+    asgi_headers,
+    extract_token,
+    parse_query,
+    verify_token,
+)
 from streaming.metrics import CONNECTIONS, CONNECTS, FRAMES_OUT, SLOW_CONSUMERS
 from streaming.outbox import Outbox, server_buffer_probe
 from streaming.pipeline import Pipeline
@@ -45,6 +53,7 @@ class StreamerConsumer(AsyncWebsocketConsumer):
     session: Session | None = None
     outbox: Outbox | None = None
     _idle_handle: asyncio.TimerHandle | None = None
+    _expiry_handle: asyncio.TimerHandle | None = None
 
     async def connect(self) -> None:
         scope = self.scope
@@ -78,12 +87,15 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self._last_activity = self._last_touch = time.monotonic()
         self._schedule_idle_check(settings.STREAMER_IDLE_TIMEOUT_S)
+        self._schedule_expiry_check()
 
     async def disconnect(self, code: int) -> None:
         if self._idle_handle is not None:
             self._idle_handle.cancel()
         if self.outbox is not None:
             self.outbox.close()
+        if self._expiry_handle is not None:
+            self._expiry_handle.cancel()
         if self.session is not None:
             session, self.session = self.session, None
             CONNECTIONS.dec()
@@ -156,3 +168,23 @@ class StreamerConsumer(AsyncWebsocketConsumer):
             self._closing = asyncio.ensure_future(self.close(code=1000, reason="Idle timeout"))
         else:
             self._schedule_idle_check(timeout - idle_for)
+
+    def _schedule_expiry_check(self) -> None:
+        """Close with 4401 when the token expires (PROTOCOL.md §1, 1.1), unless an
+        ``auth.refresh`` replaced it meanwhile: then wait for the new token's expiry."""
+        assert self.session is not None
+        left = self.session.identity.seconds_left()
+        if left is not None:
+            loop = asyncio.get_running_loop()
+            # never sooner than 50 ms: rounding must not make this a busy loop
+            self._expiry_handle = loop.call_later(max(left, 0.05), self._expiry_check)
+
+    def _expiry_check(self) -> None:
+        if self.session is None:
+            return
+        if self.session.identity.expired():
+            self._closing = asyncio.ensure_future(
+                self.close(code=UNAUTHORIZED, reason=TOKEN_EXPIRED)
+            )
+        else:
+            self._schedule_expiry_check()

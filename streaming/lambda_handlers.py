@@ -64,14 +64,17 @@ def stream(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
 def sweep(event: dict[str, Any] | None = None, context: Any = None) -> dict[str, Any]:
     """Scheduled (e.g. every minute): run retries whose time has come and requests whose
-    worker died (expired lease) — what the polling loop of ``process_requests`` does."""
+    worker died (expired lease) — what the polling loop of ``process_requests`` does —
+    and close the sockets whose token expired (API Gateway has no timer of ours)."""
     return asyncio.run(_sweep())
 
 
 async def _sweep() -> dict[str, Any]:
+    from connections.expiry import close_expired
     from streaming.worker import Worker
 
+    expired = await close_expired(settings.STREAMER_JWT_LEEWAY_S * 1000)
     worker = Worker(lease_s=settings.STREAMER_LEASE_S, shards=settings.STREAMER_QUEUE_SHARDS)
     started = await worker.poll_once()
     await asyncio.gather(*(task for task, _ in list(worker.jobs.values())), return_exceptions=True)
-    return {"claimed": started}
+    return {"claimed": started, "expired": expired}

@@ -27,6 +27,7 @@ from streaming.auth import (
     Identity,
 )
 from streaming.ratelimit import TokenBucket
+from streaming.user_cap import check_room, confirm
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +168,9 @@ async def open_session(
     user_agent: str = "",
     source_ip: str | None = None,
 ) -> Session:
-    """Check the tenant and its connection limit, then register the connection with
-    one DynamoDB write. Raises AuthFailure with the close code to use."""
+    """Check the tenant, its connection limit and the user's own limit, then register
+    the connection with one DynamoDB write. Raises AuthFailure with the close code to
+    use."""
     policy = await active_policy(identity.tenant_id)
     info = ConnectionInfo(
         connection_id=connection_id,
@@ -179,6 +181,7 @@ async def open_session(
         permissions=tuple(sorted(identity.permissions)),
         user_agent=user_agent[:512],
         source_ip=source_ip,
+        expires_at=identity.expires_at,
     )
     tenant = identity.tenant_id
     reserved = False
@@ -199,13 +202,19 @@ async def open_session(
             # simultaneous connects must not all see the same count.
             tenant_counts.bump(tenant, 1)
             reserved = True
+        await check_room(identity, policy.max_connections_per_user)
         await asyncio.to_thread(connection_store.save, info)
+        await confirm(identity, connection_id, policy.max_connections_per_user)
         if not reserved:
             tenant_counts.bump(tenant, 1)
     except StorageUnavailable as exc:
         if reserved:
             tenant_counts.bump(tenant, -1)
         raise AuthFailure(STORAGE_DOWN, "Service unavailable, try again later") from exc
+    except AuthFailure:
+        if reserved:
+            tenant_counts.bump(tenant, -1)
+        raise
     return Session.start(identity, connection_id, transport, address, policy)
 
 

@@ -1,6 +1,6 @@
 """The registry of live WebSocket connections, in DynamoDB.
 
-One item per connection, keyed by ``connection_id``. Three global secondary indexes
+One item per connection, keyed by ``connection_id``. Four global secondary indexes
 answer every question without a scan:
 
 * ``by_tenant`` (``tenant_id``, ``connected_at``): a tenant's connections, newest first,
@@ -11,6 +11,9 @@ answer every question without a scan:
   for the periodic cleanup. The hash key is one of 8 shards derived from a stable hash of
   the connection id, so the index has no single hot partition; the cleanup queries each
   shard with ``last_seen < cutoff``.
+* ``by_expiry`` (``stale_shard``, ``expires_at``), sparse: when each connection's token
+  expires, so the sweep closes API Gateway sockets whose token ran out (a Lambda has no
+  timer to do it; our own consumer closes its sockets itself).
 
 Every item also carries a DynamoDB TTL one day after it was last seen, so connections
 that nobody cleaned up expire on their own where the endpoint supports TTL.
@@ -31,7 +34,12 @@ from pynamodb.attributes import (
     UnicodeAttribute,
 )
 from pynamodb.exceptions import DeleteError, DoesNotExist, UpdateError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.indexes import (
+    AllProjection,
+    GlobalSecondaryIndex,
+    IncludeProjection,
+    KeysOnlyProjection,
+)
 from pynamodb.models import Model
 
 from connections.store.base import (
@@ -110,6 +118,17 @@ class ByLastSeenIndex(GlobalSecondaryIndex["ConnectionModel"]):
     last_seen = NumberAttribute(range_key=True)
 
 
+class ByExpiryIndex(GlobalSecondaryIndex["ConnectionModel"]):
+    """Connections per shard ordered by token expiry, with what closing them needs."""
+
+    class Meta:
+        index_name = "by_expiry"
+        projection = IncludeProjection(["transport", "address"])
+
+    stale_shard = UnicodeAttribute(hash_key=True)
+    expires_at = NumberAttribute(range_key=True)
+
+
 @register_model
 class ConnectionModel(Model):
     """One live WebSocket connection (times are epoch milliseconds)."""
@@ -131,10 +150,12 @@ class ConnectionModel(Model):
     source_ip = UnicodeAttribute(null=True)
     stale_shard = UnicodeAttribute()
     ttl = TTLAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
 
     by_tenant = ByTenantIndex()
     by_user = ByUserIndex()
     by_last_seen = ByLastSeenIndex()
+    by_expiry = ByExpiryIndex()
 
 
 @dataclass(frozen=True)
@@ -151,6 +172,8 @@ class ConnectionInfo:
     last_seen: int = 0
     user_agent: str = ""
     source_ip: str | None = None
+    #: When the connection's token expires (epoch ms); None: not recorded.
+    expires_at: int | None = None
 
     @property
     def owner(self) -> str:
@@ -170,6 +193,7 @@ def _to_info(model: ConnectionModel) -> ConnectionInfo:
         last_seen=int(model.last_seen),
         user_agent=model.user_agent or "",
         source_ip=model.source_ip,
+        expires_at=None if model.expires_at is None else int(model.expires_at),
     )
 
 
@@ -212,6 +236,8 @@ def _validate(info: ConnectionInfo) -> None:
         raise ValidationError("user_agent must be a string")
     if info.source_ip is not None:
         require_text("source_ip", info.source_ip, 64)
+    if info.expires_at is not None:
+        _require_time("expires_at", info.expires_at)
 
 
 def _index_cursor(
@@ -295,6 +321,7 @@ class ConnectionStore:
             source_ip=stored.source_ip,
             stale_shard=stale_shard_of(stored.connection_id),
             ttl=_ttl_at(last_seen),
+            expires_at=stored.expires_at,
         )
         with storage_errors("connection.save"):
             item.save()
@@ -345,6 +372,29 @@ class ConnectionStore:
                     actions=[
                         ConnectionModel.last_seen.set(at),
                         ConnectionModel.ttl.set(_ttl_at(at)),
+                    ],
+                    condition=ConnectionModel.connection_id.exists(),
+                )
+            except UpdateError as exc:
+                if is_conditional_failure(exc):
+                    raise NotFound("connection not found") from exc
+                raise
+
+    def set_token(
+        self, connection_id: str, permissions: tuple[str, ...] | list[str], expires_at: int
+    ) -> None:
+        """Record a refreshed token (``auth.refresh``): its permissions and expiry, in one
+        conditional UpdateItem; ``NotFound`` when the connection is not registered."""
+        require_text("connection_id", connection_id, 256)
+        _require_time("expires_at", expires_at)
+        if not all(isinstance(p, str) and p for p in permissions):
+            raise ValidationError("permissions must be a sequence of non-empty strings")
+        with storage_errors("connection.set_token"):
+            try:
+                ConnectionModel(connection_id).update(
+                    actions=[
+                        ConnectionModel.permissions.set(list(permissions)),  # type: ignore[arg-type]
+                        ConnectionModel.expires_at.set(expires_at),
                     ],
                     condition=ConnectionModel.connection_id.exists(),
                 )
@@ -433,7 +483,28 @@ class ConnectionStore:
         with storage_errors("connection.count_by_tenant"):
             return int(ConnectionModel.by_tenant.count(tenant_id))
 
+    def count_by_user(self, tenant_id: str, user_id: str) -> int:
+        """How many connections a user has (a ``by_user`` query with Select=COUNT)."""
+        _require_tenant(tenant_id)
+        require_text("user_id", user_id, 256)
+        with storage_errors("connection.count_by_user"):
+            return int(ConnectionModel.by_user.count(owner_of(tenant_id, user_id)))
+
     # -- cleanup ------------------------------------------------------------------------
+
+    def iter_expired(self, before_ms: int | None = None) -> Iterator[tuple[str, str, str]]:
+        """``(connection_id, transport, address)`` of every connection whose token expired
+        before ``before_ms`` (default now): one key-condition query per shard of the
+        sparse ``by_expiry`` index, never a scan."""
+        cutoff = now_ms() if before_ms is None else _require_time("before_ms", before_ms)
+        with storage_errors("connection.iter_expired"):
+            for shard in range(STALE_SHARDS):
+                for row in ConnectionModel.by_expiry.query(
+                    str(shard),
+                    range_key_condition=ConnectionModel.expires_at < cutoff,
+                    page_size=_ITER_PAGE,
+                ):
+                    yield row.connection_id, row.transport, row.address
 
     def delete_stale(
         self,

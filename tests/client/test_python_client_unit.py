@@ -5,7 +5,9 @@ duplicate ids, lost answers)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -517,4 +519,100 @@ async def test_resume_follows_a_request_started_elsewhere() -> None:
             await other
         cancel = await second.next("request.cancel")
         assert cancel["payload"] == {"request_id": "other"}
+        await client.close()
+
+
+# --- token refresh (auth.refresh, PROTOCOL.md 1.1) -------------------------------------------
+
+
+def jwt_with(**claims: Any) -> str:
+    """An unsigned JWT-shaped token (the client decodes ``exp``, never verifies)."""
+
+    def part(obj: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256'})}.{part(claims)}.sig"
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        (jwt_with(exp=1234), 1234.0),
+        (jwt_with(exp=12.5), 12.5),
+        (jwt_with(exp="soon"), None),
+        (jwt_with(exp=True), None),
+        (jwt_with(sub="x"), None),
+        ("abc", None),
+        ("a.!!!.c", None),
+        (None, None),
+    ],
+)
+def test_token_expires_at(token: str | None, expected: float | None) -> None:
+    from streamer_client import token_expires_at
+
+    assert token_expires_at(token) == expected
+
+
+class Tokens:
+    """get_token handing out tokens that expire ``life_s`` after they are issued."""
+
+    def __init__(self, life_s: float) -> None:
+        self.life_s = life_s
+        self.issued: list[str] = []
+
+    def __call__(self) -> str:
+        self.issued.append(jwt_with(sub="u", exp=time.time() + self.life_s, n=len(self.issued)))
+        return self.issued[-1]
+
+
+async def test_refreshes_the_token_on_the_open_socket_before_it_expires() -> None:
+    tokens = Tokens(life_s=1.0)
+    async with FakeServer() as server:
+        client = StreamerClient(server.url, get_token=tokens, refresh_lead_s=0.5, backoff=fast())
+        opening = asyncio.create_task(client.connect())
+        conn = await server.accept()
+        await opening
+        assert conn.token == tokens.issued[0]
+        for n in (1, 2):  # refreshed again from the new token's own expiry
+            refresh = await conn.next("auth.refresh")
+            assert refresh["payload"] == {"token": tokens.issued[n]}
+            await conn.send(
+                {"type": "response", "request_id": refresh["id"], "success": True, "data": {}}
+            )
+        assert server.count == 1, "no reconnection"
+        assert client.state == "open"
+        await client.close()
+
+
+async def test_a_refused_refresh_keeps_the_socket_until_the_server_closes_it() -> None:
+    tokens = Tokens(life_s=0.6)
+    async with FakeServer() as server:
+        client = StreamerClient(server.url, get_token=tokens, refresh_lead_s=0.3, backoff=fast())
+        opening = asyncio.create_task(client.connect())
+        first = await server.accept()
+        await opening
+        refresh = await first.next("auth.refresh")
+        await first.send(
+            {
+                "type": "error",
+                "request_id": refresh["id"],
+                "error": {"code": "FORBIDDEN", "message": "Token refused", "retryable": False},
+            }
+        )
+        await asyncio.sleep(0.1)
+        assert client.state == "open" and not first.closed.is_set()
+        await first.close(4401, "Token expired")
+        second = await server.accept()
+        assert second.token == tokens.issued[-1] != tokens.issued[0]
+        await client.close()
+
+
+async def test_no_refresh_without_get_token() -> None:
+    async with FakeServer() as server:
+        client = StreamerClient(server.url, token=jwt_with(exp=time.time() + 0.4))
+        opening = asyncio.create_task(client.connect())
+        conn = await server.accept()
+        await opening
+        await asyncio.sleep(0.6)
+        assert [f for f in conn.all if f.get("action") == "auth.refresh"] == []
         await client.close()

@@ -7,6 +7,7 @@ import {
   StreamerClient,
   StreamerError,
   backoffDelay,
+  tokenExpiresAt,
 } from "../../streaming/static/streaming/streamer-client.js";
 
 // --- fakes ---------------------------------------------------------------------------
@@ -814,5 +815,92 @@ describe("resumption", () => {
     ws2.receive({ type: "complete", request_id: "r", success: true, result: 1 });
     await flush();
     assert.equal(job.count, 1);
+  });
+});
+
+// --- token refresh (auth.refresh, PROTOCOL.md 1.1) ------------------------------------------
+
+/** An unsigned JWT-shaped token whose `exp` is `expSeconds` (the client never verifies). */
+function jwtWith(claims) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  return `${part({ alg: "HS256" })}.${part(claims)}.sig`;
+}
+
+describe("token refresh", () => {
+  it("decodes exp from a JWT, and null for anything else", () => {
+    assert.equal(tokenExpiresAt(jwtWith({ exp: 1234 })), 1234000);
+    for (const bad of [null, "", "abc", "a.!!!.c", jwtWith({ exp: "soon" }), jwtWith({})]) {
+      assert.equal(tokenExpiresAt(bad), null, String(bad));
+    }
+  });
+
+  it("sends auth.refresh with getToken's new token before exp; keeps the socket", async () => {
+    // the fake clock starts at 0: tokens expire at 120 s, 240 s, ...
+    let n = 0;
+    const issued = [];
+    const getToken = () => {
+      const token = jwtWith({ sub: "u", exp: 120 * ++n });
+      issued.push(token);
+      return token;
+    };
+    const client = makeClient({ token: undefined, getToken, refreshLeadMs: 30000 });
+    const refreshes = [];
+    client.addEventListener("refresh", (e) => refreshes.push(e.detail));
+    const ws = await connected(client);
+    assert.equal(ws.token, issued[0]);
+    await clock.advance(89000);
+    assert.equal(ws.requests("auth.refresh").length, 0, "not yet: 30 s before exp is at 90 s");
+    await clock.advance(1000);
+    const [refresh] = ws.requests("auth.refresh");
+    assert.deepEqual(refresh.payload, { token: issued[1] });
+    ws.receive({ type: "response", request_id: refresh.id, success: true, data: { expires_at: 240000 } });
+    await flush();
+    assert.deepEqual(refreshes, [{ ok: true, expiresAt: 240000 }]);
+    // the next refresh is scheduled from the new token: 30 s before 240 s
+    await clock.advance(120000);
+    assert.equal(ws.requests("auth.refresh").length, 2);
+    assert.equal(FakeWebSocket.instances.length, 1, "no reconnection");
+    assert.equal(client.state, "open");
+  });
+
+  it("a refused refresh keeps the socket; the server's 4401 then reconnects with a fresh token", async () => {
+    let n = 0;
+    const getToken = () => jwtWith({ sub: "u", exp: 100 * ++n });
+    const client = makeClient({ token: undefined, getToken, refreshLeadMs: 10000 });
+    const refreshes = [];
+    client.addEventListener("refresh", (e) => refreshes.push(e.detail));
+    const ws = await connected(client);
+    await clock.advance(90000);
+    const [refresh] = ws.requests("auth.refresh");
+    ws.receive({
+      type: "error",
+      request_id: refresh.id,
+      error: { code: "FORBIDDEN", message: "Token refused", retryable: false },
+    });
+    await flush();
+    assert.deepEqual(refreshes, [{ ok: false, reason: "FORBIDDEN" }]);
+    assert.equal(client.state, "open");
+    assert.equal(ws.closed, null, "the client does not close the socket itself");
+    ws.serverClose(4401, "Token expired");
+    await clock.advance(0);
+    assert.equal(FakeWebSocket.instances.length, 2);
+    assert.equal(tokenExpiresAt(FakeWebSocket.last.token), 300000, "a fresh token");
+  });
+
+  it("does not refresh without getToken, nor when getToken has nothing newer", async () => {
+    const fixed = makeClient({ token: jwtWith({ exp: 100 }) });
+    const ws1 = await connected(fixed);
+    await clock.advance(200000);
+    assert.equal(ws1.requests("auth.refresh").length, 0);
+    fixed.close();
+
+    const same = jwtWith({ exp: 400 });
+    const stale = makeClient({ token: undefined, getToken: () => same, refreshLeadMs: 10000 });
+    const refreshes = [];
+    stale.addEventListener("refresh", (e) => refreshes.push(e.detail));
+    const ws2 = await connected(stale);
+    await clock.advance(395000);
+    assert.equal(ws2.requests("auth.refresh").length, 0);
+    assert.deepEqual(refreshes, [{ ok: false, reason: "no newer token" }]);
   });
 });

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from connections.expiry import close_expired
 from connections.store.connection import STALE_SHARDS, connection_store
 from connections.store.errors import StoreError
 
@@ -19,7 +22,8 @@ class Command(BaseCommand):
         "Delete connection records not seen for more than --older-than seconds (sockets "
         "that died without a disconnect: a server killed, a lost API Gateway event). "
         f"Queries the {STALE_SHARDS} shards of the by_last_seen index (never a table scan) "
-        "and deletes in batches of 25, printing the running count."
+        "and deletes in batches of 25, printing the running count. Also closes the "
+        "connections whose token expired (by_expiry index), e.g. API Gateway sockets."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -56,6 +60,12 @@ class Command(BaseCommand):
         except StoreError as exc:
             raise CommandError(f"storage error: {exc}") from exc
         noun = "connection" if total == 1 else "connections"
+        if not dry_run:
+            try:
+                expired = async_to_sync(close_expired)(settings.STREAMER_JWT_LEEWAY_S * 1000)
+            except StoreError as exc:
+                raise CommandError(f"storage error: {exc}") from exc
+            self.stdout.write(f"Closed {expired} connection(s) whose token expired.")
         if dry_run:
             self.stdout.write(f"Dry run: {total} stale {noun} would be deleted.")
         else:

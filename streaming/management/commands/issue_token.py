@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from streaming.auth import issue_token
@@ -23,6 +24,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["ttl"] <= 0:
             raise CommandError("--ttl must be positive")
+        if options["ttl"] > settings.STREAMER_MAX_TOKEN_LIFETIME_S:
+            raise CommandError(
+                f"--ttl must be at most {settings.STREAMER_MAX_TOKEN_LIFETIME_S} "
+                "(STREAMER_MAX_TOKEN_LIFETIME_S): longer tokens are refused"
+            )
         permissions = [p.strip() for p in options["permissions"].split(",") if p.strip()]
         try:
             token = issue_token(options["tenant"], options["user"], permissions, options["ttl"])

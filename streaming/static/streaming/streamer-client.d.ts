@@ -87,6 +87,9 @@ export interface BackoffOptions {
   maxAttempts?: number;
 }
 
+/** The `exp` of a JWT in epoch ms (decoded, not verified); null when absent or not a JWT. */
+export declare function tokenExpiresAt(token: string | null | undefined): number | null;
+
 /** A new request id (crypto.randomUUID() where available). */
 export declare function newRequestId(): string;
 
@@ -110,8 +113,14 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
 export interface StreamerClientOptions {
   /** A fixed token (JWT); sent as the `token` query parameter. */
   token?: string;
-  /** Called before every connection attempt (so each reconnect uses a fresh token). */
+  /**
+   * Called before every connection attempt (so each reconnect uses a fresh token), and
+   * shortly before the current token's `exp` to replace it with `auth.refresh` without
+   * reconnecting.
+   */
   getToken?: () => string | Promise<string>;
+  /** Refresh this long before the token's `exp` (default 60000; half-way through a shorter life). */
+  refreshLeadMs?: number;
   /** WebSocket implementation (default: globalThis.WebSocket). */
   WebSocket?: WebSocketConstructor;
   /** Interval of `ping` frames; a period without any frame back drops the socket (default 25000, 0 = off). */
@@ -191,6 +200,8 @@ export interface ServerFrame {
 export interface StreamerClientEventMap {
   state: CustomEvent<ConnectionState>;
   reconnect: CustomEvent<{ attempt: number; delayMs: number; code: number; reason: string }>;
+  /** Outcome of an automatic `auth.refresh`; a failed one keeps the socket until the server closes it. */
+  refresh: CustomEvent<{ ok: boolean; expiresAt?: number; reason?: string }>;
   message: CustomEvent<ServerFrame>;
   error: CustomEvent<StreamerError>;
 }

@@ -129,6 +129,25 @@ function withToken(url, token) {
 }
 
 /** A new request id: crypto.randomUUID(), with a fallback for insecure contexts. */
+/**
+ * The `exp` of a JWT in epoch milliseconds, or null when it has none or is not a JWT.
+ * Decoded only, never verified: the client just needs to know when to refresh.
+ */
+export function tokenExpiresAt(token) {
+  if (typeof token !== "string") return null;
+  const part = token.split(".")[1];
+  if (!part) return null;
+  try {
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    const padded = b64 + "===".slice((b64.length + 3) % 4);
+    const json = typeof atob === "function" ? atob(padded) : Buffer.from(padded, "base64").toString("binary");
+    const exp = JSON.parse(json).exp;
+    return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
 export function newRequestId() {
   const c = globalThis.crypto;
   if (c && typeof c.randomUUID === "function") return c.randomUUID();
@@ -179,6 +198,7 @@ export class StreamerClient extends EventTarget {
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 3000;
     this.retryUnacknowledged = options.retryUnacknowledged ?? true;
     this.tooManyConnectionsRetries = options.tooManyConnectionsRetries ?? 3;
+    this.refreshLeadMs = options.refreshLeadMs ?? 60000;
     this._random = options.random ?? Math.random;
     this._setTimeout = options.setTimeout ?? globalThis.setTimeout.bind(globalThis);
     this._clearTimeout = options.clearTimeout ?? globalThis.clearTimeout.bind(globalThis);
@@ -194,6 +214,7 @@ export class StreamerClient extends EventTarget {
     this._reconnectTimer = null;
     this._heartbeatTimer = null;
     this._handshakeTimer = null;
+    this._refreshTimer = null;
     this._socketOpen = false;
     this._awaitingPong = false;
     this._openedAt = 0;
@@ -440,8 +461,54 @@ export class StreamerClient extends EventTarget {
         ));
       }
     }
+    this._scheduleRefresh();
     const waiters = this._connectWaiters.splice(0);
     for (const w of waiters) w.resolve();
+  }
+
+  /**
+   * With a `getToken` hook, send `auth.refresh` (PROTOCOL.md §3) shortly before the
+   * current token's `exp`: `refreshLeadMs` before it, or half-way through a shorter
+   * remaining life. A refused or failed refresh keeps the socket; the server then
+   * closes it with 4401 and the client reconnects with a fresh token as usual.
+   */
+  _scheduleRefresh() {
+    this._clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    const expiresAt = tokenExpiresAt(this._token);
+    if (!this._getToken || expiresAt === null) return;
+    const now = this._now();
+    const at = Math.max(expiresAt - this.refreshLeadMs, now + (expiresAt - now) / 2);
+    this._refreshTimer = this._setTimeout(() => {
+      this._refreshTimer = null;
+      this._refresh(expiresAt);
+    }, Math.max(0, at - now));
+  }
+
+  async _refresh(currentExpiry) {
+    if (this._state !== State.OPEN) return;
+    let token;
+    try {
+      token = await this._getToken();
+    } catch (err) {
+      this.dispatchEvent(makeEvent("refresh", { ok: false, reason: `getToken failed: ${err && err.message}` }));
+      return;
+    }
+    const expiresAt = tokenExpiresAt(token);
+    if (this._state !== State.OPEN || expiresAt === null || expiresAt <= currentExpiry) {
+      // nothing newer to offer: the server closes at expiry and we reconnect then
+      this.dispatchEvent(makeEvent("refresh", { ok: false, reason: "no newer token" }));
+      return;
+    }
+    try {
+      await this._internalRequest("auth.refresh", { token });
+    } catch (err) {
+      this.dispatchEvent(makeEvent("refresh", { ok: false, reason: (err && err.code) || "failed" }));
+      return;
+    }
+    this._token = token;
+    this.dispatchEvent(makeEvent("refresh", { ok: true, expiresAt }));
+    if (this._state === State.OPEN) this._scheduleRefresh();
   }
 
   _handleClose(ws, event) {
@@ -452,6 +519,8 @@ export class StreamerClient extends EventTarget {
     this._stopHeartbeat();
     this._clearTimeout(this._handshakeTimer);
     this._handshakeTimer = null;
+    this._clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
     const code = event && typeof event.code === "number" ? event.code : 1006;
     const reason = (event && event.reason) || "";
     this.lastClose = { code, reason };
@@ -524,6 +593,8 @@ export class StreamerClient extends EventTarget {
   _shutdown(error, code = 1000, reason = "Client closed") {
     this._clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
+    this._clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
     this._stopHeartbeat();
     this._clearTimeout(this._handshakeTimer);
     this._handshakeTimer = null;

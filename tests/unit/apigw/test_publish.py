@@ -289,7 +289,7 @@ def test_lambda_websocket_stream_and_sweep_handlers(moto_dynamodb, tenant, lambd
         "seen": 1,
     }
     assert request_store.get(RequestKey("acme", "u1", "g1")).status == "COMPLETED"
-    assert lambda_module.sweep({}) == {"claimed": 0}
+    assert lambda_module.sweep({}) == {"claimed": 0, "expired": 0}
 
 
 def test_lambda_check_settings_lists_every_problem(lambda_module, settings) -> None:
