@@ -15,6 +15,7 @@ exception leaves this module.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -242,8 +243,15 @@ class RequestStore:
     fail, cancel) gives its holds back.
     """
 
+    heal_cooldown_s = 2.0
+
     def __init__(self, *, heal_cooldown_s: float = 2.0) -> None:
-        self.quotas = QuotaStore(self._read_consistently, heal_cooldown_s=heal_cooldown_s)
+        self.heal_cooldown_s = heal_cooldown_s
+
+    @functools.cached_property
+    def quotas(self) -> QuotaStore:
+        """The quotas of this store's requests."""
+        return QuotaStore(self._read_consistently, heal_cooldown_s=self.heal_cooldown_s)
 
     # --- creation and reads -----------------------------------------------------------
 
