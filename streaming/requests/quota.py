@@ -36,10 +36,13 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cachetools import TTLCache
 from pynamodb.attributes import UnicodeAttribute, UnicodeSetAttribute
+from pynamodb.constants import ATTRIBUTES, NONE, UPDATED_NEW
 from pynamodb.expressions.condition import Condition, size
+from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
 from connections.store.base import now_ms, register_model
@@ -296,8 +299,7 @@ class QuotaStore:
         if limit is not None:
             condition &= Q.active.does_not_exist() | (size(Q.active) < limit)
         try:
-            with storage_call("quota_acquire"):
-                Q(tenant_id, holder).update(actions=[Q.active.add({member})], condition=condition)
+            _update(tenant_id, holder, Q.active.add({member}), condition, "quota_acquire", NONE)
             return True
         except ConditionFailed:
             members = self._members(tenant_id, holder)
@@ -307,18 +309,21 @@ class QuotaStore:
 
     def _remove(self, tenant_id: str, holder: str, member: str) -> None:
         # Conditional, so giving back what is not held writes (and creates) nothing.
-        item = Q(tenant_id, holder)
         try:
-            with storage_call("quota_release"):
-                item.update(
-                    actions=[Q.active.delete({member})], condition=Q.active.contains(member)
-                )
+            left = _update(
+                tenant_id,
+                holder,
+                Q.active.delete({member}),
+                Q.active.contains(member),
+                "quota_release",
+                UPDATED_NEW,  # ``active`` only while members are left
+            )
         except ConditionFailed:
             return
-        if holder != TENANT_HOLDER and not item.active:
+        if holder != TENANT_HOLDER and not left.get(ATTRIBUTES):
             try:
                 with storage_call("quota_release"):
-                    item.delete(condition=Q.active.does_not_exist())
+                    Q(tenant_id, holder).delete(condition=Q.active.does_not_exist())
             except ConditionFailed:
                 pass  # a new hold arrived meanwhile: the item stays
 
@@ -335,6 +340,26 @@ class QuotaStore:
         except Q.DoesNotExist:
             return set()
         return set(item.active or ())
+
+
+def _update(
+    tenant_id: str,
+    holder: str,
+    action: Action,
+    condition: Condition,
+    operation: str,
+    return_values: str,
+) -> dict[str, Any]:
+    """ONE conditional UpdateItem that returns only what the caller needs: a tenant's
+    item holds up to thousands of members, and Model.update would read them all back."""
+    with storage_call(operation):
+        return Q._get_connection().update_item(
+            tenant_id,
+            holder,
+            actions=[action],
+            condition=condition,
+            return_values=return_values,
+        )
 
 
 def _stale(parsed: tuple[int, str] | None, record: RequestRecord | None, now: int) -> bool:
