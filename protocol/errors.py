@@ -19,6 +19,7 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "NOT_FOUND"
     DUPLICATE_REQUEST = "DUPLICATE_REQUEST"
     RATE_LIMITED = "RATE_LIMITED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     TIMEOUT = "TIMEOUT"
     CANCELLED = "CANCELLED"
     PROCESSING_FAILED = "PROCESSING_FAILED"
@@ -33,7 +34,12 @@ class ErrorCode(enum.StrEnum):
 
 #: The codes whose ``retryable`` flag is true; every other code is final.
 RETRYABLE_CODES: frozenset[ErrorCode] = frozenset(
-    {ErrorCode.RATE_LIMITED, ErrorCode.TIMEOUT, ErrorCode.SERVICE_UNAVAILABLE}
+    {
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.QUOTA_EXCEEDED,
+        ErrorCode.TIMEOUT,
+        ErrorCode.SERVICE_UNAVAILABLE,
+    }
 )
 
 #: Short client-facing message used when no specific message is given.
@@ -45,6 +51,7 @@ DEFAULT_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.NOT_FOUND: "Request not found",
     ErrorCode.DUPLICATE_REQUEST: "Duplicate request id",
     ErrorCode.RATE_LIMITED: "Too many messages, slow down",
+    ErrorCode.QUOTA_EXCEEDED: "Too many active requests, try again when one has finished",
     ErrorCode.TIMEOUT: "Request timed out",
     ErrorCode.CANCELLED: "Request was cancelled",
     ErrorCode.PROCESSING_FAILED: "Request failed",

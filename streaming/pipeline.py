@@ -20,6 +20,7 @@ from streaming.actions.registry import ActionRegistry, ActionSpec, registry
 from streaming.metrics import ERRORS, FRAMES_IN
 from streaming.queue import wake_worker
 from streaming.ratelimit import utf8_size
+from streaming.requests.quota import QuotaExceeded, QuotaLimits
 from streaming.requests.store import RequestStore, request_store
 from streaming.session import Session
 
@@ -120,8 +121,13 @@ class Pipeline:
     async def enqueue(
         self, session: Session, request: ClientRequest, spec: ActionSpec
     ) -> dict[str, Any]:
-        """Store the request durably (one conditional write), wake a worker, acknowledge."""
+        """Store the request durably (one conditional write), wake a worker, acknowledge.
+
+        It first takes a hold in its user's and tenant's quota of active requests
+        (``streaming/requests/quota.py``); a full quota is QUOTA_EXCEEDED, nothing stored.
+        """
         identity = session.identity
+        policy = session.policy
         try:
             record = await asyncio.to_thread(
                 self.store.enqueue,
@@ -136,7 +142,17 @@ class Pipeline:
                 connection_id=session.connection_id,
                 origin_transport=session.transport,
                 origin_address=session.address,
+                limits=QuotaLimits(
+                    per_user=policy.max_active_requests_per_user,
+                    per_tenant=policy.max_active_requests,
+                ),
             )
+        except QuotaExceeded as exc:
+            raise ProtocolError(
+                ErrorCode.QUOTA_EXCEEDED,
+                f"Too many active requests for this {exc.scope}",
+                {"scope": exc.scope, "limit": exc.limit},
+            ) from None
         except AlreadyExists as exc:
             raise ProtocolError(
                 ErrorCode.DUPLICATE_REQUEST,

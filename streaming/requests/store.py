@@ -15,9 +15,10 @@ exception leaves this module.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import heapq
 import itertools
+import logging
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -25,7 +26,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pynamodb.exceptions import PynamoDBException
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
@@ -33,15 +33,14 @@ from connections.store.base import (
     Page,
     decode_cursor,
     encode_cursor,
-    is_conditional_failure,
     now_ms,
     require_text,
-    storage_errors,
 )
 from connections.store.errors import (
     AlreadyExists,
     InvalidTransition,
     NotFound,
+    StorageUnavailable,
     StoreError,
     ValidationError,
 )
@@ -55,7 +54,11 @@ from streaming.requests.model import (
     make_owner,
     shard_for,
 )
+from streaming.requests.quota import QuotaLimits, QuotaStore, release_quietly
+from streaming.requests.storage import ConditionFailed as _ConditionFailed
+from streaming.requests.storage import storage_call as _storage
 
+log = logging.getLogger(__name__)
 M = RequestModel
 S = RequestStatus
 
@@ -81,47 +84,6 @@ _ACTION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _WAITING = (S.PENDING.value, S.RETRYING.value)
 _LIVE = (S.PENDING.value, S.PROCESSING.value, S.RETRYING.value)
 CANCELLED_ERROR = {"code": "CANCELLED", "message": "Request cancelled"}
-
-
-# --- storage calls -------------------------------------------------------------------
-
-# DynamoDB error codes that mean "try again later" (the rest of ClientErrors are bugs).
-_RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
-)
-
-
-class _ConditionFailed(Exception):
-    """The ConditionExpression of a write did not hold (internal signal)."""
-
-
-@contextlib.contextmanager
-def _storage(operation: str) -> Iterator[None]:
-    """:func:`storage_errors` plus our own mapping of what DynamoDB answered.
-
-    A failed condition becomes :class:`_ConditionFailed` for the caller to interpret;
-    a request DynamoDB rejected (e.g. ValidationException: a bug) becomes a plain
-    :class:`StoreError` without library text; transport failures and throttling go
-    on to ``storage_errors`` and become StorageUnavailable. (This is decided here,
-    inside ``storage_errors``, because PynamoDB's PutError/UpdateError/GetError all
-    subclass PynamoDBConnectionError.)
-    """
-    with storage_errors(operation):
-        try:
-            yield
-        except PynamoDBException as exc:
-            if is_conditional_failure(exc):
-                raise _ConditionFailed(operation) from exc
-            code = getattr(exc, "cause_response_code", None)
-            if code is not None and code not in _RETRYABLE_CODES:
-                raise StoreError(f"storage rejected {operation}") from exc
-            raise
 
 
 # --- validation (never touches the network) -------------------------------------------
@@ -274,7 +236,22 @@ def _tenant_start_key(tenant_id: str, cursor: str | None) -> dict[str, dict[str,
 
 
 class RequestStore:
-    """Durable requests in DynamoDB (see the module docstring and ``model.py``)."""
+    """Durable requests in DynamoDB (see the module docstring and ``model.py``).
+
+    Requests enqueued with ``limits`` are counted in ``quotas`` (``quota.py``) while
+    they are active; whoever wins the conditional write that ends a request (complete,
+    fail, cancel) gives its holds back.
+    """
+
+    heal_cooldown_s = 2.0
+
+    def __init__(self, *, heal_cooldown_s: float = 2.0) -> None:
+        self.heal_cooldown_s = heal_cooldown_s
+
+    @functools.cached_property
+    def quotas(self) -> QuotaStore:
+        """The quotas of this store's requests."""
+        return QuotaStore(self._read_consistently, heal_cooldown_s=self.heal_cooldown_s)
 
     # --- creation and reads -----------------------------------------------------------
 
@@ -294,6 +271,7 @@ class RequestStore:
         origin_address: str = "",
         shards: int = DEFAULT_SHARDS,
         now: int | None = None,
+        limits: QuotaLimits | None = None,
     ) -> RequestRecord:
         """Store a new PENDING request, due at once, with ONE conditional PutItem.
 
@@ -301,6 +279,12 @@ class RequestStore:
         Channels channel name or an API Gateway endpoint) so any process can answer it.
         Raises AlreadyExists (with ``existing_status``) when this user already has a
         request with this id: nothing is overwritten.
+
+        With ``limits`` the request first takes a hold in its user's and its tenant's
+        quota (one conditional UpdateItem each); QuotaExceeded when either is full,
+        and then nothing is stored. A refused or duplicate write gives the holds back;
+        after StorageUnavailable the request may or may not have been written, so its
+        holds stay and heal later if it was not (never counting too few).
         """
         _check_tenant(tenant_id)
         require_text("user_id", user_id, MAX_USER_ID)
@@ -328,6 +312,9 @@ class RequestStore:
         now = _check_now(now)
 
         owner = make_owner(tenant_id, user_id)
+        hold = None
+        if limits is not None:
+            hold = self.quotas.acquire(RequestKey(tenant_id, user_id, request_id), now, limits, now)
         item = M(
             owner,
             request_id,
@@ -353,11 +340,19 @@ class RequestStore:
             with _storage("enqueue"):
                 item.save(condition=M.owner.does_not_exist())
         except _ConditionFailed:
+            if hold is not None:
+                self.quotas.undo(hold)
             existing = self._find(RequestKey(tenant_id, user_id, request_id))
             raise AlreadyExists(
                 "a request with this id already exists",
                 existing_status=existing.status.value if existing else None,
             ) from None
+        except StorageUnavailable:
+            raise  # maybe written: the holds stay (a leak heals, a lost count would not)
+        except BaseException:
+            if hold is not None:
+                self.quotas.undo(hold)
+            raise
         return item.to_record()
 
     def get(self, key: RequestKey, consistent: bool = True) -> RequestRecord:
@@ -495,7 +490,7 @@ class RequestStore:
             M.result.set(result) if result is not None else M.result.remove(),
             M.error.remove(),
         ]
-        return self._transition(key, actions, condition, "complete")
+        return self._ended(self._transition(key, actions, condition, "complete"))
 
     def fail(
         self,
@@ -519,7 +514,7 @@ class RequestStore:
             M.status == S.PROCESSING.value, worker_id
         )
         actions = [*_final_actions(S.FAILED, now), M.error.set(error)]
-        return self._transition(key, actions, condition, "fail")
+        return self._ended(self._transition(key, actions, condition, "fail"))
 
     def schedule_retry(
         self,
@@ -562,7 +557,7 @@ class RequestStore:
         _check_key(key)
         now = _check_now(now)
         actions = [*_final_actions(S.CANCELLED, now), M.error.set(dict(CANCELLED_ERROR))]
-        return self._transition(key, actions, M.status.is_in(*_LIVE), "cancel")
+        return self._ended(self._transition(key, actions, M.status.is_in(*_LIVE), "cancel"))
 
     def requeue(
         self, key: RequestKey, now: int | None = None, shards: int = DEFAULT_SHARDS
@@ -598,7 +593,13 @@ class RequestStore:
             M.requeued_at.set(now),
         ]
         condition = M.status.is_in(S.FAILED.value, S.CANCELLED.value)
-        return self._transition(key, actions, condition, "requeue")
+        record = self._transition(key, actions, condition, "requeue")
+        try:
+            # Counted again but not limited: an operator's retry overrides the quota.
+            self.quotas.hold(key, record.created_at)
+        except StoreError:
+            log.warning("quota: could not count requeued request %s", key.request_id)
+        return record
 
     def list_by_user(
         self,
@@ -729,6 +730,14 @@ class RequestStore:
         return self._query_due(now, limit, shards, M.status.is_in(*_WAITING))
 
     # --- internals --------------------------------------------------------------------
+
+    def _ended(self, record: RequestRecord) -> RequestRecord:
+        """The request just reached a final state by our write: give its holds back."""
+        release_quietly(self.quotas, record)
+        return record
+
+    def _read_consistently(self, keys: list[RequestKey]) -> list[RequestRecord]:
+        return self.batch_get(keys, consistent=True)
 
     def _query_due(
         self, now: int | None, limit: int, shards: int, filter_condition: Condition | None

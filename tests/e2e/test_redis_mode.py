@@ -27,6 +27,8 @@ def stack(e2e: E2E) -> Iterator[Stack]:
         server_worker=False,
         workers=2,
         worker_args=("--concurrency", "4", "--poll-interval", "0.2"),
+        # One user sends 50 requests at once below: above the default quota of 20.
+        env={"STREAMER_MAX_ACTIVE_REQUESTS_PER_USER": "100"},
     ) as running:
         yield running
 

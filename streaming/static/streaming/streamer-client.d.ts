@@ -26,6 +26,7 @@ export type ServerErrorCode =
   | "NOT_FOUND"
   | "DUPLICATE_REQUEST"
   | "RATE_LIMITED"
+  | "QUOTA_EXCEEDED"
   | "TIMEOUT"
   | "CANCELLED"
   | "PROCESSING_FAILED"

@@ -23,6 +23,7 @@ SPEC_TABLE = [
     ("NOT_FOUND", False),
     ("DUPLICATE_REQUEST", False),
     ("RATE_LIMITED", True),
+    ("QUOTA_EXCEEDED", True),
     ("TIMEOUT", True),
     ("CANCELLED", False),
     ("PROCESSING_FAILED", False),

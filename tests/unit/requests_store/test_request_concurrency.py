@@ -13,7 +13,8 @@ from moto.dynamodb.models import DynamoDBBackend
 
 from connections.store import base
 from connections.store.errors import AlreadyExists, InvalidTransition
-from streaming.requests import RequestKey, RequestStatus, RequestStore
+from streaming.requests import RequestKey, RequestRecord, RequestStatus, RequestStore
+from streaming.requests.quota import QuotaExceeded, QuotaLimits
 
 THREADS = 20
 T0 = 1_700_000_000_000
@@ -159,3 +160,50 @@ def test_workers_polling_the_queue_claim_each_request_once(store: RequestStore) 
     assert set(claimed) == set(keys)
     assert set(claimed.values()) == {1}
     assert store.list_pending(now=T0 + 1_000) == []
+
+
+@pytest.mark.parametrize(
+    ("users", "scope", "limit"),
+    [(["alice"], "user", 20), ([f"u{i}" for i in range(10)], "tenant", 20)],
+    ids=["one-user", "ten-users"],
+)
+def test_a_burst_never_gets_past_a_quota(
+    store: RequestStore, users: list[str], scope: str, limit: int
+) -> None:
+    """50 enqueues at once (one user, or ten users of one tenant): exactly ``limit``
+    are stored, every other one is refused with the scope that was full."""
+    attempts = 50
+    limits = QuotaLimits(per_user=20, per_tenant=1000 if scope == "user" else limit)
+    barrier = threading.Barrier(attempts)
+    results: list[Any] = [None] * attempts
+
+    def target(i: int) -> None:
+        store.quotas.held("acme")  # warm this thread's connection
+        barrier.wait(timeout=30)
+        try:
+            results[i] = store.enqueue(
+                tenant_id="acme",
+                user_id=users[i % len(users)],
+                request_id=f"burst{i}",
+                action="race",
+                payload={},
+                now=T0 + i,
+                limits=limits,
+            )
+        except Exception as exc:  # collected and asserted on below
+            results[i] = exc
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    accepted = [r for r in results if isinstance(r, RequestRecord)]
+    refused = [r for r in results if isinstance(r, QuotaExceeded)]
+    assert len(accepted) == limit and len(refused) == attempts - limit, results
+    assert {(r.scope, r.limit) for r in refused} == {(scope, limit)}
+    stored = store.batch_get(
+        [RequestKey("acme", users[i % len(users)], f"burst{i}") for i in range(attempts)]
+    )
+    assert {r.request_id for r in stored} == {r.request_id for r in accepted}
+    assert len(store.quotas.held("acme")) == limit
