@@ -25,23 +25,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import jwt
 import orjson
-import websockets
 
-from bench.stack import ROOT, Stack, local_stack
+from bench.stack import ROOT, Stack, connect, local_stack, token
 from connections.store.localserver import free_port
-
-SECRET = "bench-secret-0123456789abcdef0123456789"
-os.environ["STREAMER_JWT_SECRET"] = SECRET
-
-
-def token(user: str, tenant: str = "bench") -> str:
-    return jwt.encode(
-        {"sub": user, "tenant_id": tenant, "exp": int(time.time()) + 3600},
-        SECRET,
-        algorithm="HS256",
-    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -56,10 +43,6 @@ def summary(values: list[float]) -> dict[str, float]:
         "p90": pct(values, 90),
         "p99": pct(values, 99),
     }
-
-
-async def connect(url: str) -> Any:
-    return await websockets.connect(url, compression=None, max_size=None, open_timeout=30)
 
 
 # -- echo ---------------------------------------------------------------------------------
