@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from bench import fairness
 from bench.stack import ROOT, Stack, connect, local_stack, token
 from connections.store.localserver import free_port
 
@@ -358,6 +359,7 @@ async def run(quick: bool) -> dict[str, Any]:
             "complete": summary(completes),
         }
         latencies["async complete (Redis + worker process)"] = completes
+    results["fairness"] = await fairness.measure(probes=3 if quick else 5)
     results["latencies"] = latencies
     return results
 
@@ -406,6 +408,7 @@ def budgets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
             str(r["idle"]["held"]),
             r["idle"]["held"] >= (1000 if r["quick"] else 5000),
         ),
+        fairness.budget(r["fairness"]),
     ]
 
 
@@ -451,6 +454,7 @@ def table(r: dict[str, Any]) -> str:
         f"  → {p['progress_frames']} progress frames ({p['frames_per_s']}/s, at most {p['max_frames_in_1s']} in any 1 s), "
         f"{p['progress_writes']} DynamoDB progress writes ({p['writes_per_s']}/s)"
     )
+    lines.append(fairness.report(r["fairness"]))
     lines.append("")
     lines.append("budgets (../shared/spec/SYSTEM.md)")
     for name, value, ok in budgets(r):
