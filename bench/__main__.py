@@ -25,23 +25,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import jwt
 import orjson
-import websockets
 
-from bench.stack import ROOT, Stack, local_stack
+from bench import fairness
+from bench.stack import ROOT, Stack, connect, local_stack, token
 from connections.store.localserver import free_port
-
-SECRET = "bench-secret-0123456789abcdef0123456789"
-os.environ["STREAMER_JWT_SECRET"] = SECRET
-
-
-def token(user: str, tenant: str = "bench") -> str:
-    return jwt.encode(
-        {"sub": user, "tenant_id": tenant, "exp": int(time.time()) + 3600},
-        SECRET,
-        algorithm="HS256",
-    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -56,10 +44,6 @@ def summary(values: list[float]) -> dict[str, float]:
         "p90": pct(values, 90),
         "p99": pct(values, 99),
     }
-
-
-async def connect(url: str) -> Any:
-    return await websockets.connect(url, compression=None, max_size=None, open_timeout=30)
 
 
 # -- echo ---------------------------------------------------------------------------------
@@ -375,6 +359,7 @@ async def run(quick: bool) -> dict[str, Any]:
             "complete": summary(completes),
         }
         latencies["async complete (Redis + worker process)"] = completes
+    results["fairness"] = await fairness.measure(probes=3 if quick else 5)
     results["latencies"] = latencies
     from bench import slow_consumers
 
@@ -427,6 +412,7 @@ def budgets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
             r["idle"]["held"] >= (1000 if r["quick"] else 5000),
         ),
         *_slow_consumer_budgets(r),
+        fairness.budget(r["fairness"]),
     ]
 
 
@@ -478,6 +464,7 @@ def table(r: dict[str, Any]) -> str:
         f"  → {p['progress_frames']} progress frames ({p['frames_per_s']}/s, at most {p['max_frames_in_1s']} in any 1 s), "
         f"{p['progress_writes']} DynamoDB progress writes ({p['writes_per_s']}/s)"
     )
+    lines.append(fairness.report(r["fairness"]))
     lines.append("")
     lines.append("budgets (../shared/spec/SYSTEM.md)")
     for name, value, ok in budgets(r):

@@ -14,10 +14,30 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import jwt
+import websockets
 
 from connections.store.localserver import free_port, start_dynalite, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-0123456789abcdef0123456789"
+os.environ["STREAMER_JWT_SECRET"] = SECRET
+
+
+def token(user: str, tenant: str = "bench") -> str:
+    """A token the stacks accept (HS256 with the benchmark's secret)."""
+    return jwt.encode(
+        {"sub": user, "tenant_id": tenant, "exp": int(time.time()) + 3600},
+        SECRET,
+        algorithm="HS256",
+    )
+
+
+async def connect(url: str) -> Any:
+    """A WebSocket client without compression or a size limit."""
+    return await websockets.connect(url, compression=None, max_size=None, open_timeout=30)
 
 
 @dataclass
@@ -103,9 +123,14 @@ class Stack:
 
 
 @contextlib.contextmanager
-def local_stack(redis: bool = False, workers: int = 0, server: str = "daphne") -> Iterator[Stack]:
+def local_stack(
+    redis: bool = False,
+    workers: int = 0,
+    server: str = "daphne",
+    env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
     """dynalite (on disk) + tables + tenants + ``serve --server`` (daphne by default)
-    (+ Redis and worker processes)."""
+    (+ Redis and worker processes); ``env`` overrides the stack's settings."""
     workdir = Path(tempfile.mkdtemp(prefix="streamer-bench-"))
     dyn_port, port = free_port(), free_port()
     dynalite = start_dynalite(dyn_port, workdir / "dynamodb")
@@ -120,6 +145,7 @@ def local_stack(redis: bool = False, workers: int = 0, server: str = "daphne") -
         "STREAMER_RATE_LIMIT_FRAMES": "1000000",
         "STREAMER_POLL_INTERVAL_S": "30",  # wake-ups carry the load; no poll noise in the counts
         "LOG_LEVEL": "WARNING",
+        **(env or {}),
     }
     env.pop("REDIS_URL", None)
     if redis:

@@ -10,9 +10,11 @@ worker died (their lease expired) and retries whose time has come.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
+import enum
 import functools
 import logging
 import os
@@ -25,10 +27,12 @@ from channels.layers import get_channel_layer
 
 from connections.store.base import now_ms, warm_up
 from connections.store.errors import InvalidTransition, StorageUnavailable, StoreError
+from connections.tenants import get_tenant_policy
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError
 from streaming.actions.builtin import origin_of, send_terminal
 from streaming.actions.registry import ActionRegistry, ActionSpec, FinalError, registry
+from streaming.fairness import PolicyLookup, interleave_by_tenant, lookup_shares
 from streaming.jobs import JobCancelled, JobContext
 from streaming.metrics import QUEUE_WAIT_SECONDS, REQUEST_SECONDS, WORKER_JOBS
 from streaming.progress import ProgressReporter
@@ -44,6 +48,19 @@ log = logging.getLogger(__name__)
 def default_worker_id() -> str:
     """host:pid:random — unique per worker process run."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+# A poll queries again (at most this many times) when a tenant reached its share while
+# its requests were being claimed, to find the other tenants' work past that tenant's.
+MAX_POLL_ROUNDS = 3
+
+
+class Claim(enum.Enum):
+    """What became of one claim attempt."""
+
+    STARTED = "started"
+    AT_SHARE = "at share"  # the tenant holds its share of this worker's slots
+    NOT_CLAIMED = "not claimed"  # no free slot, already ours, or storage said no
 
 
 def retry_delay_s(attempt: int, base_s: float = 1.0, cap_s: float = 60.0) -> float:
@@ -67,6 +84,7 @@ class Worker:
         retry_base_s: float = 1.0,
         store: RequestStore = request_store,
         actions: ActionRegistry = registry,
+        policies: PolicyLookup = get_tenant_policy,
     ) -> None:
         self.worker_id = worker_id or default_worker_id()
         self.concurrency = concurrency
@@ -77,11 +95,15 @@ class Worker:
         self.retry_base_s = retry_base_s
         self.store = store
         self.actions = actions
+        self.policies = policies
         self.jobs: dict[str, tuple[asyncio.Task[None], JobContext]] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._poke = asyncio.Event()
         self._backlog = False
         self._claiming: set[str] = set()
+        # Slots each tenant holds (running or being claimed) and its share as last read.
+        self._held: collections.Counter[str] = collections.Counter()
+        self._shares: dict[str, int] = {}
         # Requests whose handler ended and whose final write/terminal frame is under way.
         self._finishing: set[str] = set()
         # Sync handlers get their own threads: in asyncio's default pool (cpu + 4 threads)
@@ -151,26 +173,47 @@ class Worker:
 
     async def poll_once(self) -> int:
         """Claim due requests (new, retrying, or with an expired lease) while slots are
-        free; returns how many were started."""
-        free = self.concurrency - len(self.jobs)
-        if free <= 0 or self._slots.locked():
-            self._backlog = True
-            return 0
-        try:
-            due = await asyncio.to_thread(self.store.list_due, limit=free * 2, shards=self.shards)
-        except StorageUnavailable:
-            log.warning("storage unavailable while polling; retrying later")
-            return 0
+        free, round-robin by tenant and past the backlog of tenants at their share;
+        returns how many were started."""
         started = 0
-        for record in due:
-            if len(self.jobs) >= self.concurrency:
+        for _ in range(MAX_POLL_ROUNDS):
+            free = self.concurrency - len(self.jobs)
+            if free <= 0 or self._slots.locked():
+                self._backlog = True
+                return started
+            try:
+                full = await self._tenants_at_share()
+                due = await asyncio.to_thread(
+                    self.store.list_due, limit=free * 2, shards=self.shards, exclude_tenants=full
+                )
+            except StorageUnavailable:
+                log.warning("storage unavailable while polling; retrying later")
+                return started
+            claimed, reached_share = 0, False
+            for record in interleave_by_tenant(due):
+                if len(self.jobs) >= self.concurrency:
+                    break
+                if record.key.as_string() in self.jobs:
+                    continue
+                outcome = await self._claim(record.key)
+                claimed += outcome is Claim.STARTED
+                reached_share = reached_share or outcome is Claim.AT_SHARE
+            started += claimed
+            self._backlog = len(self.jobs) >= self.concurrency and len(due) > claimed
+            if not reached_share:
                 break
-            if record.key.as_string() in self.jobs:
-                continue
-            if await self.try_claim(record.key):
-                started += 1
-        self._backlog = len(self.jobs) >= self.concurrency and len(due) > started
         return started
+
+    async def _tenants_at_share(self) -> frozenset[str]:
+        """Tenants holding their share of this worker's slots (their policies are
+        cached in connections.tenants, and read off the event loop)."""
+        held = {t: n for t, n in self._held.items() if n > 0}
+        if not held:
+            return frozenset()
+        self._shares.update(
+            await asyncio.to_thread(lookup_shares, held, self.concurrency, self.policies)
+        )
+        return frozenset(t for t, n in held.items() if n >= self._shares[t])
 
     async def _listen_wakeups(self, stop: asyncio.Event) -> None:
         layer = get_channel_layer()
@@ -194,7 +237,9 @@ class Worker:
                 parsed = RequestKey.from_string(key)
             except ValueError:
                 continue
-            if not await self.try_claim(parsed):
+            # A request of a tenant at its share waits for a poll; any other refusal
+            # (no slot, storage) asks for one now.
+            if await self._claim(parsed) is Claim.NOT_CLAIMED:
                 self._poke.set()
 
     async def _listen_cancels(self, layer: Any, channel: str) -> None:
@@ -222,11 +267,24 @@ class Worker:
 
     # -- one request -----------------------------------------------------------------
     async def try_claim(self, key: RequestKey) -> bool:
-        """Claim ``key`` if it is due and a slot is free; start it. False otherwise."""
+        """Claim ``key`` if it is due, a slot is free and its tenant is below its share;
+        start it. False otherwise."""
+        return await self._claim(key) is Claim.STARTED
+
+    async def _claim(self, key: RequestKey) -> Claim:
         name = key.as_string()
+        tenant = key.tenant_id
+        if self._held[tenant] > 0:  # below 1 every tenant is below its share
+            shares = await asyncio.to_thread(
+                lookup_shares, (tenant,), self.concurrency, self.policies
+            )
+            self._shares.update(shares)
         # A wake-up and a poll may offer the same key at once: claim it once per process.
         if name in self.jobs or name in self._claiming or self._slots.locked():
-            return False
+            return Claim.NOT_CLAIMED
+        if self._held[tenant] >= self._shares.get(tenant, 1):
+            return Claim.AT_SHARE
+        self._held[tenant] += 1
         self._claiming.add(name)
         await self._slots.acquire()
         try:
@@ -237,8 +295,8 @@ class Worker:
         finally:
             self._claiming.discard(name)
         if record is None or name in self.jobs:
-            self._slots.release()
-            return False
+            self._release(tenant)
+            return Claim.NOT_CLAIMED
         reporter = ProgressReporter(
             asyncio.get_running_loop(),
             publish=lambda p, m, d: self._publish_progress(record, p, m, d),
@@ -257,7 +315,19 @@ class Worker:
         task = asyncio.create_task(self._execute(record, ctx))
         self.jobs[key.as_string()] = (task, ctx)
         WORKER_JOBS.set(len(self.jobs))
-        return True
+        return Claim.STARTED
+
+    def _release(self, tenant: str) -> bool:
+        """Free a slot ``tenant`` held; True when the tenant was at its share (its
+        requests were left out of polls, so a poll should look again)."""
+        share = self._shares.get(tenant)  # known once the tenant held a slot at a poll
+        was_full = share is not None and self._held[tenant] >= share
+        self._held[tenant] -= 1
+        if self._held[tenant] <= 0:
+            del self._held[tenant]
+            self._shares.pop(tenant, None)
+        self._slots.release()
+        return was_full
 
     async def _execute(self, record: RequestRecord, ctx: JobContext) -> None:
         key = record.key
@@ -278,8 +348,10 @@ class Worker:
             self.jobs.pop(key.as_string(), None)
             self._finishing.discard(key.as_string())
             WORKER_JOBS.set(len(self.jobs))
-            self._slots.release()
-            if self._backlog:  # the last poll found more due work than free slots
+            was_full = self._release(record.tenant_id)
+            # The last poll found more due work than free slots, or it left this
+            # tenant's requests out: look again now.
+            if self._backlog or was_full:
                 self._poke.set()
 
     async def _run_handler(self, record: RequestRecord, ctx: JobContext) -> None:

@@ -20,8 +20,9 @@ import heapq
 import itertools
 import logging
 import math
+import operator
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +80,12 @@ MAX_RESULT_BYTES = 192 * 1024
 MAX_DETAILS_BYTES = 16 * 1024
 # list_by_tenant with a status filter examines at most this many index entries per call.
 MAX_TENANT_SCAN = 1000
+# list_due with excluded tenants reads at most DUE_SCAN_PAGES pages of DUE_SCAN_PAGE
+# index entries per shard per call: a backlog of 4 x 5 x 250 = 5,000 entries of the
+# excluded tenants (4 shards) is looked past in one poll.
+DUE_SCAN_PAGE = 250
+DUE_SCAN_PAGES = 5
+_MAX_IN = 100
 
 _ACTION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _WAITING = (S.PENDING.value, S.RETRYING.value)
@@ -712,15 +719,37 @@ class RequestStore:
     # --- queue ------------------------------------------------------------------------
 
     def list_due(
-        self, now: int | None = None, limit: int = 100, shards: int = DEFAULT_SHARDS
+        self,
+        now: int | None = None,
+        limit: int = 100,
+        shards: int = DEFAULT_SHARDS,
+        exclude_tenants: Collection[str] = (),
     ) -> list[RequestRecord]:
         """Requests due by ``now``, oldest ``due_at`` first, across every shard.
 
         That is PENDING/RETRYING requests whose time has come and PROCESSING ones whose
         lease expired (to be reclaimed). Reads the ``due`` index (eventually
         consistent): ``claim`` is the authority.
+
+        ``exclude_tenants`` leaves those tenants' requests out (a worker's tenants at
+        their share, streaming/fairness.py), so other tenants' work is found behind
+        their backlog. DynamoDB filters after reading, so each shard then reads at most
+        :data:`DUE_SCAN_PAGES` pages of :data:`DUE_SCAN_PAGE` entries per call.
         """
-        return self._query_due(now, limit, shards, None)
+        if not exclude_tenants:
+            return self._query_due(now, limit, shards, None)
+        excluded = sorted(set(exclude_tenants))
+        for tenant_id in excluded:
+            _check_tenant(tenant_id)
+        # DynamoDB allows at most 100 operands in one IN.
+        condition = functools.reduce(
+            operator.and_,
+            (
+                ~M.tenant_id.is_in(*excluded[i : i + _MAX_IN])
+                for i in range(0, len(excluded), _MAX_IN)
+            ),
+        )
+        return self._query_due(now, limit, shards, condition, max_pages=DUE_SCAN_PAGES)
 
     def list_pending(
         self, limit: int = 100, shards: int = DEFAULT_SHARDS, now: int | None = None
@@ -740,7 +769,12 @@ class RequestStore:
         return self.batch_get(keys, consistent=True)
 
     def _query_due(
-        self, now: int | None, limit: int, shards: int, filter_condition: Condition | None
+        self,
+        now: int | None,
+        limit: int,
+        shards: int,
+        filter_condition: Condition | None,
+        max_pages: int | None = None,
     ) -> list[RequestRecord]:
         _check_int("limit", limit, 1, MAX_DUE_LIMIT)
         _check_int("shards", shards, 1, MAX_SHARDS)
@@ -748,18 +782,18 @@ class RequestStore:
         per_shard: list[list[RequestRecord]] = []
         with _storage("list_due"):
             for shard in range(shards):
-                per_shard.append(
-                    [
-                        item.to_record()
-                        for item in M.due.query(
-                            str(shard),
-                            range_key_condition=M.due_at <= now,
-                            filter_condition=filter_condition,
-                            scan_index_forward=True,
-                            limit=limit,
-                        )
-                    ]
+                query = M.due.query(
+                    str(shard),
+                    range_key_condition=M.due_at <= now,
+                    filter_condition=filter_condition,
+                    scan_index_forward=True,
+                    limit=limit,
+                    page_size=DUE_SCAN_PAGE if max_pages is not None else None,
                 )
+                if max_pages is None:
+                    per_shard.append([item.to_record() for item in query])
+                else:
+                    per_shard.append(_bounded(query.page_iter, limit, max_pages))
         merged: Iterator[RequestRecord] = heapq.merge(
             *per_shard, key=lambda r: (r.due_at or 0, r.created_at)
         )
@@ -806,6 +840,16 @@ class RequestStore:
         else:
             reason = f"cannot {verb} a request that is {current.status.value}"
         return InvalidTransition(reason, current_status=current.status.value)
+
+
+def _bounded(pages: Iterator[dict[str, Any]], limit: int, max_pages: int) -> list[RequestRecord]:
+    """Up to ``limit`` records from at most ``max_pages`` raw query pages."""
+    records: list[RequestRecord] = []
+    for page in itertools.islice(pages, max_pages):
+        records.extend(M.from_raw_data(raw).to_record() for raw in page.get("Items", []))
+        if len(records) >= limit:
+            break
+    return records[:limit]
 
 
 request_store = RequestStore()

@@ -82,6 +82,8 @@ def make_worker(actions: ActionRegistry) -> Worker:
     )
 
 
+# The worker reads each tenant's share of its slots from the tenant settings (SQL).
+@pytest.mark.django_db(transaction=True)
 async def test_a_storage_blip_inside_a_handler_is_retried_not_failed(
     store: base.StoreConfig, layer: InMemoryChannelLayer
 ) -> None:
@@ -109,6 +111,8 @@ async def test_a_storage_blip_inside_a_handler_is_retried_not_failed(
     assert (final.status, final.attempts) == (RequestStatus.COMPLETED, 2)
 
 
+# The worker reads each tenant's share of its slots from the tenant settings (SQL).
+@pytest.mark.django_db(transaction=True)
 async def test_storage_down_for_every_attempt_fails_as_processing_failed(
     store: base.StoreConfig, layer: InMemoryChannelLayer
 ) -> None:

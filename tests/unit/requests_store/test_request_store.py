@@ -32,6 +32,7 @@ from streaming.requests import (
     request_store,
     shard_for,
 )
+from streaming.requests import store as store_module
 from streaming.requests.model import JSONValueAttribute
 
 S = RequestStatus
@@ -686,6 +687,48 @@ def test_list_due_with_more_shards(store: RequestStore) -> None:
     assert all(r.due_shard == shard_for(r.key.owner, r.request_id, 8) for r in records)
 
 
+@pytest.mark.parametrize(
+    ("backlog", "page", "pages", "found"),
+    [
+        (0, 250, 5, True),  # nothing to look past
+        (12, 250, 5, True),  # one page holds the whole backlog
+        (12, 5, 3, True),  # three pages of five reach past twelve entries
+        (12, 5, 2, False),  # the bound: two pages of five stop before the other tenant
+    ],
+)
+def test_list_due_finds_other_tenants_past_an_excluded_backlog(
+    store: RequestStore,
+    monkeypatch: pytest.MonkeyPatch,
+    backlog: int,
+    page: int,
+    pages: int,
+    found: bool,
+) -> None:
+    monkeypatch.setattr(store_module, "DUE_SCAN_PAGE", page)
+    monkeypatch.setattr(store_module, "DUE_SCAN_PAGES", pages)
+    for i in range(backlog):  # older than the other tenants' requests
+        enqueue(store, RequestKey("hog", f"u{i % 3}", f"h{i}"), now=T0 + i, shards=1)
+    other = enqueue(store, RequestKey("acme", "bob", "b1"), now=T0 + 100, shards=1)
+    third = enqueue(store, RequestKey("initech", "eve", "e1"), now=T0 + 101, shards=1)
+
+    unfiltered = store.list_due(now=T0 + 1_000, limit=2, shards=1)
+    assert [r.tenant_id for r in unfiltered] == (["hog", "hog"] if backlog else ["acme", "initech"])
+    due = store.list_due(now=T0 + 1_000, limit=2, shards=1, exclude_tenants={"hog"})
+    assert [r.key for r in due] == ([other.key, third.key] if found else [])
+    only_third = store.list_due(
+        now=T0 + 1_000, limit=2, shards=1, exclude_tenants=["hog", "acme", "hog"]
+    )
+    assert [r.key for r in only_third] == ([third.key] if found else [])
+
+
+def test_list_due_excludes_more_tenants_than_one_condition_holds(store: RequestStore) -> None:
+    excluded = [f"t{i:03d}" for i in range(150)]  # DynamoDB: at most 100 values per IN
+    for tenant in (excluded[0], excluded[120], "acme"):
+        enqueue(store, RequestKey(tenant, "u", "r"), now=T0)
+    due = store.list_due(now=T0 + 1, exclude_tenants=excluded)
+    assert [r.tenant_id for r in due] == ["acme"]
+
+
 def test_default_list_due_uses_the_clock(store: RequestStore) -> None:
     record = enqueue(store, now=None)
     assert [r.key for r in store.list_due()] == [record.key]
@@ -926,6 +969,8 @@ BAD_CALLS: list[tuple[str, Callable[[RequestStore], Any]]] = [
     ("due limit big", lambda s: s.list_due(limit=5000)),
     ("due shards", lambda s: s.list_due(shards=0)),
     ("due now", lambda s: s.list_due(now=-1)),
+    ("due exclude", lambda s: s.list_due(exclude_tenants=["a#b"])),
+    ("due exclude empty", lambda s: s.list_due(exclude_tenants=["acme", ""])),
     ("pending limit", lambda s: s.list_pending(limit=0)),
     ("requeue key", lambda s: s.requeue(RequestKey("acme", "alice", ""))),
     ("requeue shards", lambda s: s.requeue(KEY, shards=0)),

@@ -9,6 +9,9 @@
 * ``make_socket``: a :class:`~tests.unit.worker.helpers.FakeSocket`, a channel name the
   Channels transport delivers to; the test receives from it what a browser would see.
 * ``api_calls``: counts botocore calls (no storage read where none is expected).
+* ``tenant_db``: the Django database, autouse: a worker reads each tenant's share of
+  its slots from the tenant's settings (streaming/fairness.py), from worker threads,
+  so the database is the transactional one every thread sees.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ def channel_layer() -> Iterator[InMemoryChannelLayer]:
         channel_layers.backends.pop("default", None)
     else:
         channel_layers.set("default", previous)
+
+
+@pytest.fixture(autouse=True)
+def tenant_db(transactional_db: None) -> None:
+    """Tenant settings in the test database (none: every tenant has the defaults)."""
 
 
 # --- storage -----------------------------------------------------------------------------

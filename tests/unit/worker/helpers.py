@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from channels.layers import InMemoryChannelLayer
 
+from connections.models import Tenant
 from protocol import frames
 from streaming.queue import wake_worker
 from streaming.requests.model import RequestRecord
@@ -170,6 +171,16 @@ def check_stream(stream: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # --- running a worker --------------------------------------------------------------------
+
+
+async def set_max_running(tenant_id: str, max_running: int | None) -> None:
+    """The tenant's "max running" in the admin: requests one worker runs for it at once
+    (None: half of the worker's slots)."""
+    await asyncio.to_thread(
+        Tenant.objects.update_or_create,
+        pk=tenant_id,
+        defaults={"name": tenant_id, "max_running": max_running},
+    )
 
 
 @contextlib.asynccontextmanager

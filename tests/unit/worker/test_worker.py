@@ -8,6 +8,7 @@ import collections
 import os
 import threading
 import time
+from collections.abc import Collection
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,6 +32,7 @@ from tests.unit.worker.helpers import (
     check_stream,
     eventually,
     running,
+    set_max_running,
     submit,
 )
 
@@ -55,10 +57,14 @@ class RecordingStore(RequestStore):
                 raise StorageUnavailable(f"injected outage of {operation}")
 
     def list_due(
-        self, now: int | None = None, limit: int = 100, shards: int = DEFAULT_SHARDS
+        self,
+        now: int | None = None,
+        limit: int = 100,
+        shards: int = DEFAULT_SHARDS,
+        exclude_tenants: Collection[str] = (),
     ) -> list[RequestRecord]:
         self._maybe_fail("list_due")
-        due = super().list_due(now, limit, shards)
+        due = super().list_due(now, limit, shards, exclude_tenants)
         with self.lock:
             self.polls += 1
             self.listed.update(r.key.as_string() for r in due)
@@ -760,6 +766,7 @@ async def test_never_more_than_concurrency_handlers_at_once(
 
     sock = await make_socket()
     records = [await submit(sock, "t.busy", wake=n % 2 == 0) for n in range(9)]
+    await set_max_running(TENANT, limit)  # one tenant may fill every slot
     worker = make_worker(rstore, actions, concurrency=limit, poll_interval_s=0.02)
     async with running(worker):
         for record in records:
@@ -791,6 +798,7 @@ async def test_sync_handlers_up_to_the_concurrency_all_run_at_once(
 
     sock = await make_socket()
     records = [await submit(sock, "t.block", wake=False) for _ in range(n)]
+    await set_max_running(TENANT, n)  # one tenant may fill every slot
     worker = make_worker(rstore, actions, concurrency=n, poll_interval_s=0.02, lease_s=1.5)
     async with running(worker):
         for record in records:
