@@ -10,4 +10,4 @@ import os
 os.environ.setdefault("DJANGO_SECRET_KEY", "streamer-tests-only-secret-key")
 os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
 
-from streaming.settings import *  # noqa: E402, F403
+from streaming.settings import *  # noqa: F403
