@@ -241,6 +241,9 @@ STREAMER_TRANSPORTS = {
 STREAMER_APIGW_ENDPOINT = os.environ.get("STREAMER_APIGW_ENDPOINT", "")
 STREAMER_APIGW_SHARED_SECRET = os.environ.get("STREAMER_APIGW_SHARED_SECRET", "")
 
+# Bearer token /metrics asks for; unset: /metrics is open (keep it on a private network).
+STREAMER_METRICS_TOKEN = os.environ.get("STREAMER_METRICS_TOKEN", "").strip()
+
 # The benchmark's baseline endpoints and actions (streaming/benchmarks.py); off by default.
 STREAMER_BENCH_ENDPOINTS = env_bool("STREAMER_BENCH", False)
 
