@@ -241,6 +241,8 @@ STREAMER_TRANSPORTS = {
 STREAMER_APIGW_ENDPOINT = os.environ.get("STREAMER_APIGW_ENDPOINT", "")
 STREAMER_APIGW_SHARED_SECRET = os.environ.get("STREAMER_APIGW_SHARED_SECRET", "")
 
+# Largest body POST /api/v1/publish and POST /apigw/events accept (a 128 KiB frame fits).
+STREAMER_MAX_HTTP_BODY_BYTES = env_int("STREAMER_MAX_HTTP_BODY_BYTES", 256 * 1024)
 # Bearer token /metrics asks for; unset: /metrics is open (keep it on a private network).
 STREAMER_METRICS_TOKEN = os.environ.get("STREAMER_METRICS_TOKEN", "").strip()
 
