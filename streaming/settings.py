@@ -92,6 +92,9 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
+# Messages in the (server-side) session, never in a readable cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 ROOT_URLCONF = "streaming.urls"
 ASGI_APPLICATION = "streaming.asgi.application"
 WSGI_APPLICATION = None
