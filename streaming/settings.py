@@ -222,6 +222,9 @@ STREAMER_MAX_INBOUND_BYTES = env_int("STREAMER_MAX_INBOUND_BYTES", 4 * 1024 * 10
 # Tokens whose exp lies further than this after iat (or now) are refused.
 STREAMER_MAX_TOKEN_LIFETIME_S = env_int("STREAMER_MAX_TOKEN_LIFETIME_S", 24 * 3600)
 
+# Threads of the pool that runs storage calls of the real-time path (connections/store/pool.py).
+STREAMER_STORAGE_THREADS = env_int("STREAMER_STORAGE_THREADS", 16)
+
 # --- Worker -----------------------------------------------------------------------------
 STREAMER_WORKER_CONCURRENCY = env_int("STREAMER_WORKER_CONCURRENCY", 8)
 STREAMER_LEASE_S = env_int("STREAMER_LEASE_S", 30)

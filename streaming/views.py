@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connections.store.connection import connection_store
 from connections.store.errors import NotFound, StoreError
+from connections.store.pool import run_storage
 from streaming.auth import issue_token
 from streaming.bearer import bearer_token, same_secret
 
@@ -50,7 +51,7 @@ async def _layer_ok() -> bool:
 
 async def healthz(request: HttpRequest) -> JsonResponse:
     """200 when DynamoDB and the channel layer answer, 503 otherwise."""
-    storage = await asyncio.to_thread(_storage_ok)
+    storage = await run_storage(_storage_ok)
     layer = await _layer_ok()
     ok = storage and layer
     body = {
