@@ -52,8 +52,7 @@ class BodyGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = self.gates.get(scope.get("path", "")) if scope["type"] == "http" else None
         if gate is None:
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope.get("headers", [])

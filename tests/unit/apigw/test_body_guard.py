@@ -56,7 +56,9 @@ class Upload:
             "server": ("127.0.0.1", 8000),
         }
         await asyncio.wait_for(application(scope, self.receive, self.send), 10)
-        start = next(m for m in self.sent if m["type"] == "http.response.start")
+        start = next((m for m in self.sent if m["type"] == "http.response.start"), None)
+        if start is None:
+            return 0, {}  # no answer at all
         body = b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
         return start["status"], json.loads(body)
 
@@ -164,3 +166,26 @@ async def test_views_check_the_caller_then_the_size(
     )
     assert response.status_code == status
     assert set(response.json()["error"]) == {"code", "message"}
+
+
+class Vanishing(Upload):
+    """A client that disconnects after its first chunk."""
+
+    async def receive(self) -> dict:
+        self.read += 1
+        if self.read == 1:
+            return {"type": "http.request", "body": b'{"user_id":', "more_body": True}
+        return {"type": "http.disconnect"}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_client_gone_mid_body_gets_nothing_and_nothing_is_published(
+    moto_dynamodb, tenant, capped
+) -> None:
+    channel = await live_socket("a1", user="u1")
+    _, secret = await asyncio.to_thread(ApiKey.issue, tenant)
+    upload = Vanishing([])
+    scope_headers = {"authorization": f"Bearer {secret}", "content-type": "application/json"}
+    assert await upload.post("/api/v1/publish", scope_headers) == (0, {})
+    assert upload.sent == [] and upload.read == 2
+    assert await received(channel) is None
