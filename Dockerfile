@@ -7,7 +7,8 @@
 #   tables: docker run --env-file prod.env streamer python manage.py create_tables
 #   schema: docker run --env-file prod.env streamer python manage.py migrate --noinput
 #
-# Set at least DJANGO_SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL (PostgreSQL), REDIS_URL
+# Set at least DJANGO_SECRET_KEY (required), ALLOWED_HOSTS, the HTTPS settings of README.md
+# "Production settings", DATABASE_URL (PostgreSQL), REDIS_URL
 # (when more than one process), STREAMER_JWT_SECRET or STREAMER_JWT_PUBLIC_KEY, AWS_REGION
 # and AWS credentials (an IAM role is best). DynamoDB defaults to real AWS here.
 # Static files (the admin's CSS) are collected into /app/var/static: serve /static/ from
@@ -45,7 +46,8 @@ COPY protocol ./protocol
 COPY connections ./connections
 COPY streaming ./streaming
 
-RUN python manage.py collectstatic --noinput --verbosity 0 \
+# A throw-away key: settings refuse to load without one, and collectstatic signs nothing.
+RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0 \
     && mkdir -p /app/var \
     && chown -R streamer:streamer /app/var
 

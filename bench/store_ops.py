@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streaming.settings")
+os.environ.setdefault("DJANGO_DEBUG", "1")  # a local measurement: the development key will do
 
 import django
 

@@ -4,7 +4,8 @@
   for the whole page at once and cached 10 s), and enable/disable. Disabling (the action
   or unticking *active*) also closes the tenant's live connections with 4403.
 * API keys for the publish API: created from the tenant list (action) or the key form,
-  the secret shown once in an admin message and only its hash stored; revoked by action.
+  the secret shown once, in the page that answers the creation (never in a message: the
+  default message storage is a cookie), and only its hash stored; revoked by action.
 
 Every change is written to Django's admin log.
 """
@@ -16,9 +17,11 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
 from connections.admin_support import (
@@ -29,6 +32,17 @@ from connections.admin_support import (
     run,
 )
 from connections.models import ApiKey, Tenant
+
+
+def new_keys_page(
+    request: HttpRequest, site: admin.AdminSite, keys: list[tuple[ApiKey, str]]
+) -> HttpResponse:
+    """The one page that shows new keys' secrets: rendered into this response only (no
+    message, no cookie, no cache), so the secret never travels or rests anywhere else."""
+    context = {**site.each_context(request), "title": "New API keys", "keys": keys}
+    response = TemplateResponse(request, "admin/connections/apikey/created.html", context)
+    add_never_cache_headers(response)
+    return response
 
 
 class LimitFilter(admin.SimpleListFilter):
@@ -189,14 +203,13 @@ class TenantAdmin(admin.ModelAdmin):
             messages.success(request, text)
 
     @admin.action(description="Create an API key for each selected tenant", permissions=["change"])
-    def create_api_key(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+    def create_api_key(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> HttpResponse:
+        keys = []
         for tenant in queryset:
             row, secret = ApiKey.issue(tenant, name=f"created by {request.user.get_username()}")
             self.log_change(request, tenant, f"Created API key {row}")
-            messages.success(
-                request,
-                f"API key for tenant {tenant.pk}: {secret} — copy it now, it is shown only once.",
-            )
+            keys.append((row, secret))
+        return new_keys_page(request, self.admin_site, keys)
 
 
 class ApiKeyForm(ModelForm):
@@ -249,10 +262,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
         obj._state.adding = False
         obj._state.db = row._state.db
-        messages.success(
-            request,
-            f"API key for tenant {obj.tenant_id}: {secret} — copy it now, it is shown only once.",
-        )
+        request._new_api_key = (obj, secret)  # type: ignore[attr-defined]  # for response_add
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """Answer the creation with the page showing the new key, instead of a redirect
+        that would need the secret carried in a message."""
+        return new_keys_page(request, self.admin_site, [request._new_api_key])  # type: ignore[attr-defined]
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

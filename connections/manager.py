@@ -18,8 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from prometheus_client import Counter
 
+from connections.labels import BoundedLabels
 from connections.store.connection import ConnectionInfo, connection_store
 from connections.store.errors import NotFound, StoreError
 from connections.store.subscription import subscription_store
@@ -28,8 +30,12 @@ from protocol import codec
 
 log = logging.getLogger(__name__)
 
-SENDS = Counter(
-    "streamer_sends_total", "Frames pushed to sockets by outcome", ["transport", "outcome"]
+SENDS = BoundedLabels(
+    Counter(
+        "streamer_sends_total", "Frames pushed to sockets by outcome", ["transport", "outcome"]
+    ),
+    lambda: settings.STREAMER_TRANSPORTS,  # a stored record names its transport
+    ("delivered", "gone", "failed"),
 )
 
 SUBSCRIBER_CACHE_S = 1.0

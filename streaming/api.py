@@ -1,9 +1,14 @@
-"""HTTP APIs for back-end services: publishing, and API Gateway events."""
+"""HTTP APIs for back-end services: publishing, and API Gateway events.
+
+Both check the caller from the headers before the body is read and refuse bodies over
+``STREAMER_MAX_HTTP_BODY_BYTES``: in front of Django by :mod:`streaming.body_guard`
+(wired in ``streaming/asgi.py`` with the gates below), and again in the views for any
+other way in (Django's test client, another ASGI entry point).
+"""
 
 from __future__ import annotations
 
-import hmac
-import logging
+from collections.abc import Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -17,12 +22,60 @@ from connections.publishing import Audience, PublishError, build_frame, publish
 from connections.store.errors import StorageUnavailable
 from protocol import codec
 from streaming.apigw import handle_websocket_event
+from streaming.bearer import PREFIX, same_secret
+from streaming.body_guard import TOO_LARGE, Gate, Refusal
 
-log = logging.getLogger(__name__)
+PUBLISH_PATH = "/api/v1/publish"
+APIGW_EVENTS_PATH = "/apigw/events"
+API_KEY_SCOPE = "streamer.api_key"  # the key the body guard authenticated
+
+NO_API_KEY = Refusal(401, "UNAUTHORIZED", "A valid API key is required")
+FORBIDDEN = Refusal(403, "FORBIDDEN", "Forbidden")
+
+
+async def authenticate_publisher(authorization: str) -> ApiKey | None:
+    """The active key of an active tenant named by ``Authorization: Bearer``, or None."""
+    secret = authorization[len(PREFIX) :].strip() if authorization.startswith(PREFIX) else ""
+    key = await sync_to_async(ApiKey.authenticate)(secret) if secret else None
+    return key if key is not None and key.tenant.active else None
+
+
+async def publisher_gate(headers: Mapping[str, str], scope: dict[str, Any]) -> Refusal | None:
+    """Body guard check of ``POST /api/v1/publish``: a tenant API key."""
+    key = await authenticate_publisher(headers.get("authorization", ""))
+    if key is None:
+        return NO_API_KEY
+    scope[API_KEY_SCOPE] = key
+    return None
+
+
+def apigw_secret_ok(given: str) -> bool:
+    """Whether ``X-Streamer-Secret`` is the configured shared secret (none: refuse)."""
+    return same_secret(given, getattr(settings, "STREAMER_APIGW_SHARED_SECRET", ""))
+
+
+async def apigw_gate(headers: Mapping[str, str], scope: dict[str, Any]) -> Refusal | None:
+    """Body guard check of ``POST /apigw/events``: the shared secret."""
+    return None if apigw_secret_ok(headers.get("x-streamer-secret", "")) else FORBIDDEN
+
+
+GATES: dict[str, Gate] = {PUBLISH_PATH: publisher_gate, APIGW_EVENTS_PATH: apigw_gate}
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+def _refuse(refusal: Refusal) -> JsonResponse:
+    return _error(refusal.status, refusal.code, refusal.message)
+
+
+def _too_large(request: HttpRequest) -> bool:
+    """Over the cap by the declared length (checked before the body is touched), or by
+    the body read."""
+    limit = settings.STREAMER_MAX_HTTP_BODY_BYTES
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    return (declared.isdigit() and int(declared) > limit) or len(request.body) > limit
 
 
 def _body(request: HttpRequest) -> Any:
@@ -37,11 +90,14 @@ def _body(request: HttpRequest) -> Any:
 async def publish_view(request: HttpRequest) -> JsonResponse:
     """``POST /api/v1/publish`` with ``Authorization: Bearer <tenant API key>`` and a body
     ``{"connection_id"|"user_id"|(neither: whole tenant), "frame": {...}}``."""
-    header = request.headers.get("Authorization", "")
-    secret = header[7:] if header.startswith("Bearer ") else ""
-    key = await sync_to_async(ApiKey.authenticate)(secret) if secret else None
-    if key is None or not key.tenant.active:
-        return _error(401, "UNAUTHORIZED", "A valid API key is required")
+    scope = getattr(request, "scope", {})
+    key = scope.get(API_KEY_SCOPE) or await authenticate_publisher(
+        request.headers.get("Authorization", "")
+    )
+    if key is None:
+        return _refuse(NO_API_KEY)
+    if _too_large(request):
+        return _refuse(TOO_LARGE)
     body = _body(request)
     if not isinstance(body, dict):
         return _error(400, "VALIDATION_ERROR", "Body must be a JSON object")
@@ -68,10 +124,10 @@ async def publish_view(request: HttpRequest) -> JsonResponse:
 async def apigw_events_view(request: HttpRequest) -> JsonResponse:
     """``POST /apigw/events``: an API Gateway WebSocket event forwarded by an HTTP
     integration, authenticated by the ``X-Streamer-Secret`` header."""
-    expected = getattr(settings, "STREAMER_APIGW_SHARED_SECRET", "")
-    given = request.headers.get("X-Streamer-Secret", "")
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        return _error(403, "FORBIDDEN", "Forbidden")
+    if not apigw_secret_ok(request.headers.get("X-Streamer-Secret", "")):
+        return _refuse(FORBIDDEN)
+    if _too_large(request):
+        return _refuse(TOO_LARGE)
     event = _body(request)
     if not isinstance(event, dict):
         return _error(400, "INVALID_MESSAGE", "Body must be an API Gateway event")

@@ -14,6 +14,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from streaming.api import GATES  # noqa: E402
+from streaming.body_guard import BodyGuard  # noqa: E402
 from streaming.consumer import StreamerConsumer  # noqa: E402
 from streaming.jwt_config import check_jwt_config  # noqa: E402
 from streaming.origin import browser_origin_validator  # noqa: E402
@@ -62,7 +64,7 @@ check_jwt_config()
 
 application = ProtocolTypeRouter(
     {
-        "http": http_app,
+        "http": BodyGuard(http_app, GATES, lambda: settings.STREAMER_MAX_HTTP_BODY_BYTES),
         "websocket": browser_origin_validator(URLRouter(websocket_urlpatterns)),
     }
 )

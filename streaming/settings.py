@@ -7,9 +7,11 @@ them all. Nothing here reads a file outside the repository.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from streaming.secret_env import resolve_secret_env
 
@@ -42,8 +44,34 @@ def env_list(name: str, default: str) -> list[str]:
 DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "var"))
 DEBUG = env_bool("DJANGO_DEBUG", False)
 _DEV_SECRET = "streamer-insecure-development-key-change-me"  # noqa: S105
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", _DEV_SECRET)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "").strip()
+if not SECRET_KEY:
+    if not DEBUG:
+        # Sessions, CSRF tokens and signed cookies would be forgeable with a public key.
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set: set it to a long random value "
+            "(DJANGO_DEBUG=1 uses a development key instead)."
+        )
+    SECRET_KEY = _DEV_SECRET
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+# --- HTTPS (README.md "Production settings"); secure unless DEBUG is on -----------------
+# Behind a proxy that terminates TLS, e.g. "HTTP_X_FORWARDED_PROTO,https".
+_PROXY_SSL_HEADER = env_list("DJANGO_SECURE_PROXY_SSL_HEADER", "")
+if _PROXY_SSL_HEADER and len(_PROXY_SSL_HEADER) != 2:
+    raise ImproperlyConfigured(
+        "DJANGO_SECURE_PROXY_SSL_HEADER must be 'HEADER,value', e.g. 'HTTP_X_FORWARDED_PROTO,https'"
+    )
+SECURE_PROXY_SSL_HEADER = tuple(_PROXY_SSL_HEADER) or None
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+# Load balancers probe health over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
     "daphne",
@@ -54,6 +82,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "connections",
     "streaming",
 ]
@@ -66,7 +95,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
+
+# Messages in the (server-side) session, never in a readable cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 ROOT_URLCONF = "streaming.urls"
 ASGI_APPLICATION = "streaming.asgi.application"
@@ -96,8 +129,28 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
 ]
+
+# --- Admin login throttling (django-axes; failures are stored in the Django database, so
+# every process sees them) ------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out username+IP first
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("DJANGO_AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("DJANGO_AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The peer address only: a client-set X-Forwarded-For must not pick its own IP. Behind a
+# proxy, daphne --proxy-headers puts the proxy's X-Forwarded-For into REMOTE_ADDR.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -175,6 +228,9 @@ STREAMER_MAX_INBOUND_BYTES = env_int("STREAMER_MAX_INBOUND_BYTES", 4 * 1024 * 10
 # Tokens whose exp lies further than this after iat (or now) are refused.
 STREAMER_MAX_TOKEN_LIFETIME_S = env_int("STREAMER_MAX_TOKEN_LIFETIME_S", 24 * 3600)
 
+# Threads of the pool that runs storage calls of the real-time path (connections/store/pool.py).
+STREAMER_STORAGE_THREADS = env_int("STREAMER_STORAGE_THREADS", 16)
+
 # --- Worker -----------------------------------------------------------------------------
 STREAMER_WORKER_CONCURRENCY = env_int("STREAMER_WORKER_CONCURRENCY", 8)
 STREAMER_LEASE_S = env_int("STREAMER_LEASE_S", 30)
@@ -199,6 +255,11 @@ STREAMER_APIGW_ENDPOINT = os.environ.get("STREAMER_APIGW_ENDPOINT", "")
 # <api-id>.execute-api.<region>.amazonaws.com); ignored when STREAMER_APIGW_ENDPOINT is set.
 STREAMER_APIGW_ALLOWED_HOSTS = env_list("STREAMER_APIGW_ALLOWED_HOSTS", "")
 STREAMER_APIGW_SHARED_SECRET = os.environ.get("STREAMER_APIGW_SHARED_SECRET", "")
+
+# Largest body POST /api/v1/publish and POST /apigw/events accept (a 128 KiB frame fits).
+STREAMER_MAX_HTTP_BODY_BYTES = env_int("STREAMER_MAX_HTTP_BODY_BYTES", 256 * 1024)
+# Bearer token /metrics asks for; unset: /metrics is open (keep it on a private network).
+STREAMER_METRICS_TOKEN = os.environ.get("STREAMER_METRICS_TOKEN", "").strip()
 
 # The benchmark's baseline endpoints and actions (streaming/benchmarks.py); off by default.
 STREAMER_BENCH_ENDPOINTS = env_bool("STREAMER_BENCH", False)

@@ -18,7 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connections.store.connection import connection_store
 from connections.store.errors import NotFound, StoreError
+from connections.store.pool import run_storage
 from streaming.auth import issue_token
+from streaming.bearer import bearer_token, same_secret
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ async def _layer_ok() -> bool:
 
 async def healthz(request: HttpRequest) -> JsonResponse:
     """200 when DynamoDB and the channel layer answer, 503 otherwise."""
-    storage = await asyncio.to_thread(_storage_ok)
+    storage = await run_storage(_storage_ok)
     layer = await _layer_ok()
     ok = storage and layer
     body = {
@@ -63,7 +65,14 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text format."""
+    """Prometheus text format. With ``STREAMER_METRICS_TOKEN`` set, only for
+    ``Authorization: Bearer <that token>`` (401 otherwise): the numbers tell an outsider
+    about load and tenants' activity. Unset: open, for a scraper on a private network."""
+    expected = settings.STREAMER_METRICS_TOKEN
+    if expected and not same_secret(bearer_token(request), expected):
+        response = HttpResponse("A valid metrics token is required", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 

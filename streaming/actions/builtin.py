@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from connections.manager import Target, manager
 from connections.store.errors import InvalidTransition, NotFound
 from connections.store.errors import ValidationError as StoreValidationError
+from connections.store.pool import run_storage
 from connections.store.subscription import subscription_store
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError, validation_error
@@ -64,7 +64,7 @@ async def request_status(ctx: ActionContext, payload: StatusPayload) -> dict[str
     key = _key(ctx, payload.request_id)
     session = ctx.session
     if payload.subscribe:
-        await asyncio.to_thread(
+        await run_storage(
             subscription_store.subscribe,
             key.as_string(),
             session.connection_id,
@@ -73,10 +73,10 @@ async def request_status(ctx: ActionContext, payload: StatusPayload) -> dict[str
         )
         session.subscriptions.add(key.as_string())
     try:
-        record = await asyncio.to_thread(request_store.get, key)
+        record = await run_storage(request_store.get, key)
     except NotFound:
         if payload.subscribe:
-            await asyncio.to_thread(
+            await run_storage(
                 subscription_store.unsubscribe, key.as_string(), session.connection_id
             )
             session.subscriptions.discard(key.as_string())
@@ -97,7 +97,7 @@ async def request_cancel(ctx: ActionContext, payload: RequestRef) -> dict[str, A
         raise _not_found() from None
     except InvalidTransition:
         try:
-            return (await asyncio.to_thread(request_store.get, key)).public()
+            return (await run_storage(request_store.get, key)).public()
         except NotFound:
             raise _not_found() from None
     return record.public()
@@ -111,7 +111,7 @@ async def cancel_request(key: RequestKey) -> RequestRecord:
     CANCELLED. Raises NotFound, or InvalidTransition when it had already ended (nothing
     is sent then).
     """
-    record = await asyncio.to_thread(request_store.cancel, key)
+    record = await run_storage(request_store.cancel, key)
     await notify_cancelled(key.as_string())
     await send_terminal(
         record, frames.error(record.request_id, ErrorCode.CANCELLED, "Request cancelled")
@@ -123,7 +123,7 @@ async def cancel_request(key: RequestKey) -> RequestRecord:
 async def request_list(ctx: ActionContext, payload: ListPayload) -> dict[str, Any]:
     """The caller's own requests, newest first, with a cursor."""
     try:
-        page = await asyncio.to_thread(
+        page = await run_storage(
             request_store.list_by_user,
             ctx.tenant_id,
             ctx.user_id,

@@ -111,6 +111,10 @@ class ActionRegistry:
             raise ProtocolError(ErrorCode.INVALID_ACTION, "Unknown action", {"action": name})
         return spec
 
+    def __contains__(self, name: object) -> bool:
+        """Whether an action of that name is registered (metrics label only those)."""
+        return name in self._actions
+
     def names(self) -> list[str]:
         """Every registered action name."""
         return sorted(self._actions)

@@ -86,6 +86,8 @@ MAX_TENANT_SCAN = 1000
 DUE_SCAN_PAGE = 250
 DUE_SCAN_PAGES = 5
 _MAX_IN = 100
+# Items one request.list call with a status filter examines at most (3 pages of 100).
+MAX_USER_SCAN = 300
 
 _ACTION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _WAITING = (S.PENDING.value, S.RETRYING.value)
@@ -619,9 +621,12 @@ class RequestStore:
     ) -> Page[RequestRecord]:
         """A user's requests, newest first, through the ``by_created`` index.
 
-        With ``status`` only requests in that status, still up to ``limit`` per page
-        (pages are read until enough match). ``cursor`` continues a previous page; the
-        returned cursor is None when there is nothing more.
+        Without ``status`` a page costs one query. With ``status`` items are read 100 at
+        a time until ``limit`` match or :data:`MAX_USER_SCAN` items were examined, so
+        one call's storage work is bounded however long the user's history: a page may
+        then hold fewer than ``limit`` requests (even none) and still carry a cursor.
+        ``cursor`` continues a previous page; the returned cursor is None only when
+        nothing is left.
         """
         _check_tenant(tenant_id)
         require_text("user_id", user_id, MAX_USER_ID)
@@ -634,22 +639,29 @@ class RequestStore:
                 raise ValidationError("unknown status") from None
         owner = make_owner(tenant_id, user_id)
         start_key = _start_key(owner, cursor)
-        # One item more than asked tells whether there is a next page.
+        matches: list[RequestRecord] = []
+        last: RequestRecord | None = None  # the last item examined: the next cursor
+        examined = 0
+        more = False
         with _storage("list_by_user"):
-            items = list(
-                M.by_created.query(
-                    owner,
-                    filter_condition=(M.status == wanted.value) if wanted else None,
-                    scan_index_forward=False,
-                    consistent_read=True,
-                    limit=limit + 1,
-                    page_size=limit + 1 if wanted is None else MAX_LIST_LIMIT,
-                    last_evaluated_key=start_key,
-                )
+            # One item more than a page, so that peeking past it costs no extra query.
+            items = M.by_created.query(
+                owner,
+                scan_index_forward=False,
+                consistent_read=True,
+                page_size=(limit if wanted is None else MAX_LIST_LIMIT) + 1,
+                last_evaluated_key=start_key,
             )
-        records = [item.to_record() for item in items[:limit]]
-        next_cursor = _cursor_for(records[-1]) if len(items) > limit else None
-        return Page(items=records, cursor=next_cursor)
+            for item in items:
+                if len(matches) == limit or examined >= MAX_USER_SCAN:
+                    more = True
+                    break
+                examined += 1
+                last = item.to_record()
+                if wanted is None or last.status is wanted:
+                    matches.append(last)
+        next_cursor = _cursor_for(last) if more and last is not None else None
+        return Page(items=matches, cursor=next_cursor)
 
     def list_by_tenant(
         self,

@@ -50,6 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MANAGE = str(REPO_ROOT / "manage.py")
 PYTHON = sys.executable
 JWT_SECRET = "e2e-" + secrets.token_hex(24)
+E2E_SECRET_KEY = "e2e-django-" + secrets.token_hex(24)
 START_TIMEOUT_S = 45.0
 STOP_TIMEOUT_S = 10.0
 TERMINAL_TYPES = ("complete", "error")
@@ -211,6 +212,11 @@ class E2E:
             STREAMER_TABLE_PREFIX=self.prefix,
             STREAMER_JWT_SECRET=JWT_SECRET,
             DJANGO_DEBUG="0",
+            DJANGO_SECRET_KEY=E2E_SECRET_KEY,
+            # The servers listen on plain HTTP on loopback.
+            DJANGO_SECURE_SSL_REDIRECT="0",
+            DJANGO_SESSION_COOKIE_SECURE="0",
+            DJANGO_CSRF_COOKIE_SECURE="0",
             AWS_DEFAULT_REGION="us-east-1",
             LOG_LEVEL="INFO",
             STREAMER_POLL_INTERVAL_S="0.2",

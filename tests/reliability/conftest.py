@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import E2E, JWT_SECRET, e2e, e2e_environment
+from tests.e2e.conftest import E2E, E2E_SECRET_KEY, JWT_SECRET, e2e, e2e_environment
 from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
 
 __all__ = ["LOG_DIRS", "SECRETS", "e2e", "fault_env", "figures", "remember"]
@@ -28,7 +28,7 @@ FIGURES: dict[str, str] = {}
 # Log directories of the environments built here, and every token, key and password
 # handed out: test_zz_secrets_in_logs.py looks for the latter in the former.
 LOG_DIRS: list[str] = []
-SECRETS: set[str] = {JWT_SECRET}
+SECRETS: set[str] = {JWT_SECRET, E2E_SECRET_KEY}
 
 
 def remember(secret: str) -> str:

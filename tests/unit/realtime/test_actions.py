@@ -617,3 +617,29 @@ async def test_unexpected_store_error_is_internal_error(live, monkeypatch) -> No
         reply = await client.request("request.list", {}, id="ie")
         assert error_code(reply) == ErrorCode.INTERNAL_ERROR.value
         assert reply["error"]["message"] == "Internal server error"
+
+
+@pytest.mark.parametrize(
+    ("action", "payload", "method"),
+    [
+        ("request.list", {"status": "PENDING"}, "list_by_user"),
+        ("request.status", {"request_id": "r1", "subscribe": False}, "get"),
+        ("request.cancel", {"request_id": "r1"}, "cancel"),
+    ],
+)
+async def test_request_actions_use_the_storage_pool(live, monkeypatch, action, payload, method):
+    """Storage calls of request.* run on the dedicated storage threads, not on asyncio's
+    default executor."""
+    import threading
+
+    threads: list[str] = []
+    real = getattr(request_store, method)
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(request_store, method, spy)
+    async with connected(ALICE) as client:
+        await client.request(action, payload, id="pool")
+    assert threads and all(name.startswith("storage") for name in threads), threads

@@ -157,3 +157,72 @@ def test_index_tells_the_page_where_tokens_come_from(client, settings, debug, of
     assert response.status_code == 200
     assert (response.context["config"]["devTokenUrl"] == "/dev/token") is offers_token
     assert response.context["config"]["wsPath"] == "/ws"
+
+
+@pytest.mark.parametrize(
+    ("configured", "authorization", "status"),
+    [
+        ("", None, 200),  # unset: open, as documented
+        ("metrics-token-1", None, 401),
+        ("metrics-token-1", "Bearer wrong-token", 401),
+        ("metrics-token-1", "Bearer metrics-token-", 401),  # a prefix is not the token
+        ("metrics-token-1", "Basic bWV0cmljcy10b2tlbi0x", 401),
+        ("metrics-token-1", "metrics-token-1", 401),  # no scheme
+        ("metrics-token-1", "Bearer metrics-token-1", 200),
+    ],
+    ids=["open", "missing", "wrong", "prefix", "basic", "no-scheme", "right"],
+)
+async def test_metrics_token(settings, configured, authorization, status) -> None:
+    settings.STREAMER_METRICS_TOKEN = configured
+    headers = list(HOST)
+    if authorization is not None:
+        headers.append((b"authorization", authorization.encode()))
+    response = await HttpCommunicator(application, "GET", "/metrics", headers=headers).get_response(
+        10
+    )
+    assert response["status"] == status
+    if status == 401:
+        assert dict(response["headers"])[b"WWW-Authenticate"].startswith(b"Bearer")
+        assert b"streamer_" not in response["body"]
+    else:
+        assert b"# TYPE streamer_frames_out_total" in response["body"]
+
+
+def _series(text: str, metric: str) -> dict[str, float]:
+    """label text -> value of one metric's samples in Prometheus text."""
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith(metric + "{"):
+            labels, value = line[len(metric) :].rsplit(" ", 1)
+            samples[labels] = float(value)
+    return samples
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_published_frame_types_do_not_create_metric_series(live) -> None:
+    """A publisher sends 60 frames of 60 made-up types to a socket: they are delivered,
+    and counted as type "other", with no new series."""
+    from asgiref.sync import sync_to_async
+    from django.test import AsyncClient
+
+    from connections.models import ApiKey, Tenant
+
+    tenant = await Tenant.objects.aget(id="acme")
+    _, secret = await sync_to_async(ApiKey.issue)(tenant, "metrics-test")
+    _, _, before = await get("/metrics")
+    before_out = _series(before.decode(), "streamer_frames_out_total")
+    async with connected() as client:
+        for n in range(60):
+            response = await AsyncClient().post(
+                "/api/v1/publish",
+                {"user_id": "alice", "frame": {"type": f"custom-{n}", "n": n}},
+                content_type="application/json",
+                headers={"Authorization": f"Bearer {secret}"},
+            )
+            assert response.status_code == 200 and response.json()["delivered"] == 1
+            assert (await client.recv())["type"] == f"custom-{n}"
+    _, _, after = await get("/metrics")
+    after_out = _series(after.decode(), "streamer_frames_out_total")
+    assert "custom-" not in after.decode()
+    assert set(after_out) <= set(before_out) | {'{type="other"}'}
+    assert after_out['{type="other"}'] - before_out.get('{type="other"}', 0) == 60

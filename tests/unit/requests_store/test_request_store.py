@@ -601,6 +601,40 @@ def test_list_by_user_status_filter_fills_pages(store: RequestStore, limit: int)
     assert len([rid for page in pending for rid in page]) == 8
 
 
+def test_list_by_user_scan_cap_bounds_each_call(
+    store: RequestStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status filter matching only the oldest of a long history: each call examines
+    at most MAX_USER_SCAN items (a bounded number of queries) and returns a cursor."""
+    import streaming.requests.store as store_module
+
+    keys = _fill(store, 12)
+    store.cancel(keys[0])  # the oldest
+    monkeypatch.setattr(store_module, "MAX_LIST_LIMIT", 4)
+    monkeypatch.setattr(store_module, "MAX_USER_SCAN", 5)
+    queries: list[str] = []
+    real = botocore.client.BaseClient._make_api_call
+
+    def counted(client: Any, operation: str, params: Any) -> Any:
+        queries.append(operation)
+        return real(client, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", counted)
+    pages, cursor, per_call = [], None, []
+    while True:
+        queries.clear()
+        page = store.list_by_user("acme", "alice", status=S.CANCELLED, limit=2, cursor=cursor)
+        per_call.append(queries.count("Query"))
+        pages.append([r.request_id for r in page.items])
+        cursor = page.cursor
+        if cursor is None:
+            break
+    # 12 items, 5 examined per call: r11-r07, r06-r02, r01-r00.
+    assert pages == [[], [], ["r00"]]
+    # 5 examined + 1 peeked, 5 per query page: never more than 2 queries per call.
+    assert max(per_call) <= 2
+
+
 def test_list_by_user_empty_filter(store: RequestStore) -> None:
     _fill(store, 3)
     page = store.list_by_user("acme", "alice", status=S.FAILED)
