@@ -86,6 +86,10 @@ class LiveAdminViews(Generic[RecordT, RefT]):
     detail_template: ClassVar[str]
     #: Bulk actions of the list: value → label.
     actions: ClassVar[dict[str, str]]
+    #: Title of a detail page, and the warning when its record does not exist:
+    #: ``str.format`` templates of ``ref`` (parsed, and as in the URL).
+    detail_title: ClassVar[str]
+    missing_text: ClassVar[str]
 
     def __init__(self, site: AdminSite) -> None:
         self.site = site
@@ -168,7 +172,7 @@ class LiveAdminViews(Generic[RecordT, RefT]):
             request,
             self.title,
             subtitle=query.tenant or None,
-            breadcrumbs=self.crumbs(*listed_crumb) if query.tenant else self.crumbs((self.title, "")),
+            breadcrumbs=self.crumbs(*(listed_crumb if query.tenant else [(self.title, "")])),
             tenant=query.tenant,
             user_filter=query.user,
             tenants=tenant_choices(query.tenant),
@@ -177,21 +181,22 @@ class LiveAdminViews(Generic[RecordT, RefT]):
             next_url=next_url,
             first_url=query.url() if query.cursor else "",
             actions=self.actions,
+            # The table needs the page's width: the list pages go without the admin's
+            # navigation sidebar (breadcrumbs and the filters remain).
+            is_nav_sidebar_enabled=False,
             **self.list_context(query, error),
         )
         return TemplateResponse(request, self.list_template, context, status=status)
 
     def list_filters(self, request: HttpRequest) -> dict[str, str]:
         """The page's own filters from the query string (beyond tenant and user)."""
-        return {}
+        raise NotImplementedError
 
     def fetch_page(self, query: ListQuery) -> Page[RecordT]:
         """One page of records (raises ValidationError for a bad filter, StoreError)."""
         raise NotImplementedError
 
-    def list_rows(
-        self, items: list[RecordT], query: ListQuery, now: int
-    ) -> list[dict[str, Any]]:
+    def list_rows(self, items: list[RecordT], query: ListQuery, now: int) -> list[dict[str, Any]]:
         """The table rows of a page; each has ``select`` (the value of its checkbox)
         and ``label`` (how the checkbox is announced)."""
         raise NotImplementedError
@@ -202,7 +207,7 @@ class LiveAdminViews(Generic[RecordT, RefT]):
 
     def list_context(self, query: ListQuery, error: str) -> dict[str, Any]:
         """More context of the list page."""
-        return {}
+        raise NotImplementedError
 
     def _bulk(self, request: HttpRequest) -> None:
         action = request.POST.get("action", "")
@@ -232,12 +237,12 @@ class LiveAdminViews(Generic[RecordT, RefT]):
         if request.method == "POST":
             require_change(request)
             return self.detail_action(request, parsed)
-        title = self.detail_title(parsed)
+        title = self.detail_title.format(ref=parsed)
         list_url = self.list_url(tenant=self.tenant_of(parsed))
         try:
             record = self.load(parsed)
         except (NotFound, ValidationError):
-            messages.warning(request, self.missing_message(ref))
+            messages.warning(request, self.missing_text.format(ref=ref))
             return HttpResponseRedirect(self.list_url(tenant=self.tenant_of(parsed)))
         except StoreError:
             error = f"Storage is unavailable: the {self.noun} cannot be read now."
@@ -257,15 +262,8 @@ class LiveAdminViews(Generic[RecordT, RefT]):
         """The tenant a reference names ("" when it does not say)."""
         return ""
 
-    def detail_title(self, ref: RefT) -> str:
-        raise NotImplementedError
-
     def load(self, ref: RefT) -> RecordT:
         """The record (NotFound, ValidationError, StoreError)."""
-        raise NotImplementedError
-
-    def missing_message(self, ref: str) -> str:
-        """The warning shown when the record does not exist."""
         raise NotImplementedError
 
     def detail_context(self, record: RecordT, now: int) -> dict[str, Any]:

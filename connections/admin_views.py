@@ -67,6 +67,8 @@ class ConnectionAdminViews(LiveAdminViews[ConnectionInfo, str]):
         "disconnect": "Disconnect selected connections",
         "send": "Send a test frame to selected connections",
     }
+    detail_title = "Connection {ref}"
+    missing_text = "Connection {ref} is not registered (it may have closed)."
 
     # --- list -------------------------------------------------------------------------
 
@@ -141,11 +143,10 @@ class ConnectionAdminViews(LiveAdminViews[ConnectionInfo, str]):
         tenants = list(Tenant.objects.order_by("id")[: MAX_COUNTED_TENANTS + 1])
         shown = tenants[:MAX_COUNTED_TENANTS]
         counts = connection_counts(t.id for t in shown)
+        shown.sort(key=lambda t: (counts[t.id] is None, -(counts[t.id] or 0), t.id))
         rows = [
-            {"tenant": t, "live": counts.get(t.id), "url": query_string(tenant=t.id)}
-            for t in shown
+            {"tenant": t, "live": counts[t.id], "url": query_string(tenant=t.id)} for t in shown
         ]
-        rows.sort(key=lambda r: (r["live"] is None, -(r["live"] or 0), r["tenant"].id))
         return {"rows": rows, "more": len(tenants) > len(shown)}
 
     def bulk_action(self, request: HttpRequest, action: str, selected: list[str]) -> None:
@@ -173,14 +174,8 @@ class ConnectionAdminViews(LiveAdminViews[ConnectionInfo, str]):
     def parse_ref(self, ref: str) -> str:
         return ref
 
-    def detail_title(self, ref: str) -> str:
-        return f"Connection {ref}"
-
     def load(self, ref: str) -> ConnectionInfo:
         return connection_store.get(ref)
-
-    def missing_message(self, ref: str) -> str:
-        return f"Connection {ref} is not registered (it may have closed)."
 
     def detail_context(self, record: ConnectionInfo, now: int) -> dict[str, Any]:
         def row(sub: Subscription) -> dict[str, Any]:
@@ -219,7 +214,8 @@ class ConnectionAdminViews(LiveAdminViews[ConnectionInfo, str]):
                     f"Connection {ref} was not disconnected: it is not registered "
                     "any more, or its transport failed.",
                 )
-            return HttpResponseRedirect(self.list_url(tenant=request.POST.get("tenant", "").strip()))
+            tenant = request.POST.get("tenant", "").strip()
+            return HttpResponseRedirect(self.list_url(tenant=tenant))
         if action == "send":
             text = self._text(request)
             if text is not None:

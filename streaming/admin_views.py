@@ -121,6 +121,8 @@ class RequestAdminViews(LiveAdminViews[RequestRecord, RequestKey]):
     list_template = LIST_TEMPLATE
     detail_template = DETAIL_TEMPLATE
     actions = ACTIONS
+    detail_title = "Request {ref.request_id}"
+    missing_text = "Request {ref} does not exist (records expire 7 days after they end)."
 
     # --- list -----------------------------------------------------------------------------
 
@@ -193,14 +195,8 @@ class RequestAdminViews(LiveAdminViews[RequestRecord, RequestKey]):
     def tenant_of(self, ref: RequestKey) -> str:
         return ref.tenant_id
 
-    def detail_title(self, ref: RequestKey) -> str:
-        return f"Request {ref.request_id}"
-
     def load(self, ref: RequestKey) -> RequestRecord:
         return request_store.get(ref)
-
-    def missing_message(self, ref: str) -> str:
-        return f"Request {ref} does not exist (records expire 7 days after they end)."
 
     def detail_context(self, record: RequestRecord, now: int) -> dict[str, Any]:
         subscribers, subscribers_error = listed(
