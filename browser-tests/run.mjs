@@ -376,6 +376,121 @@ scenarios.admin = async function admin({ page, baseUrl }) {
   return { connectionId, message: message.trim() };
 };
 
+/** WCAG relative luminance of a CSS `rgb()`/`rgba()` colour. */
+function luminance(css) {
+  const [r, g, b] = css.match(/[\d.]+/g).slice(0, 3).map(Number).map((v) => {
+    const c = v / 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+
+function contrast(fg, bg) {
+  const [hi, lo] = [luminance(fg), luminance(bg)].sort((a, b) => b - a);
+  return (hi + 0.05) / (lo + 0.05);
+}
+
+/** What a user sees of a live list page: where the table, its scroll box and the filter
+ * column are, whether the id links wrap (an inline box that wraps has several client
+ * rects), and the text and background colours of each status cell. */
+async function listLayout(page, idSelector) {
+  return page.evaluate((idSel) => {
+    const box = (el) => {
+      if (!el) return null;
+      const r = el.getBoundingClientRect();
+      return { left: r.left, right: r.right, top: r.top, bottom: r.bottom };
+    };
+    const background = (el) => {
+      for (let node = el; node; node = node.parentElement) {
+        const bg = getComputedStyle(node).backgroundColor;
+        const alpha = bg.startsWith("rgba") ? Number(bg.match(/[\d.]+/g)[3]) : 1;
+        if (alpha > 0) return bg;
+      }
+      return "rgb(255, 255, 255)";
+    };
+    const results = document.querySelector("#changelist-form .results");
+    return {
+      viewport: window.innerWidth,
+      pageScrollWidth: document.documentElement.scrollWidth,
+      table: box(document.querySelector("#result_list")),
+      filter: box(document.querySelector("#changelist-filter")),
+      results: results && { scrollWidth: results.scrollWidth, clientWidth: results.clientWidth },
+      ids: [...document.querySelectorAll(idSel)].map((a) => ({
+        text: a.textContent.trim(),
+        lines: a.getClientRects().length,
+      })),
+      statuses: [...document.querySelectorAll("#result_list td.field-status > span")].map((s) => ({
+        text: s.textContent.trim(),
+        color: getComputedStyle(s).color,
+        background: background(s),
+      })),
+    };
+  }, idSelector);
+}
+
+/** The table is wholly visible: inside the viewport, not scrolled sideways, and not
+ * overlapped by the filter column. */
+function checkTableVisible(layout, what) {
+  const { table, filter, results, viewport, pageScrollWidth } = layout;
+  check(table, `${what}: the table is shown`);
+  check(table.right <= viewport, `${what}: table's right edge ${table.right} is inside the viewport ${viewport}`);
+  check(pageScrollWidth <= viewport, `${what}: the page does not scroll sideways (${pageScrollWidth} > ${viewport})`);
+  check(results.scrollWidth <= results.clientWidth, `${what}: nothing of the table is hidden in its scroll box (${results.scrollWidth} > ${results.clientWidth})`);
+  const overlaps = filter && filter.left < table.right && table.left < filter.right && filter.top < table.bottom && table.top < filter.bottom;
+  check(!overlaps, `${what}: the filter column overlaps the table: ${JSON.stringify({ table, filter })}`);
+}
+
+async function shot(page, name) {
+  const file = path.join(args.artifacts, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+/** Both live lists at 1280 px: readable, unclipped, and useful before a tenant is chosen. */
+scenarios["admin-lists"] = async function adminLists({ page, baseUrl }) {
+  const user = process.env.ADMIN_USER;
+  const password = process.env.ADMIN_PASSWORD;
+  const target = process.env.TARGET_USER;
+  check(user && password && target, "ADMIN_USER, ADMIN_PASSWORD and TARGET_USER are required");
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.goto(`${baseUrl}/admin/login/?next=/admin/`);
+  await page.fill("#id_username", user);
+  await page.fill("#id_password", password);
+  await page.click("input[type=submit]");
+  await page.waitForURL(/\/admin\/$/);
+
+  await page.goto(`${baseUrl}/admin/live/connections/`);
+  const overview = await page.$$eval("#live-tenants tbody tr", (rows) =>
+    rows.map((r) => ({
+      tenant: r.querySelector("a")?.textContent.trim(),
+      href: r.querySelector("a")?.getAttribute("href"),
+      live: r.querySelector("td.field-live")?.textContent.trim(),
+    })),
+  );
+  const shots = [await shot(page, "admin-connections-no-tenant-1280")];
+
+  await page.goto(`${baseUrl}/admin/live/connections/?tenant=demo`);
+  await page.waitForSelector("#result_list");
+  const connections = await listLayout(page, "th.field-connection_id a");
+  shots.push(await shot(page, "admin-connections-1280"));
+  checkTableVisible(connections, "Live connections");
+
+  await page.goto(`${baseUrl}/admin/live/requests/?tenant=demo&user=${encodeURIComponent(target)}`);
+  await page.waitForSelector("#result_list");
+  const requests = await listLayout(page, "th.field-request_id a");
+  shots.push(await shot(page, "admin-requests-1280"));
+  checkTableVisible(requests, "Requests");
+  for (const id of requests.ids) check(id.lines === 1, `request id ${id.text} wraps over ${id.lines} lines`);
+  const statuses = requests.statuses.map((s) => ({ ...s, contrast: Number(contrast(s.color, s.background).toFixed(2)) }));
+  for (const s of statuses) check(s.contrast >= 4.5, `status ${s.text}: contrast ${s.contrast} of ${s.color} on ${s.background}`);
+  return {
+    overview,
+    connections: { ids: connections.ids, table: connections.table, viewport: connections.viewport },
+    requests: { ids: requests.ids, statuses, table: requests.table },
+    screenshots: shots,
+  };
+};
+
 // --- main -------------------------------------------------------------------------------
 
 async function main() {

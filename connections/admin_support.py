@@ -50,8 +50,10 @@ ADMIN_DISCONNECT_REASON = "Disconnected by an administrator"
 _COUNT_KEY = "streamer:admin:connections:{}"
 _CLOSE_CONCURRENCY = 64
 
-VIEW_PERMS = ("connections.view_tenant", "connections.change_tenant")
+#: Acting on live connections and requests (every action) needs tenant change.
 CHANGE_PERM = "connections.change_tenant"
+#: Seeing them needs tenant view, or change.
+VIEW_PERMS = ("connections.view_tenant", CHANGE_PERM)
 
 
 # --- permissions and the admin log ------------------------------------------------------
@@ -69,9 +71,14 @@ def require_view(request: HttpRequest) -> None:
         raise PermissionDenied
 
 
+def can_change(request: HttpRequest) -> bool:
+    """Whether the user may act on live connections and requests (tenant change)."""
+    return request.user.has_perm(CHANGE_PERM)
+
+
 def require_change(request: HttpRequest) -> None:
     """PermissionDenied (403) unless the user may change tenants (every live action)."""
-    if not request.user.has_perm(CHANGE_PERM):
+    if not can_change(request):
         raise PermissionDenied
 
 

@@ -1,33 +1,28 @@
-"""Live connections in the Django admin.
-
-Connections live in DynamoDB, not in the ORM, so these are plain admin views (wrapped
-by ``AdminSite.admin_view``: staff only, CSRF-protected) with templates that extend the
-admin's own and look like a change list and a change form:
+"""Live connections in the Django admin (pages of :class:`LiveAdminViews`):
 
 * list: one tenant's connections (optionally one user's), newest first, 50 a page with
   a forward cursor ("Next page"), sortable by connected / last seen within the page,
-  and the bulk actions *disconnect* and *send a test frame*;
+  and the bulk actions *disconnect* and *send a test frame*; before a tenant is chosen,
+  the tenants with their live counts;
 * detail: transport, address (channel name or API Gateway endpoint), user agent, IP,
   permissions, subscriptions, and the same two actions.
 
-Seeing them needs the tenant view permission, acting needs tenant change; every action
-is a POST and is written to Django's admin log. ``streaming/admin_site.py`` adds the
-URLs to the admin site.
+Every action is written to Django's admin log.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.admin import AdminSite
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, URLPattern, path, reverse
-from django.views.decorators.http import require_http_methods
+from django.urls import NoReverseMatch, reverse
 
+from connections.admin_live import ListQuery, LiveAdminViews, listed
 from connections.admin_support import (
     ADMIN_DISCONNECT_CODE,
+    MAX_COUNTED_TENANTS,
     MAX_TEST_TEXT,
     PAGE_SIZE,
     connection_counts,
@@ -36,135 +31,83 @@ from connections.admin_support import (
     format_ms,
     log_admin_action,
     query_string,
-    require_change,
-    require_view,
     run,
     send_test_frame,
-    tenant_choices,
 )
+from connections.models import Tenant
 from connections.publishing import PublishError
-from connections.store.base import now_ms
+from connections.store.base import Page
 from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound, StoreError, ValidationError
-from connections.store.subscription import subscription_store
+from connections.store.errors import StoreError, ValidationError
+from connections.store.subscription import Subscription, subscription_store
 
-LIST_TEMPLATE = "admin/connections/live/connection_list.html"
-DETAIL_TEMPLATE = "admin/connections/live/connection_detail.html"
 DEFAULT_TEXT = "Test message from the Streamer admin"
 
 #: ``o`` parameter → (label, attribute) of the sortable columns.
 SORTABLE = {"connected": ("Connected", "connected_at"), "last_seen": ("Last seen", "last_seen")}
 DEFAULT_SORT = "-connected"
 
-ACTIONS = {
-    "disconnect": "Disconnect selected connections",
-    "send": "Send a test frame to selected connections",
-}
-
 
 def _sort_key(value: str) -> str:
     return value if value.lstrip("-") in SORTABLE else DEFAULT_SORT
 
 
-class ConnectionAdminViews:
+class ConnectionAdminViews(LiveAdminViews[ConnectionInfo, str]):
     """The live connection pages of one admin site."""
 
-    def __init__(self, site: AdminSite) -> None:
-        self.site = site
+    url_name = "connections_live"
+    url_path = "live/connections/"
+    title = "Live connections"
+    noun = "connection"
+    app_label = "connections"
+    body_class = "app-connections model-liveconnection"
+    list_template = "admin/connections/live/connection_list.html"
+    detail_template = "admin/connections/live/connection_detail.html"
+    actions = {
+        "disconnect": "Disconnect selected connections",
+        "send": "Send a test frame to selected connections",
+    }
+    detail_title = "Connection {ref}"
+    missing_text = "Connection {ref} is not registered (it may have closed)."
 
-    def get_urls(self) -> list[URLPattern]:
-        """The URL patterns, named ``admin:connections_live_list`` and ``..._detail``."""
+    # --- list -------------------------------------------------------------------------
 
-        def wrap(view: Any) -> Any:
-            return self.site.admin_view(require_http_methods(["GET", "POST"])(view))
+    def list_filters(self, request: HttpRequest) -> dict[str, str]:
+        return {"o": _sort_key(request.GET.get("o", DEFAULT_SORT))}
 
-        return [
-            path("live/connections/", wrap(self.list_view), name="connections_live_list"),
-            path(
-                "live/connections/<path:connection_id>/",
-                wrap(self.detail_view),
-                name="connections_live_detail",
-            ),
-        ]
+    def fetch_page(self, query: ListQuery) -> Page[ConnectionInfo]:
+        if query.user:
+            return connection_store.list_by_user(
+                query.tenant, query.user, limit=PAGE_SIZE, cursor=query.cursor
+            )
+        return connection_store.list_by_tenant(query.tenant, limit=PAGE_SIZE, cursor=query.cursor)
 
-    # --- urls -----------------------------------------------------------------------------
+    def list_rows(
+        self, items: list[ConnectionInfo], query: ListQuery, now: int
+    ) -> list[dict[str, Any]]:
+        sort = query.extra["o"]
+        attribute = SORTABLE[sort.lstrip("-")][1]
+        ordered = sorted(items, key=lambda i: getattr(i, attribute), reverse=sort.startswith("-"))
+        return [self._row(info, now) for info in ordered]
 
-    def list_url(self, **params: Any) -> str:
-        """The list page, with filters."""
-        return reverse("admin:connections_live_list", current_app=self.site.name) + query_string(
-            **params
-        )
-
-    def detail_url(self, connection_id: str) -> str:
-        """A connection's page."""
-        return reverse(
-            "admin:connections_live_detail", args=[connection_id], current_app=self.site.name
-        )
-
-    # --- list -----------------------------------------------------------------------------
-
-    def list_view(self, request: HttpRequest) -> HttpResponse:
-        """One tenant's live connections (see the module docstring)."""
-        require_view(request)
-        if request.method == "POST":
-            require_change(request)
-            self._bulk_action(request)
-            return HttpResponseRedirect(request.get_full_path())
-        tenant = request.GET.get("tenant", "").strip()
-        user = request.GET.get("user", "").strip()
-        cursor = request.GET.get("cursor", "").strip() or None
-        sort = _sort_key(request.GET.get("o", DEFAULT_SORT))
-        now = now_ms()
-        status = 200
-        error = ""
-        rows: list[dict[str, Any]] = []
-        next_url = ""
-        total: int | None = None
-        if tenant:
-            try:
-                if user:
-                    page = connection_store.list_by_user(
-                        tenant, user, limit=PAGE_SIZE, cursor=cursor
-                    )
-                else:
-                    page = connection_store.list_by_tenant(tenant, limit=PAGE_SIZE, cursor=cursor)
-            except ValidationError as exc:
-                status, error = 400, f"Invalid filter: {exc}."
-            except StoreError:
-                status, error = 503, "Storage is unavailable: connections cannot be listed now."
-            else:
-                attribute = SORTABLE[sort.lstrip("-")][1]
-                items = sorted(
-                    page.items, key=lambda i: getattr(i, attribute), reverse=sort.startswith("-")
-                )
-                rows = [self._row(info, now) for info in items]
-                if page.cursor:
-                    next_url = query_string(tenant=tenant, user=user, o=sort, cursor=page.cursor)
-                total = connection_counts([tenant]).get(tenant)
-        context = {
-            **self.site.each_context(request),
-            "title": "Live connections",
-            "subtitle": tenant or None,
-            "tenant": tenant,
-            "user_filter": user,
-            "tenants": tenant_choices(tenant),
-            "rows": rows,
+    def list_context(self, query: ListQuery, error: str) -> dict[str, Any]:
+        total = None
+        if query.tenant and not error:
+            total = connection_counts([query.tenant]).get(query.tenant)
+        return {
             "total": total,
-            "error": error,
-            "next_url": next_url,
-            "first_url": query_string(tenant=tenant, user=user, o=sort) if cursor else "",
-            "headers": self._headers(tenant, user, cursor, sort),
-            "actions": ACTIONS,
-            "can_change": request.user.has_perm("connections.change_tenant"),
+            "headers": self._headers(query),
+            "tenant_overview": [] if query.tenant else self._overview(),
             "max_text": MAX_TEST_TEXT,
             "default_text": DEFAULT_TEXT,
             "page_size": PAGE_SIZE,
         }
-        return TemplateResponse(request, LIST_TEMPLATE, context, status=status)
 
     def _row(self, info: ConnectionInfo, now: int) -> dict[str, Any]:
         return {
             "info": info,
+            "select": info.connection_id,
+            "label": info.connection_id,
             "url": self.detail_url(info.connection_id),
             "user_url": query_string(tenant=info.tenant_id, user=info.user_id),
             "connected": format_ms(info.connected_at),
@@ -175,44 +118,50 @@ class ConnectionAdminViews:
         }
 
     @staticmethod
-    def _headers(tenant: str, user: str, cursor: str | None, sort: str) -> list[dict[str, Any]]:
+    def _headers(query: ListQuery) -> list[dict[str, Any]]:
+        sort = query.extra["o"]
+        descending = sort.startswith("-")
         headers = []
         for key, (label, _) in SORTABLE.items():
             current = sort.lstrip("-") == key
-            descending = sort.startswith("-")
             # Clicking a sorted column flips it; another column starts descending.
             target = (key if descending else f"-{key}") if current else f"-{key}"
             headers.append(
                 {
                     "key": key,
                     "label": label,
-                    "url": query_string(tenant=tenant, user=user, cursor=cursor, o=target),
+                    "url": query.url(o=target, cursor=query.cursor),
                     "sorted": ("descending" if descending else "ascending") if current else "",
                 }
             )
         return headers
 
-    def _bulk_action(self, request: HttpRequest) -> None:
-        action = request.POST.get("action", "")
-        ids = list(dict.fromkeys(i for i in request.POST.getlist("_selected") if i))[:PAGE_SIZE]
-        if action not in ACTIONS:
-            messages.warning(request, "Choose an action.")
-            return
-        if not ids:
-            messages.warning(request, "Select at least one connection.")
-            return
+    @staticmethod
+    def _overview() -> dict[str, Any]:
+        """The tenants with their live counts (one cached index count each), most
+        connections first: where to look before a tenant is chosen."""
+        tenants = list(Tenant.objects.order_by("id")[: MAX_COUNTED_TENANTS + 1])
+        shown = tenants[:MAX_COUNTED_TENANTS]
+        counts = connection_counts(t.id for t in shown)
+        shown.sort(key=lambda t: (counts[t.id] is None, -(counts[t.id] or 0), t.id))
+        rows = [
+            {"tenant": t, "live": counts[t.id], "url": query_string(tenant=t.id)} for t in shown
+        ]
+        return {"rows": rows, "more": len(tenants) > len(shown)}
+
+    def bulk_action(self, request: HttpRequest, action: str, selected: list[str]) -> None:
         if action == "disconnect":
-            done = [cid for cid in ids if self._disconnect(request, cid)]
+            done = [cid for cid in selected if self._disconnect(request, cid)]
             verb = "Disconnected"
         else:
             text = self._text(request)
             if text is None:
                 return
-            done = [cid for cid in ids if self._send(request, cid, text)]
+            done = [cid for cid in selected if self._send(request, cid, text)]
             verb = "Sent a test frame to"
         if done:
-            messages.success(request, f"{verb} {len(done)} of {len(ids)} connection(s).")
-        failed = [cid for cid in ids if cid not in done]
+            messages.success(request, f"{verb} {len(done)} of {len(selected)} connection(s).")
+        failed = [cid for cid in selected if cid not in done]
         if failed:
             messages.warning(
                 request,
@@ -220,98 +169,69 @@ class ConnectionAdminViews:
                 f"{', '.join(failed)}",
             )
 
-    # --- detail ---------------------------------------------------------------------------
+    # --- detail -----------------------------------------------------------------------
 
-    def detail_view(self, request: HttpRequest, connection_id: str) -> HttpResponse:
-        """One connection and its subscriptions (see the module docstring)."""
-        require_view(request)
-        if request.method == "POST":
-            require_change(request)
-            return self._detail_action(request, connection_id)
-        try:
-            info = connection_store.get(connection_id)
-        except (NotFound, ValidationError):
-            messages.warning(
-                request, f"Connection {connection_id} is not registered (it may have closed)."
-            )
-            return HttpResponseRedirect(self.list_url())
-        except StoreError:
-            return self._unavailable(request, connection_id)
-        subscriptions: list[dict[str, Any]] = []
-        subscriptions_error = ""
-        try:
-            subs = subscription_store.list_by_connection(connection_id)
-        except StoreError:
-            subscriptions_error = "Storage is unavailable: subscriptions cannot be listed now."
-        else:
-            subscriptions = [
-                {
-                    "sub": sub,
-                    "url": _request_url(sub.request_key, self.site.name),
-                    "created": format_ms(sub.created_at),
-                }
-                for sub in subs
-            ]
-        now = now_ms()
-        context = {
-            **self.site.each_context(request),
-            "title": f"Connection {connection_id}",
-            "subtitle": None,
-            "info": info,
-            "row": self._row(info, now),
-            "tenant_url": self.list_url(tenant=info.tenant_id),
-            "user_url": self.list_url(tenant=info.tenant_id, user=info.user_id),
+    def parse_ref(self, ref: str) -> str:
+        return ref
+
+    def load(self, ref: str) -> ConnectionInfo:
+        return connection_store.get(ref)
+
+    def detail_context(self, record: ConnectionInfo, now: int) -> dict[str, Any]:
+        def row(sub: Subscription) -> dict[str, Any]:
+            url = _request_url(sub.request_key, self.site.name)
+            return {"sub": sub, "url": url, "created": format_ms(sub.created_at)}
+
+        subscriptions, subscriptions_error = listed(
+            lambda: subscription_store.list_by_connection(record.connection_id),
+            row,
+            "subscriptions",
+        )
+        return {
+            "info": record,
+            "object_id": record.connection_id,
+            "row": self._row(record, now),
+            "tenant_url": self.list_url(tenant=record.tenant_id),
+            "user_url": self.list_url(tenant=record.tenant_id, user=record.user_id),
             "subscriptions": subscriptions,
             "subscriptions_error": subscriptions_error,
-            "can_change": request.user.has_perm("connections.change_tenant"),
             "max_text": MAX_TEST_TEXT,
             "default_text": DEFAULT_TEXT,
         }
-        return TemplateResponse(request, DETAIL_TEMPLATE, context)
 
-    def _unavailable(self, request: HttpRequest, connection_id: str) -> HttpResponse:
-        context = {
-            **self.site.each_context(request),
-            "title": f"Connection {connection_id}",
-            "subtitle": None,
-            "info": None,
-            "error": "Storage is unavailable: the connection cannot be read now.",
-        }
-        return TemplateResponse(request, DETAIL_TEMPLATE, context, status=503)
-
-    def _detail_action(self, request: HttpRequest, connection_id: str) -> HttpResponse:
+    def detail_action(self, request: HttpRequest, ref: str) -> HttpResponse:
         action = request.POST.get("action", "")
-        tenant = request.POST.get("tenant", "").strip()
         if action == "disconnect":
-            if self._disconnect(request, connection_id):
+            if self._disconnect(request, ref):
                 messages.success(
                     request,
-                    f"Connection {connection_id}: close {ADMIN_DISCONNECT_CODE} sent. "
+                    f"Connection {ref}: close {ADMIN_DISCONNECT_CODE} sent. "
                     "Its record goes away when the socket has closed.",
                 )
             else:
                 messages.warning(
                     request,
-                    f"Connection {connection_id} was not disconnected: it is not registered "
+                    f"Connection {ref} was not disconnected: it is not registered "
                     "any more, or its transport failed.",
                 )
+            tenant = request.POST.get("tenant", "").strip()
             return HttpResponseRedirect(self.list_url(tenant=tenant))
         if action == "send":
             text = self._text(request)
             if text is not None:
-                if self._send(request, connection_id, text):
-                    messages.success(request, f"Test frame sent to connection {connection_id}.")
+                if self._send(request, ref, text):
+                    messages.success(request, f"Test frame sent to connection {ref}.")
                 else:
                     messages.warning(
                         request,
-                        f"The test frame did not reach connection {connection_id}: it is not "
+                        f"The test frame did not reach connection {ref}: it is not "
                         "registered any more, or its transport failed.",
                     )
-            return HttpResponseRedirect(self.detail_url(connection_id))
+            return HttpResponseRedirect(self.detail_url(ref))
         messages.error(request, "Unknown action.")
-        return HttpResponseRedirect(self.detail_url(connection_id))
+        return HttpResponseRedirect(self.detail_url(ref))
 
-    # --- actions --------------------------------------------------------------------------
+    # --- actions ----------------------------------------------------------------------
 
     @staticmethod
     def _text(request: HttpRequest) -> str | None:
@@ -323,33 +243,31 @@ class ConnectionAdminViews:
 
     @staticmethod
     def _disconnect(request: HttpRequest, connection_id: str) -> bool:
-        try:
-            done = run(disconnect_connection(connection_id))
-        except (StoreError, ValidationError):
-            done = False
-        if done:
-            log_admin_action(
-                request,
-                object_id=connection_id,
-                object_repr=f"Connection {connection_id}",
-                message=f"Disconnected (close code {ADMIN_DISCONNECT_CODE})",
-            )
-        return done
+        message = f"Disconnected (close code {ADMIN_DISCONNECT_CODE})"
+        return _logged(request, connection_id, disconnect_connection(connection_id), message)
 
     @staticmethod
     def _send(request: HttpRequest, connection_id: str, text: str) -> bool:
-        try:
-            done = run(send_test_frame(connection_id, text))
-        except (StoreError, ValidationError, PublishError):
-            done = False
-        if done:
-            log_admin_action(
-                request,
-                object_id=connection_id,
-                object_repr=f"Connection {connection_id}",
-                message=f"Sent a test frame: {text[:100]}",
-            )
-        return done
+        message = f"Sent a test frame: {text[:100]}"
+        return _logged(request, connection_id, send_test_frame(connection_id, text), message)
+
+
+def _logged(
+    request: HttpRequest, connection_id: str, operation: Awaitable[bool], message: str
+) -> bool:
+    """Run an action on one connection; when it reached the socket, log ``message``."""
+    try:
+        done = run(operation)
+    except (StoreError, ValidationError, PublishError):
+        done = False
+    if done:
+        log_admin_action(
+            request,
+            object_id=connection_id,
+            object_repr=f"Connection {connection_id}",
+            message=message,
+        )
+    return done
 
 
 def _request_url(request_key: str, site_name: str) -> str:

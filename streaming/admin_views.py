@@ -1,7 +1,7 @@
 """Requests in the Django admin.
 
-Requests live in DynamoDB, so, like the live connection pages, these are plain admin
-views (staff only, CSRF-protected, templates extending the admin's own):
+Requests live in DynamoDB, so, like the live connection pages, these are pages of
+:class:`connections.admin_live.LiveAdminViews`:
 
 * list: one tenant's requests, or one user's, optionally of one status, newest first,
   50 a page with a forward cursor, and the bulk actions *cancel* and *retry*;
@@ -23,12 +23,10 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.admin import AdminSite
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
-from django.views.decorators.http import require_http_methods
+from django.urls import reverse
 
+from connections.admin_live import ListQuery, LiveAdminViews, listed
 from connections.admin_support import (
     PAGE_SIZE,
     format_age,
@@ -36,12 +34,9 @@ from connections.admin_support import (
     format_ms,
     log_admin_action,
     query_string,
-    require_change,
-    require_view,
     run,
-    tenant_choices,
 )
-from connections.store.base import now_ms
+from connections.store.base import Page
 from connections.store.errors import (
     InvalidTransition,
     NotFound,
@@ -114,135 +109,77 @@ def timings(record: RequestRecord, now: int) -> dict[str, str]:
     }
 
 
-class RequestAdminViews:
-    """The request pages of one admin site."""
+class RequestAdminViews(LiveAdminViews[RequestRecord, RequestKey]):
+    """The request pages of one admin site (the detail URL carries
+    ``RequestKey.as_string()``)."""
 
-    def __init__(self, site: AdminSite) -> None:
-        self.site = site
-
-    def get_urls(self) -> list[URLPattern]:
-        """URL patterns named ``admin:streaming_request_list`` and ``..._detail`` (the
-        detail URL carries ``RequestKey.as_string()``)."""
-
-        def wrap(view: Any) -> Any:
-            return self.site.admin_view(require_http_methods(["GET", "POST"])(view))
-
-        return [
-            path("live/requests/", wrap(self.list_view), name="streaming_request_list"),
-            path(
-                "live/requests/<path:key>/", wrap(self.detail_view), name="streaming_request_detail"
-            ),
-        ]
-
-    def list_url(self, **params: Any) -> str:
-        """The list page, with filters."""
-        base = reverse("admin:streaming_request_list", current_app=self.site.name)
-        return base + query_string(**params)
-
-    def detail_url(self, key: RequestKey) -> str:
-        """A request's page."""
-        return reverse(
-            "admin:streaming_request_detail", args=[key.as_string()], current_app=self.site.name
-        )
+    url_name = "streaming_request"
+    url_path = "live/requests/"
+    title = "Requests"
+    noun = "request"
+    body_class = "app-streaming model-request"
+    list_template = LIST_TEMPLATE
+    detail_template = DETAIL_TEMPLATE
+    actions = ACTIONS
+    detail_title = "Request {ref.request_id}"
+    missing_text = "Request {ref} does not exist (records expire 7 days after they end)."
 
     # --- list -----------------------------------------------------------------------------
 
-    def list_view(self, request: HttpRequest) -> HttpResponse:
-        """A tenant's (or a user's) requests, newest first (see the module docstring)."""
-        require_view(request)
-        if request.method == "POST":
-            require_change(request)
-            self._bulk_action(request)
-            return HttpResponseRedirect(request.get_full_path())
-        tenant = request.GET.get("tenant", "").strip()
-        user = request.GET.get("user", "").strip()
-        status = request.GET.get("status", "").strip().upper()
-        cursor = request.GET.get("cursor", "").strip() or None
-        now = now_ms()
-        code = 200
-        error = ""
-        rows: list[dict[str, Any]] = []
-        next_url = ""
-        if tenant:
-            try:
-                if user:
-                    page = request_store.list_by_user(
-                        tenant, user, status=status or None, limit=PAGE_SIZE, cursor=cursor
-                    )
-                else:
-                    page = request_store.list_by_tenant(
-                        tenant, status=status or None, limit=PAGE_SIZE, cursor=cursor
-                    )
-            except ValidationError as exc:
-                code, error = 400, f"Invalid filter: {exc}."
-            except StorageUnavailable:
-                code, error = 503, "Storage is unavailable: requests cannot be listed now."
-            except StoreError:
-                # DynamoDB rejected the query: typically a requests table made before the
-                # by_tenant index existed (docs/admin.md, "Upgrading").
-                code, error = (
-                    500,
-                    (
-                        "Storage rejected the query: does the requests table have its by_tenant "
-                        "index? See docs/admin.md."
-                    ),
-                )
-            else:
-                rows = [self._row(record, now) for record in page.items]
-                if page.cursor:
-                    next_url = query_string(
-                        tenant=tenant, user=user, status=status, cursor=page.cursor
-                    )
-        context = {
-            **self.site.each_context(request),
-            "title": "Requests",
-            "subtitle": tenant or None,
-            "tenant": tenant,
-            "user_filter": user,
+    def list_filters(self, request: HttpRequest) -> dict[str, str]:
+        return {"status": request.GET.get("status", "").strip().upper()}
+
+    def fetch_page(self, query: ListQuery) -> Page[RequestRecord]:
+        status = query.extra["status"] or None
+        if query.user:
+            return request_store.list_by_user(
+                query.tenant, query.user, status=status, limit=PAGE_SIZE, cursor=query.cursor
+            )
+        return request_store.list_by_tenant(
+            query.tenant, status=status, limit=PAGE_SIZE, cursor=query.cursor
+        )
+
+    def list_error(self, exc: StoreError) -> tuple[int, str]:
+        if isinstance(exc, StorageUnavailable):
+            return super().list_error(exc)
+        # DynamoDB rejected the query: typically a requests table made before the
+        # by_tenant index existed (docs/admin.md, "Upgrading").
+        return 500, (
+            "Storage rejected the query: does the requests table have its by_tenant "
+            "index? See docs/admin.md."
+        )
+
+    def list_rows(
+        self, items: list[RequestRecord], query: ListQuery, now: int
+    ) -> list[dict[str, Any]]:
+        return [self._row(record, now) for record in items]
+
+    def list_context(self, query: ListQuery, error: str) -> dict[str, Any]:
+        status = query.extra["status"]
+        return {
             "status": status,
             "statuses": [s.value for s in RequestStatus],
-            "status_links": [
-                {"label": "All", "url": query_string(tenant=tenant, user=user), "on": not status}
-            ]
+            "status_links": [{"label": "All", "url": query.url(status=""), "on": not status}]
             + [
-                {
-                    "label": s.value,
-                    "url": query_string(tenant=tenant, user=user, status=s.value),
-                    "on": status == s.value,
-                }
+                {"label": s.value, "url": query.url(status=s.value), "on": status == s.value}
                 for s in RequestStatus
             ],
-            "tenants": tenant_choices(tenant),
-            "rows": rows,
-            "error": error,
-            "next_url": next_url,
-            "first_url": query_string(tenant=tenant, user=user, status=status) if cursor else "",
-            "actions": ACTIONS,
-            "can_change": request.user.has_perm("connections.change_tenant"),
         }
-        return TemplateResponse(request, LIST_TEMPLATE, context, status=code)
 
     def _row(self, record: RequestRecord, now: int) -> dict[str, Any]:
-        times = timings(record, now)
         return {
             "record": record,
             "key": record.key.as_string(),
-            "url": self.detail_url(record.key),
+            "select": record.key.as_string(),
+            "label": record.request_id,
+            "url": self.detail_url(record.key.as_string()),
             "user_url": query_string(tenant=record.tenant_id, user=record.user_id),
             "percentage": f"{record.percentage:g}",
-            **times,
+            **timings(record, now),
         }
 
-    def _bulk_action(self, request: HttpRequest) -> None:
-        action = request.POST.get("action", "")
-        selected = list(dict.fromkeys(k for k in request.POST.getlist("_selected") if k))
-        if action not in ACTIONS:
-            messages.warning(request, "Choose an action.")
-            return
-        if not selected:
-            messages.warning(request, "Select at least one request.")
-            return
-        for value in selected[:PAGE_SIZE]:
+    def bulk_action(self, request: HttpRequest, action: str, selected: list[str]) -> None:
+        for value in selected:
             try:
                 key = RequestKey.from_string(value)
             except ValidationError:
@@ -252,56 +189,25 @@ class RequestAdminViews:
 
     # --- detail ---------------------------------------------------------------------------
 
-    def detail_view(self, request: HttpRequest, key: str) -> HttpResponse:
-        """One request (see the module docstring)."""
-        require_view(request)
-        try:
-            parsed = RequestKey.from_string(key)
-        except ValidationError:
-            messages.warning(request, "That is not a request key.")
-            return HttpResponseRedirect(self.list_url())
-        if request.method == "POST":
-            require_change(request)
-            action = request.POST.get("action", "")
-            if action in ACTIONS:
-                self._act(request, action, parsed)
-            else:
-                messages.error(request, "Unknown action.")
-            return HttpResponseRedirect(self.detail_url(parsed))
-        try:
-            record = request_store.get(parsed)
-        except (NotFound, ValidationError):
-            messages.warning(
-                request, f"Request {key} does not exist (records expire 7 days after they end)."
-            )
-            return HttpResponseRedirect(self.list_url(tenant=parsed.tenant_id))
-        except StoreError:
-            context = {
-                **self.site.each_context(request),
-                "title": f"Request {parsed.request_id}",
-                "subtitle": None,
-                "record": None,
-                "error": "Storage is unavailable: the request cannot be read now.",
-            }
-            return TemplateResponse(request, DETAIL_TEMPLATE, context, status=503)
-        subscribers: list[dict[str, Any]] = []
-        subscribers_error = ""
-        try:
-            subs = subscription_store.list_by_request(parsed.as_string())
-        except StoreError:
-            subscribers_error = "Storage is unavailable: subscribers cannot be listed now."
-        else:
-            subscribers = [
-                {"sub": sub, "url": _connection_url(sub.connection_id, self.site.name)}
-                for sub in subs
-            ]
-        now = now_ms()
-        context = {
-            **self.site.each_context(request),
-            "title": f"Request {record.request_id}",
-            "subtitle": None,
+    def parse_ref(self, ref: str) -> RequestKey:
+        return RequestKey.from_string(ref)
+
+    def tenant_of(self, ref: RequestKey) -> str:
+        return ref.tenant_id
+
+    def load(self, ref: RequestKey) -> RequestRecord:
+        return request_store.get(ref)
+
+    def detail_context(self, record: RequestRecord, now: int) -> dict[str, Any]:
+        subscribers, subscribers_error = listed(
+            lambda: subscription_store.list_by_request(record.key.as_string()),
+            lambda sub: {"sub": sub, "url": _connection_url(sub.connection_id, self.site.name)},
+            "subscribers",
+        )
+        return {
             "record": record,
-            "key": parsed.as_string(),
+            "object_id": record.request_id,
+            "key": record.key.as_string(),
             "times": timings(record, now),
             "payload": _json(record.payload),
             "metadata": _json(record.metadata),
@@ -316,11 +222,17 @@ class RequestAdminViews:
             else "",
             "subscribers": subscribers,
             "subscribers_error": subscribers_error,
-            "can_change": request.user.has_perm("connections.change_tenant"),
             "can_cancel": record.status not in FINAL,
             "can_retry": record.status in RETRYABLE,
         }
-        return TemplateResponse(request, DETAIL_TEMPLATE, context)
+
+    def detail_action(self, request: HttpRequest, ref: RequestKey) -> HttpResponse:
+        action = request.POST.get("action", "")
+        if action in ACTIONS:
+            self._act(request, action, ref)
+        else:
+            messages.error(request, "Unknown action.")
+        return HttpResponseRedirect(self.detail_url(ref.as_string()))
 
     # --- actions --------------------------------------------------------------------------
 

@@ -25,7 +25,12 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
 def run_scenario(
-    name: str, stack: LiveStack, driver: Path, chromium: str, timeout_s: int = 120
+    name: str,
+    stack: LiveStack,
+    driver: Path,
+    chromium: str,
+    timeout_s: int = 120,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     args = [
         shutil.which("node") or "node",
@@ -44,7 +49,13 @@ def run_scenario(
     if os.environ.get("STREAMER_BROWSER_STATES") == "1":
         args.append("--states")
     done = subprocess.run(
-        args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s, check=False
+        args,
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     outcome: dict[str, Any] = json.loads(lines[-1]) if lines else {"ok": False}

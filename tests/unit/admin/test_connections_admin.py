@@ -361,3 +361,62 @@ def test_disconnect_is_refused_without_change_permission(
 def test_request_links_need_a_valid_key() -> None:
     assert _request_url("", "admin") == ""
     assert _request_url("acme#alice#r1", "admin") == "/admin/live/requests/acme%23alice%23r1/"
+
+
+# --- before a tenant is chosen ----------------------------------------------------------------
+
+
+def overview(response) -> list[tuple[str, int | None, str]]:  # type: ignore[no-untyped-def]
+    return [
+        (row["tenant"].id, row["live"], row["url"])
+        for row in response.context["tenant_overview"]["rows"]
+    ]
+
+
+def test_without_a_tenant_the_list_shows_each_tenants_live_count(
+    staff: Client, three: dict[str, ConnectionInfo]
+) -> None:
+    Tenant.objects.create(id="globex", name="Globex", active=False)
+    Tenant.objects.create(id="initech")
+    response = staff.get(LIST)
+    assert overview(response) == [
+        ("acme", 3, "?tenant=acme"),
+        ("globex", 1, "?tenant=globex"),
+        ("initech", 0, "?tenant=initech"),
+    ]
+    assert response.context["tenant_overview"]["more"] is False
+    body = response.content.decode()
+    assert "Live connections per tenant" in body
+    assert '<a href="?tenant=globex">globex</a>' in body and "disabled" in body
+    assert '<td class="num field-live">3</td>' in body
+
+
+def test_the_overview_shows_unknown_counts_last_and_says_when_tenants_are_left_out(
+    staff: Client,
+    three: dict[str, ConnectionInfo],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    Tenant.objects.create(id="globex")
+    Tenant.objects.create(id="zeta")
+    monkeypatch.setattr("connections.admin_views.MAX_COUNTED_TENANTS", 2)
+    real = connection_store.count_by_tenant
+
+    def flaky(tenant_id: str) -> int:
+        if tenant_id == "acme":
+            raise StorageUnavailable("x")
+        return real(tenant_id)
+
+    monkeypatch.setattr(connection_store, "count_by_tenant", flaky)
+    response = staff.get(LIST)
+    assert overview(response) == [("globex", 1, "?tenant=globex"), ("acme", None, "?tenant=acme")]
+    assert response.context["tenant_overview"]["more"] is True
+    body = response.content.decode()
+    assert '<td class="num field-live">?</td>' in body and "More tenants exist" in body
+
+
+def test_with_a_tenant_there_is_no_overview(
+    staff: Client, three: dict[str, ConnectionInfo]
+) -> None:
+    response = staff.get(LIST, {"tenant": "acme"})
+    assert response.context["tenant_overview"] == []
+    assert "Live connections per tenant" not in response.content.decode()
