@@ -43,6 +43,7 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 
 COPY manage.py ./
 COPY protocol ./protocol
+COPY storage ./storage
 COPY connections ./connections
 COPY streaming ./streaming
 

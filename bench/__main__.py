@@ -29,7 +29,7 @@ import orjson
 
 from bench import fairness
 from bench.stack import ROOT, Stack, connect, local_stack, token
-from connections.store.localserver import free_port
+from storage.localserver import free_port
 
 
 def pct(values: list[float], q: float) -> float:

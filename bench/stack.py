@@ -19,7 +19,7 @@ from typing import Any
 import jwt
 import websockets
 
-from connections.store.localserver import free_port, start_dynalite, wait_until_up
+from storage.localserver import free_port, start_dynalite, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-0123456789abcdef0123456789"

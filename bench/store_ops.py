@@ -22,11 +22,11 @@ import django
 
 django.setup()
 
-from connections.store import base, localserver, tables  # noqa: E402
-from connections.store.connection import ConnectionInfo, connection_store  # noqa: E402
-from connections.store.subscription import subscription_store  # noqa: E402
-from streaming.requests.model import RequestKey  # noqa: E402
-from streaming.requests.store import request_store  # noqa: E402
+from storage import base, localserver, tables  # noqa: E402
+from storage.connection import ConnectionInfo, connection_store  # noqa: E402
+from storage.requests.model import RequestKey  # noqa: E402
+from storage.requests.store import request_store  # noqa: E402
+from storage.subscription import subscription_store  # noqa: E402
 
 
 def total_calls() -> float:

@@ -34,8 +34,8 @@ from connections.admin_support import (
     require_view,
     tenant_choices,
 )
-from connections.store.base import Page, now_ms
-from connections.store.errors import NotFound, StoreError, ValidationError
+from storage.base import Page, now_ms
+from storage.errors import NotFound, StoreError, ValidationError
 
 RecordT = TypeVar("RecordT")
 RefT = TypeVar("RefT")

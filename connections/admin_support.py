@@ -26,8 +26,8 @@ from django.http import HttpRequest
 from connections.manager import manager
 from connections.models import Tenant
 from connections.publishing import build_frame
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import StoreError
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import StoreError
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from connections.admin_support import (
 )
 from connections.models import Tenant
 from connections.publishing import PublishError
-from connections.store.base import Page
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import StoreError, ValidationError
-from connections.store.subscription import Subscription, subscription_store
+from storage.base import Page
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import StoreError, ValidationError
+from storage.subscription import Subscription, subscription_store
 
 DEFAULT_TEXT = "Test message from the Streamer admin"
 

@@ -14,9 +14,9 @@ import asyncio
 import logging
 
 from connections.manager import manager
-from connections.store.base import now_ms
-from connections.store.connection import connection_store
 from connections.transports import ConnectionGone, TransportError, get_transport
+from storage.base import now_ms
+from storage.connection import connection_store
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from django.conf import settings
 from prometheus_client import Counter
 
 from connections.labels import BoundedLabels
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound, StoreError
-from connections.store.subscription import subscription_store
 from connections.transports import ConnectionGone, TransportError, get_transport
 from protocol import codec
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import NotFound, StoreError
+from storage.subscription import subscription_store
 
 log = logging.getLogger(__name__)
 

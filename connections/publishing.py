@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from connections.manager import SendReport, manager
-from connections.store.connection import connection_store
-from connections.store.errors import NotFound
 from protocol import codec
 from protocol.frames import now_ms
+from storage.connection import connection_store
+from storage.errors import NotFound
 
 # Types that belong to the request lifecycle: publishers cannot forge them.
 RESERVED_TYPES = frozenset({"response", "acknowledgment", "progress", "complete", "error", "pong"})

@@ -36,19 +36,19 @@ from connections.admin_support import (
     query_string,
     run,
 )
-from connections.store.base import Page
-from connections.store.errors import (
+from storage.base import Page
+from storage.errors import (
     InvalidTransition,
     NotFound,
     StorageUnavailable,
     StoreError,
     ValidationError,
 )
-from connections.store.subscription import subscription_store
+from storage.requests.model import FINAL, RequestKey, RequestRecord, RequestStatus
+from storage.requests.store import request_store
+from storage.subscription import subscription_store
 from streaming.actions.builtin import cancel_request
 from streaming.queue import wake_worker
-from streaming.requests.model import FINAL, RequestKey, RequestRecord, RequestStatus
-from streaming.requests.store import request_store
 
 LIST_TEMPLATE = "admin/streaming/request_list.html"
 DETAIL_TEMPLATE = "admin/streaming/request_detail.html"

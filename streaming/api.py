@@ -19,8 +19,8 @@ from django.views.decorators.http import require_POST
 
 from connections.models import ApiKey
 from connections.publishing import Audience, PublishError, build_frame, publish
-from connections.store.errors import StorageUnavailable
 from protocol import codec
+from storage.errors import StorageUnavailable
 from streaming.apigw import handle_websocket_event
 from streaming.bearer import PREFIX, same_secret
 from streaming.body_guard import TOO_LARGE, Gate, Refusal

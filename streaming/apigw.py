@@ -21,14 +21,15 @@ from django.conf import settings
 
 from connections.expiry import close_one
 from connections.manager import Target, manager
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound, StorageUnavailable
 from connections.transports.apigw import SEPARATOR
 from connections.transports.apigw_endpoint import (
     EndpointPolicy,
     EndpointRefused,
     check_connection_id,
 )
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import NotFound, StorageUnavailable
+from storage.requests.model import RequestKey, RequestStatus
 from streaming.auth import (
     TOKEN_EXPIRED,
     AuthFailure,
@@ -37,7 +38,6 @@ from streaming.auth import (
     verify_token,
 )
 from streaming.consumer import get_pipeline
-from streaming.requests.model import RequestKey, RequestStatus
 from streaming.session import Session, active_policy, open_session
 from streaming.worker import Worker
 

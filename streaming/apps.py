@@ -6,16 +6,16 @@ class StreamingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from connections.store import base
+        from storage import (
+            base,
+            heartbeat,  # noqa: F401  (registers the workers table)
+        )
+        from storage.requests import model  # noqa: F401  (registers the requests table)
         from streaming import jwt_config  # noqa: F401  (registers its system check)
         from streaming.actions import (  # noqa: F401  (register built-in actions)
             auth,
             builtin,
             report,
-        )
-        from streaming.requests import (
-            heartbeat,  # noqa: F401  (registers the workers table)
-            model,  # noqa: F401  (registers the requests table)
         )
 
         base.configure(base.current_config())

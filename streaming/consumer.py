@@ -17,9 +17,9 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from connections.store.connection import connection_store
-from connections.store.errors import StoreError
 from protocol import codec
+from storage.connection import connection_store
+from storage.errors import StoreError
 from streaming.auth import (
     TOKEN_EXPIRED,
     UNAUTHORIZED,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from django.db import DatabaseError
 
 from connections.tenants import TenantPolicy, get_tenant_policy
-from streaming.requests.model import RequestRecord
+from storage.requests.model import RequestRecord
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from connections.labels import BoundedLabels
 from protocol.errors import ErrorCode
+from storage.requests.model import RequestStatus
 from streaming.actions.registry import registry
-from streaming.requests.model import RequestStatus
 
 # Frame types of PROTOCOL.md plus "message", the default type of published frames.
 CLIENT_FRAME_TYPES = frozenset({"request", "ping", "invalid"})

@@ -12,16 +12,16 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from connections.store.errors import AlreadyExists, StorageUnavailable
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.parsing import ClientRequest, Ping, parse_frame
+from storage.errors import AlreadyExists, StorageUnavailable
+from storage.requests.quota import QuotaExceeded, QuotaLimits
+from storage.requests.store import RequestStore, request_store
 from streaming.actions.registry import ActionRegistry, ActionSpec, registry
 from streaming.metrics import ERRORS, FRAMES_IN
 from streaming.queue import wake_worker
 from streaming.ratelimit import utf8_size
-from streaming.requests.quota import QuotaExceeded, QuotaLimits
-from streaming.requests.store import RequestStore, request_store
 from streaming.session import Session
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class Pipeline:
         """Store the request durably (one conditional write), wake a worker, acknowledge.
 
         It first takes a hold in its user's and tenant's quota of active requests
-        (``streaming/requests/quota.py``); a full quota is QUOTA_EXCEEDED, nothing stored.
+        (``storage/requests/quota.py``); a full quota is QUOTA_EXCEEDED, nothing stored.
         """
         identity = session.identity
         policy = session.policy

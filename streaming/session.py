@@ -15,10 +15,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from connections.manager import Target
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import StorageUnavailable
-from connections.store.subscription import subscription_store
 from connections.tenants import TenantPolicy, get_tenant_policy
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import StorageUnavailable
+from storage.subscription import subscription_store
 from streaming.auth import (
     FORBIDDEN_TENANT,
     STORAGE_DOWN,

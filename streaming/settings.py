@@ -190,7 +190,7 @@ else:
 DYNAMODB_ENDPOINT_URL = os.environ.get("DYNAMODB_ENDPOINT_URL", "http://127.0.0.1:8001") or None
 DYNAMODB_REGION = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 STREAMER_TABLE_PREFIX = os.environ.get("STREAMER_TABLE_PREFIX", "streamer")
-# Shards of the "due" index (see streaming/requests/model.py): spreads pending requests
+# Shards of the "due" index (see storage/requests/model.py): spreads pending requests
 # over several partitions so workers never hammer one hot key.
 STREAMER_QUEUE_SHARDS = env_int("STREAMER_QUEUE_SHARDS", 4)
 
@@ -228,7 +228,7 @@ STREAMER_MAX_INBOUND_BYTES = env_int("STREAMER_MAX_INBOUND_BYTES", 4 * 1024 * 10
 # Tokens whose exp lies further than this after iat (or now) are refused.
 STREAMER_MAX_TOKEN_LIFETIME_S = env_int("STREAMER_MAX_TOKEN_LIFETIME_S", 24 * 3600)
 
-# Threads of the pool that runs storage calls of the real-time path (connections/store/pool.py).
+# Threads of the pool that runs storage calls of the real-time path (connections/storage_pool.py).
 STREAMER_STORAGE_THREADS = env_int("STREAMER_STORAGE_THREADS", 16)
 
 # --- Worker -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ Every figure comes from an index, never a table scan on a hot table:
 * oldest waiting request: among those, the PENDING/RETRYING one that has been due the
   longest (its age is how long it has waited for a worker);
 * workers: the heartbeat table (a scan of a tiny table, see
-  ``streaming/requests/heartbeat.py``).
+  ``storage/heartbeat.py``).
 
 A part that fails (storage down) is reported in ``errors``; the other parts still show.
 """
@@ -27,12 +27,12 @@ from django.core.cache import cache
 
 from connections.admin_support import MAX_COUNTED_TENANTS, connection_counts
 from connections.models import Tenant
-from connections.store.base import now_ms
-from connections.store.errors import StoreError
-from streaming.requests import heartbeat
-from streaming.requests.heartbeat import Heartbeat
-from streaming.requests.model import RequestStatus
-from streaming.requests.store import request_store
+from storage import heartbeat
+from storage.base import now_ms
+from storage.errors import StoreError
+from storage.heartbeat import Heartbeat
+from storage.requests.model import RequestStatus
+from storage.requests.store import request_store
 
 log = logging.getLogger(__name__)
 

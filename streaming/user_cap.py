@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from connections.store.connection import connection_store
-from connections.store.errors import StorageUnavailable
+from storage.connection import connection_store
+from storage.errors import StorageUnavailable
 from streaming.auth import TOO_MANY_CONNECTIONS, AuthFailure, Identity
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from connections.store.connection import connection_store
-from connections.store.errors import NotFound, StoreError
-from connections.store.pool import run_storage
+from connections.storage_pool import run_storage
+from storage.connection import connection_store
+from storage.errors import NotFound, StoreError
 from streaming.auth import issue_token
 from streaming.bearer import bearer_token, same_secret
 

@@ -25,11 +25,15 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from connections.store.base import now_ms, warm_up
-from connections.store.errors import InvalidTransition, StorageUnavailable, StoreError
 from connections.tenants import get_tenant_policy
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError
+from storage import heartbeat
+from storage.base import now_ms, warm_up
+from storage.errors import InvalidTransition, StorageUnavailable, StoreError
+from storage.heartbeat import HEARTBEAT_INTERVAL_S
+from storage.requests.model import RequestKey, RequestRecord
+from storage.requests.store import RequestStore, request_store
 from streaming.actions.builtin import origin_of, send_terminal
 from streaming.actions.registry import ActionRegistry, ActionSpec, FinalError, registry
 from streaming.fairness import PolicyLookup, interleave_by_tenant, lookup_shares
@@ -37,10 +41,6 @@ from streaming.jobs import JobCancelled, JobContext
 from streaming.metrics import QUEUE_WAIT_SECONDS, REQUEST_SECONDS, WORKER_JOBS
 from streaming.progress import ProgressReporter
 from streaming.queue import WAKE_CHANNEL, WORKERS_GROUP
-from streaming.requests import heartbeat
-from streaming.requests.heartbeat import HEARTBEAT_INTERVAL_S
-from streaming.requests.model import RequestKey, RequestRecord
-from streaming.requests.store import RequestStore, request_store
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class Worker:
                 self._handler_threads = None
         log.info("worker %s stopped", self.worker_id)
 
-    # -- heartbeat (streaming/requests/heartbeat.py: the admin shows who is alive) ------
+    # -- heartbeat (storage/heartbeat.py: the admin shows who is alive) ------
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
 
     async def _heartbeat_loop(self) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from moto import mock_aws
 
-from connections.store import base, localserver, tables
+from storage import base, localserver, tables
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 _prefix_counter = itertools.count()

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connections.store.connection import connection_store
-from connections.store.errors import NotFound
 from protocol.errors import ErrorCode, ProtocolError
+from storage.connection import connection_store
+from storage.errors import NotFound
 from streaming.actions.registry import action
 from streaming.auth import MAX_TOKEN_BYTES, TOKEN_EXPIRED, AuthFailure, verify_token
 from streaming.pipeline import ActionContext

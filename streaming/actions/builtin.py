@@ -7,17 +7,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from connections.manager import Target, manager
-from connections.store.errors import InvalidTransition, NotFound
-from connections.store.errors import ValidationError as StoreValidationError
-from connections.store.pool import run_storage
-from connections.store.subscription import subscription_store
+from connections.storage_pool import run_storage
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError, validation_error
+from storage.errors import InvalidTransition, NotFound
+from storage.errors import ValidationError as StoreValidationError
+from storage.requests.model import FINAL, RequestKey, RequestRecord, RequestStatus
+from storage.requests.store import request_store
+from storage.subscription import subscription_store
 from streaming.actions.registry import action
 from streaming.pipeline import ActionContext
 from streaming.queue import notify_cancelled
-from streaming.requests.model import FINAL, RequestKey, RequestRecord, RequestStatus
-from streaming.requests.store import request_store
 
 REQUEST_ID = Field(min_length=1, max_length=128)
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connections.store.connection import connection_store
+from storage.connection import connection_store
+from storage.requests.model import RequestRecord
+from storage.requests.store import request_store
 from streaming.actions.registry import action
 from streaming.jobs import JobContext
-from streaming.requests.model import RequestRecord
-from streaming.requests.store import request_store
 
 
 class ReportPayload(BaseModel):

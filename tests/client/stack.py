@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connections.store import localserver
+from storage import localserver
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANAGE = REPO_ROOT / "manage.py"

@@ -44,7 +44,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from connections.store import base, localserver
+from storage import base, localserver
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANAGE = str(REPO_ROOT / "manage.py")
@@ -510,8 +510,8 @@ class Stack:
         self, request_ids: list[str], user: str = "alice", tenant: str = "demo"
     ) -> list[Any]:
         """Stored RequestRecords, read straight from DynamoDB (consistent reads)."""
-        from streaming.requests.model import RequestKey
-        from streaming.requests.store import request_store
+        from storage.requests.model import RequestKey
+        from storage.requests.store import request_store
 
         self.configure_store()
         keys = [RequestKey(tenant, self.user(user), r) for r in request_ids]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from connections.store.localserver import free_port
+from storage.localserver import free_port
 from tests.e2e.conftest import _LIVE, REPO_ROOT, START_TIMEOUT_S, Proc, http_get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 import streaming.session as session_module
-from connections.store.connection import connection_store
-from connections.store.errors import StorageUnavailable
 from connections.tenants import TenantPolicy
+from storage.connection import connection_store
+from storage.errors import StorageUnavailable
 from streaming.auth import STORAGE_DOWN, TOO_MANY_CONNECTIONS, AuthFailure, Identity
 from streaming.session import Session, open_session
 

@@ -22,17 +22,17 @@ from moto import mock_aws
 
 import streaming.actions  # noqa: F401 - registers the built-in actions
 from connections.manager import manager
-from connections.store import base, tables
-from connections.store.base import encode_cursor
 from connections.tenants import TenantPolicy
 from protocol import codec
 from protocol.errors import ErrorCode
+from storage import base, tables
+from storage.base import encode_cursor
+from storage.requests.model import RequestKey, RequestStatus
+from storage.requests.store import request_store
 from streaming.actions.registry import registry
 from streaming.auth import Identity
 from streaming.pipeline import Pipeline
 from streaming.ratelimit import TokenBucket
-from streaming.requests.model import RequestKey, RequestStatus
-from streaming.requests.store import request_store
 from streaming.session import Session
 from tests.unit.realtime.helpers import assert_no_leak
 

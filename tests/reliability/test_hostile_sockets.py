@@ -516,7 +516,7 @@ async def test_the_publish_api_only_reaches_the_keys_own_tenant(stack: Stack) ->
     async with stack.client("subscriber") as target:
         user = stack.user("subscriber")
         stack.configure_store()
-        from connections.store.connection import connection_store
+        from storage.connection import connection_store
 
         [info] = await asyncio.to_thread(lambda: list(connection_store.iter_by_user("demo", user)))
         frame = {"type": "notice", "text": "from another tenant"}

@@ -21,15 +21,15 @@ from channels.layers import InMemoryChannelLayer, channel_layers
 from moto import mock_aws
 
 from connections.manager import ConnectionManager, Target, manager
-from connections.store import base, tables
-from connections.store.errors import StorageUnavailable
 from connections.tenants import TenantPolicy
+from storage import base, tables
+from storage.errors import StorageUnavailable
+from storage.requests.model import RequestKey, RequestStatus
+from storage.requests.store import request_store
 from streaming.actions.registry import ActionRegistry, action
 from streaming.auth import Identity
 from streaming.pipeline import Pipeline
 from streaming.ratelimit import TokenBucket
-from streaming.requests.model import RequestKey, RequestStatus
-from streaming.requests.store import request_store
 from streaming.session import Session
 from streaming.worker import Worker
 from tests.unit.worker.helpers import TENANT, FakeSocket, check_stream, running, submit

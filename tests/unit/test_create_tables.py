@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
 
-from connections.store import base, localserver
+from storage import base, localserver
 
 
 def run(*args: str) -> str:

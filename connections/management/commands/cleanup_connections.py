@@ -9,8 +9,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from connections.expiry import close_expired
-from connections.store.connection import STALE_SHARDS, connection_store
-from connections.store.errors import StoreError
+from storage.connection import STALE_SHARDS, connection_store
+from storage.errors import StoreError
 
 #: Default age: one day, like the connection items' DynamoDB TTL (nothing calls
 #: ``touch`` on live traffic yet, so a shorter default could remove live sockets).

@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from connections.store import tables
-from connections.store.base import current_config
-from connections.store.errors import StorageUnavailable
+from storage import tables
+from storage.base import current_config
+from storage.errors import StorageUnavailable
 
 
 class Command(BaseCommand):

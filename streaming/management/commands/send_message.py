@@ -8,9 +8,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from connections.publishing import Audience, PublishError, build_frame, publish
-from connections.store.connection import connection_store
-from connections.store.errors import NotFound, StoreError
 from protocol import codec
+from storage.connection import connection_store
+from storage.errors import NotFound, StoreError
 
 
 class Command(BaseCommand):

@@ -45,7 +45,7 @@ class Command(BaseCommand):
         worker_task: list[asyncio.Task[None]] = []
 
         def ready() -> None:
-            from connections.store.base import warm_up
+            from storage.base import warm_up
             from streaming.worker import Worker
 
             warm_up()

@@ -14,11 +14,11 @@ from django.core.cache import cache
 from django.test import Client
 
 from connections.models import Tenant
-from connections.store import base
-from connections.store.connection import ConnectionInfo, connection_store
 from connections.tenants import forget_tenant
-from streaming.requests.model import RequestKey, RequestRecord
-from streaming.requests.store import request_store
+from storage import base
+from storage.connection import ConnectionInfo, connection_store
+from storage.requests.model import RequestKey, RequestRecord
+from storage.requests.store import request_store
 
 T0 = 1_700_000_000_000
 

@@ -10,10 +10,10 @@ from django.test import Client
 
 from connections.admin_live import ListQuery, listed
 from connections.models import Tenant
-from connections.store.connection import ConnectionInfo
-from connections.store.errors import StorageUnavailable
 from connections.templatetags.live_admin import when
-from streaming.requests.model import RequestRecord
+from storage.connection import ConnectionInfo
+from storage.errors import StorageUnavailable
+from storage.requests.model import RequestRecord
 
 CONNECTIONS = "/admin/live/connections/"
 REQUESTS = "/admin/live/requests/"

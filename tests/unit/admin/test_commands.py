@@ -12,13 +12,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from connections.models import Tenant
-from connections.store import base
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound, StorageUnavailable
+from storage import base, heartbeat
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import NotFound, StorageUnavailable
+from storage.requests.model import RequestRecord
+from storage.requests.store import request_store
 from streaming import stats as stats_module
-from streaming.requests import heartbeat
-from streaming.requests.model import RequestRecord
-from streaming.requests.store import request_store
 from tests.unit.admin.conftest import key
 
 pytestmark = pytest.mark.django_db

@@ -13,10 +13,10 @@ from django.urls import reverse
 from connections import admin_support
 from connections.admin_views import _request_url
 from connections.models import Tenant
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import StorageUnavailable
-from connections.store.subscription import subscription_store
 from protocol import codec
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import StorageUnavailable
+from storage.subscription import subscription_store
 from tests.unit.admin.conftest import T0, messages_of, nothing_sent, receive
 
 pytestmark = pytest.mark.django_db

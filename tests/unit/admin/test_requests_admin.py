@@ -11,13 +11,13 @@ from django.test import Client
 from django.urls import reverse
 
 from connections.models import Tenant
-from connections.store.errors import StorageUnavailable, StoreError
-from connections.store.subscription import subscription_store
 from protocol import codec
+from storage.errors import StorageUnavailable, StoreError
+from storage.requests.model import RequestRecord, RequestStatus
+from storage.requests.store import request_store
+from storage.subscription import subscription_store
 from streaming import admin_views
 from streaming.queue import WAKE_CHANNEL
-from streaming.requests.model import RequestRecord, RequestStatus
-from streaming.requests.store import request_store
 from tests.unit.admin.conftest import T0, key, messages_of, new_channel, nothing_sent, receive
 
 pytestmark = pytest.mark.django_db

@@ -12,13 +12,13 @@ from django.test import Client
 from django.urls import resolve, reverse
 
 from connections.models import Tenant
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import StorageUnavailable
+from storage import heartbeat
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import StorageUnavailable
+from storage.requests.model import RequestRecord
+from storage.requests.store import request_store
 from streaming import stats as stats_module
 from streaming.admin_site import StreamerAdminSite, site
-from streaming.requests import heartbeat
-from streaming.requests.model import RequestRecord
-from streaming.requests.store import request_store
 from tests.unit.admin.conftest import key, nothing_sent
 
 pytestmark = pytest.mark.django_db

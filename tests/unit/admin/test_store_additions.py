@@ -9,13 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from connections.store import base
-from connections.store.errors import InvalidTransition, NotFound, ValidationError
-from streaming.requests import heartbeat
-from streaming.requests import store as store_module
-from streaming.requests.heartbeat import ALIVE_MS, HEARTBEAT_TTL_MS, Heartbeat
-from streaming.requests.model import RequestModel, RequestRecord, RequestStatus, shard_for
-from streaming.requests.store import request_store
+from storage import base, heartbeat
+from storage.errors import InvalidTransition, NotFound, ValidationError
+from storage.heartbeat import ALIVE_MS, HEARTBEAT_TTL_MS, Heartbeat
+from storage.requests import store as store_module
+from storage.requests.model import RequestModel, RequestRecord, RequestStatus, shard_for
+from storage.requests.store import request_store
 from tests.unit.admin.conftest import T0, key
 
 S = RequestStatus

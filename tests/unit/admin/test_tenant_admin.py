@@ -12,9 +12,9 @@ from django.test import Client
 
 from connections import admin_support
 from connections.models import ApiKey, Tenant
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import StorageUnavailable
 from connections.tenants import get_tenant_policy
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import StorageUnavailable
 from tests.unit.admin.conftest import messages_of, nothing_sent, receive
 
 pytestmark = pytest.mark.django_db

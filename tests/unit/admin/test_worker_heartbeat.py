@@ -8,10 +8,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from connections.store import base
-from connections.store.errors import StorageUnavailable
-from streaming.requests import heartbeat
-from streaming.requests.heartbeat import Heartbeat
+from storage import base, heartbeat
+from storage.errors import StorageUnavailable
+from storage.heartbeat import Heartbeat
 from streaming.worker import Worker
 
 

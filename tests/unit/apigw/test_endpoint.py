@@ -10,13 +10,13 @@ import json
 import pytest
 from channels.layers import get_channel_layer
 
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound
 from connections.transports.apigw_endpoint import (
     EndpointPolicy,
     EndpointRefused,
     check_connection_id,
 )
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import NotFound
 from streaming.apigw import handle_websocket_event, sessions
 from tests.unit.apigw.conftest import token
 from tests.unit.apigw.test_handlers import connect_event, message_event
@@ -274,7 +274,7 @@ def posted_frames_or_none(connection_id: str) -> list[dict]:
 async def test_disconnect_naming_another_transports_connection_removes_nothing(
     moto_dynamodb, tenant, record, context
 ) -> None:
-    from connections.store.subscription import subscription_store
+    from storage.subscription import subscription_store
     from tests.unit.apigw.test_handlers import disconnect_event
 
     transport_name, address = record

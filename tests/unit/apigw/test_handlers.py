@@ -11,8 +11,10 @@ import pytest
 from channels.layers import get_channel_layer
 
 from connections.manager import Target, manager
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import NotFound
+from storage.requests.model import RequestKey
+from storage.requests.store import request_store
 from streaming.actions.registry import ActionRegistry, action
 from streaming.apigw import (
     decode_image,
@@ -21,8 +23,6 @@ from streaming.apigw import (
     runnable_keys,
     sessions,
 )
-from streaming.requests.model import RequestKey
-from streaming.requests.store import request_store
 from streaming.worker import Worker
 from tests.unit.apigw.conftest import token
 from tests.unit.apigw.test_transport import posted_frames
@@ -168,8 +168,8 @@ async def test_connect_over_the_tenant_limit_is_429(moto_dynamodb, tenant) -> No
 
 @pytest.mark.django_db(transaction=True)
 async def test_connect_with_storage_down_is_503(tenant) -> None:
-    from connections.store import base
-    from connections.store.localserver import free_port
+    from storage import base
+    from storage.localserver import free_port
 
     base.configure(
         base.StoreConfig(endpoint_url=f"http://127.0.0.1:{free_port()}", max_retry_attempts=0)
@@ -216,7 +216,7 @@ async def test_malformed_events_are_400(event) -> None:
 
 @pytest.mark.django_db(transaction=True)
 async def test_disconnect_removes_connection_and_subscriptions(moto_dynamodb, tenant) -> None:
-    from connections.store.subscription import subscription_store
+    from storage.subscription import subscription_store
 
     await handle_websocket_event(connect_event(token()))
     subscription_store.subscribe("acme#u1#r1", "Cid1=", "apigw", "x")

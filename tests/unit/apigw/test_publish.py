@@ -15,7 +15,7 @@ from django.test import AsyncClient
 
 from connections.models import ApiKey, Tenant
 from connections.publishing import PublishError, build_frame
-from connections.store.connection import ConnectionInfo, connection_store
+from storage.connection import ConnectionInfo, connection_store
 from tests.unit.apigw.conftest import token
 from tests.unit.apigw.test_handlers import connect_event
 
@@ -273,8 +273,8 @@ def lambda_module(settings):
 @pytest.mark.django_db(transaction=True)
 def test_lambda_websocket_stream_and_sweep_handlers(moto_dynamodb, tenant, lambda_module) -> None:
     """The Lambda functions run the async handlers in their own event loop."""
-    from streaming.requests.model import RequestKey
-    from streaming.requests.store import request_store
+    from storage.requests.model import RequestKey
+    from storage.requests.store import request_store
     from tests.unit.apigw.test_handlers import message_event, stream_record, typed_image
 
     assert lambda_module.websocket(connect_event(token()))["statusCode"] == 200

@@ -15,9 +15,9 @@ from moto.apigatewaymanagementapi.models import apigatewaymanagementapi_backends
 
 from connections.expiry import close_expired
 from connections.models import Tenant
-from connections.store.connection import connection_store
-from connections.store.errors import NotFound
 from connections.tenants import forget_tenant
+from storage.connection import connection_store
+from storage.errors import NotFound
 from streaming.apigw import handle_websocket_event, sessions
 from tests.unit.apigw.conftest import token
 from tests.unit.apigw.test_handlers import connect_event, message_event
@@ -124,9 +124,9 @@ async def test_the_sweep_forgets_expired_sockets_even_when_closing_fails(
     moto_dynamodb, monkeypatch, failure
 ) -> None:
     import connections.expiry as expiry
-    from connections.store.base import now_ms
-    from connections.store.connection import ConnectionInfo
     from connections.transports import ConnectionGone, TransportError
+    from storage.base import now_ms
+    from storage.connection import ConnectionInfo
 
     connection_store.save(
         ConnectionInfo("X=", "acme", "u1", "apigw", "https://x/@connections/X=", expires_at=1)

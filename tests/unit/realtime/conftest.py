@@ -17,7 +17,7 @@ import streaming.consumer
 import streaming.session
 from connections import tenants as tenant_cache
 from connections.manager import manager
-from connections.store import base, tables
+from storage import base, tables
 
 from .helpers import SECRET
 

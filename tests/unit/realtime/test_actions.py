@@ -9,10 +9,10 @@ import botocore.client
 import pytest
 
 from connections.manager import manager
-from connections.store.subscription import subscription_store
 from protocol import frames
 from protocol.errors import ErrorCode
-from streaming.requests import RequestKey, RequestStatus, request_store
+from storage.requests import RequestKey, RequestStatus, request_store
+from storage.subscription import subscription_store
 
 from .helpers import connected, make_token
 
@@ -472,7 +472,7 @@ async def test_cancel_unknown_or_foreign_is_not_found(live, owner) -> None:
 
 async def test_cancel_racing_with_deletion_is_not_found(live, monkeypatch) -> None:
     """The record vanished (TTL) between the refused cancel and the re-read."""
-    from connections.store.errors import InvalidTransition, NotFound
+    from storage.errors import InvalidTransition, NotFound
 
     def cancel(key):
         raise InvalidTransition("final", current_status="COMPLETED")
@@ -607,7 +607,7 @@ async def test_list_cursor_of_another_user_shows_only_own(history) -> None:
 
 
 async def test_unexpected_store_error_is_internal_error(live, monkeypatch) -> None:
-    from connections.store.errors import StoreError
+    from storage.errors import StoreError
 
     def broken(*args, **kwargs):
         raise StoreError("storage rejected list_by_user: ValidationException on table rt-x")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from connections.store.connection import ConnectionModel
+from storage.connection import ConnectionModel
 from streaming.consumer import StreamerConsumer
 
 from .helpers import connected
@@ -81,8 +81,8 @@ async def test_activity_records_last_seen_at_most_once_per_interval(
 
 
 async def test_a_failed_touch_does_not_disturb_the_connection(live, settings, monkeypatch) -> None:
-    from connections.store.connection import connection_store
-    from connections.store.errors import StorageUnavailable
+    from storage.connection import connection_store
+    from storage.errors import StorageUnavailable
 
     def down(*args, **kwargs):
         raise StorageUnavailable("down")

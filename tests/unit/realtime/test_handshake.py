@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from connections.manager import manager
-from connections.store.connection import ConnectionModel, connection_store
-from connections.store.subscription import subscription_store
+from storage.connection import ConnectionModel, connection_store
+from storage.subscription import subscription_store
 from streaming.asgi import application
 
 from .helpers import SECRET, Client, assert_no_leak, connected, make_token, refused

@@ -8,11 +8,11 @@ import pytest
 
 from connections import manager as manager_module
 from connections.manager import SUBSCRIBER_CACHE_S, ConnectionManager, Target, manager
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound
-from connections.store.subscription import subscription_store
 from connections.transports import ConnectionGone, Transport, TransportError, transports
 from protocol import frames
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import NotFound
+from storage.subscription import subscription_store
 
 from .helpers import connected, make_token
 

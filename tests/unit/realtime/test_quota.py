@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from connections.models import Tenant
-from streaming.requests import RequestKey, request_store
+from storage.requests import RequestKey, request_store
 
 from .helpers import Client, connected, make_token
 

@@ -9,13 +9,13 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from connections.store.connection import ConnectionInfo, connection_store
 from protocol.errors import ProtocolError
+from storage.connection import ConnectionInfo, connection_store
+from storage.requests import RequestKey, request_store
 from streaming.actions.registry import registry
 from streaming.actions.report import ReportPayload, _percentile, generate_report
 from streaming.jobs import JobCancelled, JobContext
 from streaming.progress import ProgressReporter
-from streaming.requests import RequestKey, request_store
 
 T0 = 1_700_000_000_000
 

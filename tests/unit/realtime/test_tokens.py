@@ -13,8 +13,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from connections.models import Tenant
-from connections.store.connection import connection_store
 from connections.tenants import forget_tenant
+from storage.connection import connection_store
 from streaming.actions.registry import ActionSpec, registry
 from streaming.auth import TOO_MANY_CONNECTIONS, AuthFailure, verify_token
 from streaming.session import Session, open_session

@@ -43,7 +43,7 @@ async def test_healthz_storage_unreachable(ddb, unreachable_storage) -> None:
 
 
 async def test_healthz_storage_ok_when_item_exists(ddb) -> None:
-    from connections.store.connection import ConnectionInfo, connection_store
+    from storage.connection import ConnectionInfo, connection_store
 
     connection_store.save(ConnectionInfo("healthz-probe", "acme", "u", "channels", "addr"))
     status, _, _ = await get("/healthz")

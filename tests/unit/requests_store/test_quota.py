@@ -1,4 +1,4 @@
-"""Active-request quotas (streaming/requests/quota.py) through the request store, against
+"""Active-request quotas (storage/requests/quota.py) through the request store, against
 moto AND dynalite: limits, release on every ending, duplicates, self-healing of leaked
 holds, and storage failures."""
 
@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from connections.store import base, localserver
-from connections.store.errors import (
+from storage import base, localserver
+from storage.errors import (
     AlreadyExists,
     NotFound,
     StorageUnavailable,
     StoreError,
     ValidationError,
 )
-from streaming.requests import RequestKey, RequestRecord, RequestStatus, RequestStore
-from streaming.requests.quota import (
+from storage.requests import RequestKey, RequestRecord, RequestStatus, RequestStore
+from storage.requests.quota import (
     LEAK_GRACE_MS,
     MAX_USER_LIMIT,
     QuotaExceeded,
@@ -310,7 +310,7 @@ def test_a_refused_write_gives_the_holds_back(
 ) -> None:
     from pynamodb.models import Model
 
-    from streaming.requests.model import RequestModel
+    from storage.requests.model import RequestModel
 
     def refuse(self: Model, *args: Any, **kwargs: Any) -> None:
         raise StoreError("storage rejected enqueue")
@@ -329,7 +329,7 @@ def test_a_refused_write_gives_the_holds_back(
 def test_storage_down_while_writing_keeps_the_holds(
     store: RequestStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streaming.requests.model import RequestModel
+    from storage.requests.model import RequestModel
 
     def down(*args: Any, **kwargs: Any) -> None:
         raise StorageUnavailable("storage unavailable during enqueue")

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from moto.dynamodb.models import DynamoDBBackend
 
-from connections.store import base
-from connections.store.errors import AlreadyExists, InvalidTransition
-from streaming.requests import RequestKey, RequestRecord, RequestStatus, RequestStore
-from streaming.requests.quota import QuotaExceeded, QuotaLimits
+from storage import base
+from storage.errors import AlreadyExists, InvalidTransition
+from storage.requests import RequestKey, RequestRecord, RequestStatus, RequestStore
+from storage.requests.quota import QuotaExceeded, QuotaLimits
 
 THREADS = 20
 T0 = 1_700_000_000_000

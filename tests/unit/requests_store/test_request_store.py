@@ -11,8 +11,8 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 
-from connections.store import base, localserver
-from connections.store.errors import (
+from storage import base, localserver
+from storage.errors import (
     AlreadyExists,
     InvalidTransition,
     NotFound,
@@ -20,7 +20,7 @@ from connections.store.errors import (
     StoreError,
     ValidationError,
 )
-from streaming.requests import (
+from storage.requests import (
     ALLOWED,
     FINAL,
     RECORD_TTL_S,
@@ -32,8 +32,8 @@ from streaming.requests import (
     request_store,
     shard_for,
 )
-from streaming.requests import store as store_module
-from streaming.requests.model import JSONValueAttribute
+from storage.requests import store as store_module
+from storage.requests.model import JSONValueAttribute
 
 S = RequestStatus
 T0 = 1_700_000_000_000
@@ -606,7 +606,7 @@ def test_list_by_user_scan_cap_bounds_each_call(
 ) -> None:
     """A status filter matching only the oldest of a long history: each call examines
     at most MAX_USER_SCAN items (a bounded number of queries) and returns a cursor."""
-    import streaming.requests.store as store_module
+    import storage.requests.store as store_module
 
     keys = _fill(store, 12)
     store.cancel(keys[0])  # the oldest
@@ -876,7 +876,7 @@ def test_list_by_tenant_status_filter(store: RequestStore, limit: int) -> None:
 def test_list_by_tenant_scan_cap_returns_a_cursor(
     store: RequestStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import streaming.requests.store as store_module
+    import storage.requests.store as store_module
 
     keys = _fill_tenant(store)
     store.cancel(keys[0])  # the oldest

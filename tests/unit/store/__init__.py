@@ -13,7 +13,7 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from connections.store import base, localserver
+from storage import base, localserver
 
 
 def unreachable_config() -> base.StoreConfig:

@@ -1,4 +1,4 @@
-"""Contract of :mod:`connections.store.connection`, against moto and the embedded server."""
+"""Contract of :mod:`storage.connection`, against moto and the embedded server."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from pynamodb.exceptions import PynamoDBException
 
-from connections.store import base
-from connections.store import connection as connection_module
-from connections.store.connection import (
+from storage import base
+from storage import connection as connection_module
+from storage.connection import (
     CONNECTION_TTL_MS,
     MAX_USER_AGENT,
     STALE_SHARDS,
@@ -22,7 +22,7 @@ from connections.store.connection import (
     owner_of,
     stale_shard_of,
 )
-from connections.store.errors import NotFound, StorageUnavailable, ValidationError
+from storage.errors import NotFound, StorageUnavailable, ValidationError
 from tests.unit.store import drain, fail_calls_with, no_network_fixture, unreachable_fixture  # noqa: F401
 
 store = connection_store

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from connections.store.base import now_ms
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound, StorageUnavailable, ValidationError
+from storage.base import now_ms
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import NotFound, StorageUnavailable, ValidationError
 from streaming import user_cap
 from streaming.auth import AuthFailure, Identity
 

@@ -1,4 +1,4 @@
-"""Contract of :mod:`connections.store.subscription`, against moto and the embedded server."""
+"""Contract of :mod:`storage.subscription`, against moto and the embedded server."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from botocore.client import BaseClient
 from pynamodb.exceptions import PynamoDBException
 
-from connections.store import base
-from connections.store import subscription as subscription_module
-from connections.store.errors import StorageUnavailable, ValidationError
-from connections.store.subscription import (
+from storage import base
+from storage import subscription as subscription_module
+from storage.errors import StorageUnavailable, ValidationError
+from storage.subscription import (
     SUBSCRIPTION_TTL_MS,
     Subscription,
     SubscriptionModel,

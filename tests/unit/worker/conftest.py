@@ -26,11 +26,11 @@ from channels.layers import InMemoryChannelLayer, channel_layers
 from moto import mock_aws
 
 from connections.manager import manager
-from connections.store import base, tables
 from connections.transports import transports
+from storage import base, tables
+from storage.requests.model import RequestModel
+from storage.requests.store import RequestStore, request_store
 from streaming.actions.registry import ActionRegistry
-from streaming.requests.model import RequestModel
-from streaming.requests.store import RequestStore, request_store
 from tests.unit.worker.helpers import ApiCalls, FakeSocket
 
 # --- channel layer, transports, manager cache --------------------------------------------

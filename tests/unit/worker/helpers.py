@@ -16,9 +16,9 @@ from channels.layers import InMemoryChannelLayer
 
 from connections.models import Tenant
 from protocol import frames
+from storage.requests.model import RequestRecord
+from storage.requests.store import RequestStore, request_store
 from streaming.queue import wake_worker
-from streaming.requests.model import RequestRecord
-from streaming.requests.store import RequestStore, request_store
 from streaming.worker import Worker
 
 TENANT = "acme"

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from connections.manager import Target, manager
-from connections.store.subscription import subscription_store
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError
+from storage.requests.model import RequestStatus
+from storage.requests.store import RequestStore
+from storage.subscription import subscription_store
 from streaming.actions.builtin import (
     ListPayload,
     RequestRef,
@@ -24,8 +26,6 @@ from streaming.actions.builtin import (
     request_status,
     send_terminal,
 )
-from streaming.requests.model import RequestStatus
-from streaming.requests.store import RequestStore
 from streaming.session import DeliveryGuard
 from tests.unit.worker.helpers import TENANT, FakeSocket, new_request_id, submit
 

@@ -13,12 +13,12 @@ from channels.layers import InMemoryChannelLayer
 
 from connections import manager as manager_module
 from connections.manager import ConnectionManager, SendReport, Target
-from connections.store.connection import ConnectionInfo, connection_store
-from connections.store.errors import NotFound, StorageUnavailable
-from connections.store.subscription import subscription_store
 from connections.transports import ConnectionGone, Transport, TransportError, transports
 from protocol import frames
-from streaming.requests.store import RequestStore
+from storage.connection import ConnectionInfo, connection_store
+from storage.errors import NotFound, StorageUnavailable
+from storage.requests.store import RequestStore
+from storage.subscription import subscription_store
 from tests.unit.worker.helpers import ApiCalls, FakeSocket
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from connections.store.base import StoreConfig
-from streaming.requests.store import request_store
+from storage.base import StoreConfig
+from storage.requests.store import request_store
 
 PROCESSES = 3
 REQUESTS = 30
@@ -22,9 +22,9 @@ def claim_everything(
 ) -> None:
     """Runs in a spawned process: try to claim every key, in its own random order."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streaming.settings")
-    from connections.store import base
-    from streaming.requests.model import RequestKey
-    from streaming.requests.store import request_store
+    from storage import base
+    from storage.requests.model import RequestKey
+    from storage.requests.store import request_store
 
     base.configure(config)
     base.warm_up()

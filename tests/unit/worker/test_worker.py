@@ -16,15 +16,15 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 from pydantic import BaseModel
 
-from connections.store.base import now_ms
-from connections.store.errors import StorageUnavailable
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError
+from storage.base import now_ms
+from storage.errors import StorageUnavailable
+from storage.requests.model import DEFAULT_SHARDS, RequestKey, RequestRecord, RequestStatus
+from storage.requests.store import RequestStore
 from streaming.actions.builtin import RequestRef, request_cancel, send_terminal
 from streaming.actions.registry import ActionRegistry, FinalError, RetryableError, action
 from streaming.queue import WAKE_CHANNEL, notify_cancelled
-from streaming.requests.model import DEFAULT_SHARDS, RequestKey, RequestRecord, RequestStatus
-from streaming.requests.store import RequestStore
 from streaming.worker import Worker, default_worker_id, retry_delay_s
 from tests.unit.worker.helpers import (
     TENANT,
@@ -512,7 +512,7 @@ async def _cancel_like_request_cancel(sock: FakeSocket, record: RequestRecord) -
 
 
 async def _cancel_by_hand(sock: FakeSocket, record: RequestRecord) -> None:
-    from streaming.requests.store import request_store
+    from storage.requests.store import request_store
 
     cancelled = await asyncio.to_thread(request_store.cancel, record.key)
     await notify_cancelled(record.key.as_string())

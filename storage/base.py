@@ -24,8 +24,8 @@ from prometheus_client import Counter
 from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
 from pynamodb.models import Model
 
-from connections.store.errors import StorageUnavailable, ValidationError
 from protocol.frames import now_ms as now_ms  # stored times are epoch ms, like frame timestamps
+from storage.errors import StorageUnavailable, ValidationError
 
 M = TypeVar("M", bound=type[Model])
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """Durable asynchronous requests: the DynamoDB model, its status machine (PROTOCOL.md
 §3) and the store every other part uses to enqueue, claim, report on and end them."""
 
-from streaming.requests.model import (
+from storage.requests.model import (
     ALLOWED,
     DEFAULT_SHARDS,
     FINAL,
@@ -13,7 +13,7 @@ from streaming.requests.model import (
     make_owner,
     shard_for,
 )
-from streaming.requests.store import CANCELLED_ERROR, RequestStore, request_store
+from storage.requests.store import CANCELLED_ERROR, RequestStore, request_store
 
 __all__ = [
     "ALLOWED",

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 from pynamodb.exceptions import PynamoDBException
 
-from connections.store.base import is_conditional_failure, storage_errors
-from connections.store.errors import StoreError
+from storage.base import is_conditional_failure, storage_errors
+from storage.errors import StoreError
 
 # DynamoDB error codes that mean "try again later" (the rest of ClientErrors are bugs).
 RETRYABLE_CODES = frozenset(

@@ -30,14 +30,14 @@ import orjson
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
-from connections.store.base import (
+from storage.base import (
     Page,
     decode_cursor,
     encode_cursor,
     now_ms,
     require_text,
 )
-from connections.store.errors import (
+from storage.errors import (
     AlreadyExists,
     InvalidTransition,
     NotFound,
@@ -45,7 +45,7 @@ from connections.store.errors import (
     StoreError,
     ValidationError,
 )
-from streaming.requests.model import (
+from storage.requests.model import (
     DEFAULT_SHARDS,
     RECORD_TTL_S,
     RequestKey,
@@ -55,9 +55,9 @@ from streaming.requests.model import (
     make_owner,
     shard_for,
 )
-from streaming.requests.quota import QuotaLimits, QuotaStore, release_quietly
-from streaming.requests.storage import ConditionFailed as _ConditionFailed
-from streaming.requests.storage import storage_call as _storage
+from storage.requests.quota import QuotaLimits, QuotaStore, release_quietly
+from storage.requests.storage import ConditionFailed as _ConditionFailed
+from storage.requests.storage import storage_call as _storage
 
 log = logging.getLogger(__name__)
 M = RequestModel

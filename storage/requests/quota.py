@@ -45,10 +45,10 @@ from pynamodb.expressions.condition import Condition, size
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
-from connections.store.base import now_ms, register_model
-from connections.store.errors import StoreError, ValidationError
-from streaming.requests.model import RequestKey, RequestRecord
-from streaming.requests.storage import ConditionFailed, storage_call
+from storage.base import now_ms, register_model
+from storage.errors import StoreError, ValidationError
+from storage.requests.model import RequestKey, RequestRecord
+from storage.requests.storage import ConditionFailed, storage_call
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
 from pynamodb.models import Model
 
-from connections.store.base import now_ms, register_model, require_text, storage_errors
-from connections.store.errors import ValidationError
+from storage.base import now_ms, register_model, require_text, storage_errors
+from storage.errors import ValidationError
 
 #: A worker beats this often.
 HEARTBEAT_INTERVAL_S = 10.0

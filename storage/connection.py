@@ -42,7 +42,7 @@ from pynamodb.indexes import (
 )
 from pynamodb.models import Model
 
-from connections.store.base import (
+from storage.base import (
     Page,
     decode_cursor,
     encode_cursor,
@@ -52,7 +52,7 @@ from connections.store.base import (
     require_text,
     storage_errors,
 )
-from connections.store.errors import NotFound, ValidationError
+from storage.errors import NotFound, ValidationError
 
 #: Transports a connection can be held by.
 TRANSPORTS = frozenset({"channels", "apigw"})

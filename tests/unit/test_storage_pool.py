@@ -1,4 +1,4 @@
-"""The dedicated storage thread pool (connections/store/pool.py)."""
+"""The dedicated storage thread pool (connections/storage_pool.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from connections.store import pool
+from storage import pool
 
 WHO = contextvars.ContextVar("who", default="nobody")
 

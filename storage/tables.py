@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
 
-from connections.store.base import registered_models, storage_errors
+from storage.base import registered_models, storage_errors
 
 
 def create_all(report: Callable[[str], None] = lambda _msg: None) -> list[str]:

@@ -18,15 +18,15 @@ from pynamodb.exceptions import DeleteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from connections.store.base import (
+from storage.base import (
     is_conditional_failure,
     now_ms,
     register_model,
     require_text,
     storage_errors,
 )
-from connections.store.connection import MAX_ADDRESS, TRANSPORTS
-from connections.store.errors import ValidationError
+from storage.connection import MAX_ADDRESS, TRANSPORTS
+from storage.errors import ValidationError
 
 #: A subscription expires (DynamoDB TTL) this long after it was made.
 SUBSCRIPTION_TTL_MS = 8 * 24 * 60 * 60 * 1000

@@ -53,8 +53,8 @@ from pynamodb.indexes import (
 )
 from pynamodb.models import Model
 
-from connections.store.base import register_model
-from connections.store.errors import ValidationError
+from storage.base import register_model
+from storage.errors import ValidationError
 
 DEFAULT_SHARDS = 4
 """Shards of the ``due`` index (``settings.STREAMER_QUEUE_SHARDS`` overrides it)."""
