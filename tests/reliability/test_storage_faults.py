@@ -73,7 +73,10 @@ async def test_storage_killed_mid_run_then_restarted(
 ) -> None:
     dynalite = fault_env.dynalite
     assert dynalite is not None
-    with running_stack(fault_env, "dbdown", env=ENV) as stack:
+    # Sixteen slots: one tenant's share (half) runs all eight requests at once.
+    with running_stack(
+        fault_env, "dbdown", env={**ENV, "STREAMER_WORKER_CONCURRENCY": "16"}
+    ) as stack:
         async with stack.client("a") as sender, stack.client("a") as watcher:
             ids = [f"pre-{i}" for i in range(8)]
             for i, request_id in enumerate(ids):
@@ -167,8 +170,9 @@ async def resume(client: WSClient, request_id: str) -> dict[str, Any]:
 async def test_whole_stack_killed_and_restarted(fault_env: E2E, figures: dict[str, str]) -> None:
     dynalite = fault_env.dynalite
     assert dynalite is not None
-    # Four slots for six slow requests: at the crash four run and two wait.
-    env = {**ENV, "STREAMER_WORKER_CONCURRENCY": "4"}
+    # A tenant's share of eight slots is four, for six slow requests: at the crash four
+    # run and two wait.
+    env = {**ENV, "STREAMER_WORKER_CONCURRENCY": "8"}
     with running_stack(fault_env, "crash", env=env) as stack:
         quick = [f"quick-{i}" for i in range(3)]
         slow = [f"slow-{i}" for i in range(6)]
