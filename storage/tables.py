@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from botocore.exceptions import ClientError
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
 
@@ -23,6 +24,14 @@ def create_all(report: Callable[[str], None] = lambda _msg: None) -> list[str]:
         with storage_errors("create_tables"):
             if model.exists():
                 report(f"table {name}: exists")
+                for index, added in _add_missing_indexes(model):
+                    report(
+                        f"table {name}: index {index} added"
+                        if added
+                        else f"table {name}: index {index} missing and this endpoint cannot "
+                        "add it to an existing table: `create_tables --delete` then "
+                        "`create_tables` recreates it (the table's items are lost)"
+                    )
             else:
                 model.create_table(
                     billing_mode="PAY_PER_REQUEST", wait=False, ignore_update_ttl_errors=True
@@ -36,6 +45,59 @@ def create_all(report: Callable[[str], None] = lambda _msg: None) -> list[str]:
                 except PynamoDBException:
                     report(f"table {name}: TTL not supported by this endpoint (expired items stay)")
     return names
+
+
+def _add_missing_indexes(model: type[Model]) -> list[tuple[str, bool]]:
+    """Create the global secondary indexes a model declares and its existing table lacks
+    (an index added in a later release: ``create_tables`` stays the one upgrade step).
+
+    One UpdateTable per index, as DynamoDB allows one index creation at a time; waits
+    until the table is ACTIVE again after each. Returns (index, added) pairs: dynalite
+    accepts the update but never builds the index, which is then reported as not added.
+    """
+    existing = {
+        index["IndexName"] for index in model.describe_table().get("GlobalSecondaryIndexes") or []
+    }
+    schema = model._get_schema()
+    types = {a["AttributeName"]: a["AttributeType"] for a in schema["attribute_definitions"]}
+    added = []
+    for index in schema["global_secondary_indexes"]:
+        if index["index_name"] in existing:
+            continue
+        keys = [key["AttributeName"] for key in index["key_schema"]]
+        create = {
+            "IndexName": index["index_name"],
+            "KeySchema": _hash_first(index["key_schema"]),
+            "Projection": index["projection"],
+        }
+        client = model._get_connection().connection.client
+        definitions = [{"AttributeName": k, "AttributeType": types[k]} for k in keys]
+        try:
+            client.update_table(
+                TableName=model.Meta.table_name,
+                AttributeDefinitions=definitions,
+                GlobalSecondaryIndexUpdates=[{"Create": create}],
+            )
+        except ClientError as exc:
+            # DynamoDB refuses a throughput for an index of an on-demand table; dynalite
+            # (the embedded local server) insists on one: give it the smallest.
+            if "provisionedThroughput" not in str(exc):
+                raise
+            create["ProvisionedThroughput"] = {"ReadCapacityUnits": 1, "WriteCapacityUnits": 1}
+            client.update_table(
+                TableName=model.Meta.table_name,
+                AttributeDefinitions=definitions,
+                GlobalSecondaryIndexUpdates=[{"Create": create}],
+            )
+        _wait_active(model)
+        now = {i["IndexName"] for i in model.describe_table().get("GlobalSecondaryIndexes") or []}
+        added.append((index["index_name"], index["index_name"] in now))
+    return added
+
+
+def _hash_first(key_schema: list[dict[str, str]]) -> list[dict[str, str]]:
+    """DynamoDB wants the HASH element first; PynamoDB's schema does not promise it."""
+    return sorted(key_schema, key=lambda key: key["KeyType"] != "HASH")
 
 
 def _wait_active(model: type[Model], timeout_s: float = 120.0) -> None:
