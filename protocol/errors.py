@@ -6,6 +6,7 @@ Messages here are written for clients: short, generic, never library exception t
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
 
@@ -131,3 +132,16 @@ def validation_error(
         {"errors": [{"field": e["field"], "message": e["message"]} for e in errors]},
         request_id=request_id,
     )
+
+
+def field_errors(errors: Iterable[Mapping[str, Any]], *root: str) -> list[FieldError]:
+    """``details.errors`` entries from pydantic-style errors (``loc``, ``msg``), each
+    field named by its dotted location under ``root`` (e.g. ``payload.width``).
+
+    One conversion for every place that validates with pydantic (action payloads, the
+    HTTP API's bodies and query strings), so clients see one format.
+    """
+    return [
+        {"field": ".".join(str(part) for part in (*root, *error["loc"])), "message": error["msg"]}
+        for error in errors
+    ]

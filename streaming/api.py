@@ -1,6 +1,8 @@
-"""HTTP APIs for back-end services: publishing, and API Gateway events.
+"""Who may call the back-end HTTP APIs, and the API Gateway events endpoint.
 
-Both check the caller from the headers before the body is read and refuse bodies over
+The ``/api/v1/`` endpoints (publish and the jobs API, :mod:`streaming.http_api`) take a
+tenant API key; ``/apigw/events`` takes the shared secret. Each checks the caller from
+the headers before the body is read and refuses bodies over
 ``STREAMER_MAX_HTTP_BODY_BYTES``: in front of Django by :mod:`streaming.body_guard`
 (wired in ``streaming/asgi.py`` with the gates below), and again in the views for any
 other way in (Django's test client, another ASGI entry point).
@@ -18,14 +20,14 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from connections.models import ApiKey
-from connections.publishing import Audience, PublishError, build_frame, publish
 from protocol import codec
-from storage.errors import StorageUnavailable
 from streaming.apigw import handle_websocket_event
 from streaming.bearer import PREFIX, same_secret
 from streaming.body_guard import TOO_LARGE, Gate, Refusal
 
 PUBLISH_PATH = "/api/v1/publish"
+# The jobs API: POST /api/v1/requests and everything below /api/v1/requests/.
+REQUESTS_PATHS = ("/api/v1/requests", "/api/v1/requests/")
 APIGW_EVENTS_PATH = "/apigw/events"
 API_KEY_SCOPE = "streamer.api_key"  # the key the body guard authenticated
 
@@ -41,7 +43,7 @@ async def authenticate_publisher(authorization: str) -> ApiKey | None:
 
 
 async def publisher_gate(headers: Mapping[str, str], scope: dict[str, Any]) -> Refusal | None:
-    """Body guard check of ``POST /api/v1/publish``: a tenant API key."""
+    """Body guard check of ``POST /api/v1/publish`` and the jobs API: a tenant API key."""
     key = await authenticate_publisher(headers.get("authorization", ""))
     if key is None:
         return NO_API_KEY
@@ -59,7 +61,11 @@ async def apigw_gate(headers: Mapping[str, str], scope: dict[str, Any]) -> Refus
     return None if apigw_secret_ok(headers.get("x-streamer-secret", "")) else FORBIDDEN
 
 
-GATES: dict[str, Gate] = {PUBLISH_PATH: publisher_gate, APIGW_EVENTS_PATH: apigw_gate}
+GATES: dict[str, Gate] = {
+    PUBLISH_PATH: publisher_gate,
+    APIGW_EVENTS_PATH: apigw_gate,
+    **dict.fromkeys(REQUESTS_PATHS, publisher_gate),
+}
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:
@@ -70,7 +76,7 @@ def _refuse(refusal: Refusal) -> JsonResponse:
     return _error(refusal.status, refusal.code, refusal.message)
 
 
-def _too_large(request: HttpRequest) -> bool:
+def too_large(request: HttpRequest) -> bool:
     """Over the cap by the declared length (checked before the body is touched), or by
     the body read."""
     limit = settings.STREAMER_MAX_HTTP_BODY_BYTES
@@ -87,46 +93,12 @@ def _body(request: HttpRequest) -> Any:
 
 @csrf_exempt
 @require_POST
-async def publish_view(request: HttpRequest) -> JsonResponse:
-    """``POST /api/v1/publish`` with ``Authorization: Bearer <tenant API key>`` and a body
-    ``{"connection_id"|"user_id"|(neither: whole tenant), "frame": {...}}``."""
-    scope = getattr(request, "scope", {})
-    key = scope.get(API_KEY_SCOPE) or await authenticate_publisher(
-        request.headers.get("Authorization", "")
-    )
-    if key is None:
-        return _refuse(NO_API_KEY)
-    if _too_large(request):
-        return _refuse(TOO_LARGE)
-    body = _body(request)
-    if not isinstance(body, dict):
-        return _error(400, "VALIDATION_ERROR", "Body must be a JSON object")
-    connection_id, user_id = body.get("connection_id"), body.get("user_id")
-    if connection_id is not None and user_id is not None:
-        return _error(400, "VALIDATION_ERROR", "Give connection_id or user_id, not both")
-    for name, value in (("connection_id", connection_id), ("user_id", user_id)):
-        if value is not None and (not isinstance(value, str) or not value or len(value) > 256):
-            return _error(400, "VALIDATION_ERROR", f"{name} must be a non-empty string")
-    try:
-        frame = build_frame(body.get("frame"))
-        report = await publish(Audience(key.tenant_id, connection_id, user_id), frame)
-    except PublishError as exc:
-        return _error(400, "VALIDATION_ERROR", str(exc))
-    except StorageUnavailable:
-        return _error(503, "SERVICE_UNAVAILABLE", "Service temporarily unavailable")
-    return JsonResponse(
-        {"delivered": report.delivered, "gone": len(report.gone), "failed": len(report.failed)}
-    )
-
-
-@csrf_exempt
-@require_POST
 async def apigw_events_view(request: HttpRequest) -> JsonResponse:
     """``POST /apigw/events``: an API Gateway WebSocket event forwarded by an HTTP
     integration, authenticated by the ``X-Streamer-Secret`` header."""
     if not apigw_secret_ok(request.headers.get("X-Streamer-Secret", "")):
         return _refuse(FORBIDDEN)
-    if _too_large(request):
+    if too_large(request):
         return _refuse(TOO_LARGE)
     event = _body(request)
     if not isinstance(event, dict):

@@ -11,7 +11,10 @@ class StreamingConfig(AppConfig):
             heartbeat,  # noqa: F401  (registers the workers table)
         )
         from storage.requests import model  # noqa: F401  (registers the requests table)
-        from streaming import jwt_config  # noqa: F401  (registers its system check)
+        from streaming import (
+            jwt_config,  # noqa: F401  (registers its system check)
+            tasks_backend,  # noqa: F401  (registers the streamer.task action)
+        )
         from streaming.actions import (  # noqa: F401  (register built-in actions)
             auth,
             builtin,

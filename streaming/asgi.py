@@ -14,7 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from streaming.api import GATES  # noqa: E402
+from streaming.api import GATES, REQUESTS_PATHS  # noqa: E402
 from streaming.body_guard import BodyGuard  # noqa: E402
 from streaming.consumer import StreamerConsumer  # noqa: E402
 from streaming.jwt_config import check_jwt_config  # noqa: E402
@@ -64,7 +64,12 @@ check_jwt_config()
 
 application = ProtocolTypeRouter(
     {
-        "http": BodyGuard(http_app, GATES, lambda: settings.STREAMER_MAX_HTTP_BODY_BYTES),
+        "http": BodyGuard(
+            http_app,
+            GATES,
+            lambda: settings.STREAMER_MAX_HTTP_BODY_BYTES,
+            with_retryable=REQUESTS_PATHS,
+        ),
         "websocket": browser_origin_validator(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -1,6 +1,6 @@
-"""ASGI middleware for the back-end HTTP APIs (publish, API Gateway events): check the
-caller from the headers, then read at most a capped number of body bytes, before Django
-sees the request.
+"""ASGI middleware for the back-end HTTP APIs (publish, the jobs API, API Gateway
+events): check the caller from the headers, then read at most a capped number of body
+bytes, before Django sees the request.
 
 Django's ASGI handler reads a whole request body (to memory or a temporary file) before
 any view runs, so a view can neither authenticate first nor refuse a huge body unread.
@@ -11,7 +11,7 @@ cap is passed; a body within the cap is handed on to Django unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,18 +41,41 @@ Gate = Callable[[Mapping[str, str], dict[str, Any]], Awaitable[Refusal | None]]
 
 
 class BodyGuard:
-    """Wraps the HTTP application; ``gates`` maps a path to the check of its callers;
-    ``max_bytes`` gives the cap (read per request, so a settings change applies)."""
+    """Wraps the HTTP application; ``gates`` maps a path to the check of its callers (a
+    key ending in ``/`` covers every path below it); ``max_bytes`` gives the cap (read
+    per request, so a settings change applies).
 
-    def __init__(self, app: App, gates: Mapping[str, Gate], max_bytes: Callable[[], int]) -> None:
+    Refusals on the paths in ``with_retryable`` (keys of ``gates``) carry the jobs API's
+    ``"retryable": false``; the others keep the 1.0 shape ``{code, message}`` of
+    ``POST /api/v1/publish``.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        gates: Mapping[str, Gate],
+        max_bytes: Callable[[], int],
+        *,
+        with_retryable: Collection[str] = (),
+    ) -> None:
         self.app = app
         self.gates = dict(gates)
+        self.prefixes = sorted((p for p in self.gates if p.endswith("/")), key=len, reverse=True)
+        self.with_retryable = frozenset(with_retryable)
         self.max_bytes = max_bytes
 
+    def _route(self, path: str) -> str | None:
+        """The key of ``gates`` that covers ``path``: itself, else its longest prefix."""
+        if path in self.gates:
+            return path
+        return next((p for p in self.prefixes if path.startswith(p)), None)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gate = self.gates.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if gate is None:
+        route = self._route(scope.get("path", "")) if scope["type"] == "http" else None
+        if route is None:
             return await self.app(scope, receive, send)
+        gate = self.gates[route]
+        retryable = route in self.with_retryable
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope.get("headers", [])
@@ -61,7 +84,7 @@ class BodyGuard:
         limit = self.max_bytes()
         refusal = await gate(headers, extra) or self._length_refusal(headers, limit)
         if refusal is not None:
-            await respond(send, refusal)
+            await respond(send, refusal, retryable=retryable)
             return
         body = bytearray()
         while True:
@@ -70,7 +93,7 @@ class BodyGuard:
                 return
             body += message.get("body", b"")
             if len(body) > limit:
-                await respond(send, TOO_LARGE)
+                await respond(send, TOO_LARGE, retryable=retryable)
                 return
             if not message.get("more_body", False):
                 break
@@ -96,9 +119,18 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def respond(send: Send, refusal: Refusal) -> None:
+def error_body(refusal: Refusal, *, retryable: bool = False) -> dict[str, Any]:
+    """The API's ``{"error": {...}}`` for ``refusal`` (a refusal is never retryable:
+    the same request is refused again), with ``retryable`` only when asked."""
+    error: dict[str, Any] = {"code": refusal.code, "message": refusal.message}
+    if retryable:
+        error["retryable"] = False
+    return {"error": error}
+
+
+async def respond(send: Send, refusal: Refusal, *, retryable: bool = False) -> None:
     """Send ``refusal`` as the JSON error body the API uses."""
-    body = codec.dumps({"error": {"code": refusal.code, "message": refusal.message}})
+    body = codec.dumps(error_body(refusal, retryable=retryable))
     await send(
         {
             "type": "http.response.start",

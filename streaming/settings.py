@@ -235,6 +235,10 @@ STREAMER_STORAGE_THREADS = env_int("STREAMER_STORAGE_THREADS", 16)
 STREAMER_WORKER_CONCURRENCY = env_int("STREAMER_WORKER_CONCURRENCY", 8)
 STREAMER_LEASE_S = env_int("STREAMER_LEASE_S", 30)
 STREAMER_POLL_INTERVAL_S = float(os.environ.get("STREAMER_POLL_INTERVAL_S", "1.0"))
+# Time limit of a Django Tasks @task run by Streamer's workers (streaming/tasks_backend.py).
+STREAMER_TASK_TIMEOUT_S = env_int("STREAMER_TASK_TIMEOUT_S", 3600)
+# Django Tasks (django-tasks on Django 5.2): @task functions run as Streamer requests.
+TASKS = {"default": {"BACKEND": "streaming.tasks_backend.StreamerTaskBackend"}}
 # Without Redis the web process runs the worker itself (one process, in-memory layer).
 STREAMER_INPROCESS_WORKER = env_bool("STREAMER_INPROCESS_WORKER", not REDIS_URL)
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from streaming import api, views
+from streaming import api, http_api, views
 from streaming.admin_site import site as admin_site
 
 urlpatterns = [
@@ -10,7 +10,7 @@ urlpatterns = [
     path("dev/token", views.dev_token, name="dev-token"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics, name="metrics"),
-    path("api/v1/publish", api.publish_view, name="publish"),
+    path("api/v1/", http_api.api.urls),
     path("apigw/events", api.apigw_events_view, name="apigw-events"),
     path("admin/", admin_site.urls),
 ]

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from protocol.errors import ErrorCode, ProtocolError, validation_error
+from protocol.errors import ErrorCode, ProtocolError, field_errors, validation_error
 
 Mode = Literal["sync", "async"]
 
@@ -71,13 +71,7 @@ class ActionSpec:
             return self.schema.model_validate(payload)
         except PydanticValidationError as exc:
             raise validation_error(
-                [
-                    {
-                        "field": ".".join(str(p) for p in ("payload", *err["loc"])),
-                        "message": err["msg"],
-                    }
-                    for err in exc.errors(include_url=False, include_input=False)
-                ]
+                field_errors(exc.errors(include_url=False, include_input=False), "payload")
             ) from None
 
     def is_retryable(self, exc: BaseException) -> bool:
