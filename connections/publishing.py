@@ -15,7 +15,7 @@ from typing import Any
 
 from connections.layers import reaches
 from connections.manager import SendReport, Target, manager
-from connections.transports import get_transport
+from connections.transports import InvalidTransportError, get_transport
 from protocol import codec
 from protocol.frames import now_ms
 from storage.connection import ConnectionInfo, connection_store
@@ -93,7 +93,10 @@ def out_of_reach(infos: list[ConnectionInfo]) -> list[ConnectionInfo]:
     behind a shared layer (Redis) or API Gateway are always in reach."""
     unreachable = []
     for info in infos:
-        alias = getattr(get_transport(info.transport), "layer_alias", None)
+        try:
+            alias = getattr(get_transport(info.transport), "layer_alias", None)
+        except InvalidTransportError:
+            continue  # no transport at all: sending to it reports the failure
         if alias is not None and not reaches(info.address, alias):
             unreachable.append(info)
     return unreachable
