@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +104,11 @@ def runs(tmp_path: Path) -> Iterator[list[Proc]]:
 
     yield started
     remember()
+    stop_runs(started, recorded)
+
+
+def stop_runs(started: list[Proc], recorded: Iterable[int]) -> None:
+    """Stop each run (last first), then kill every child any of them recorded."""
     for proc in reversed(started):
         proc.stop(timeout=20)
         with contextlib.suppress(ValueError):
@@ -213,12 +218,7 @@ def run_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         recorded = stack_pids(data_dir)
         yield RunStack(mode, port, command_env)
     finally:
-        proc.stop(timeout=30)
-        with contextlib.suppress(ValueError):
-            _LIVE.remove(proc)
-        for pid in recorded:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+        stop_runs([proc], recorded)
 
 
 async def still_answers(client: WSClient) -> None:
