@@ -1,6 +1,11 @@
 """Server-side publishing: what product code pushes to users that is not about a
 request (a notification, a refresh hint). Used by ``manage.py send_message`` and
-``POST /api/v1/publish``."""
+``POST /api/v1/publish``.
+
+A process outside the servers (a management command) cannot reach their sockets
+through a process-local channel layer (no Redis): :func:`out_of_reach` names those
+connections, and ``publish(..., refuse_out_of_reach=True)`` refuses before sending
+anything rather than report a delivery that cannot happen."""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from connections.manager import SendReport, manager
+from connections.layers import reaches
+from connections.manager import SendReport, Target, manager
+from connections.transports import InvalidTransportError, get_transport
 from protocol import codec
 from protocol.frames import now_ms
-from storage.connection import connection_store
+from storage.connection import ConnectionInfo, connection_store
 from storage.errors import NotFound
 
 # Types that belong to the request lifecycle: publishers cannot forge them.
@@ -21,6 +28,17 @@ MAX_FRAME_BYTES = 128 * 1024
 
 class PublishError(ValueError):
     """The frame or target is not acceptable; the message is safe to show."""
+
+
+class OutOfReach(PublishError):
+    """Some sockets are held by a server this process cannot reach: nothing was sent."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(
+            f"{count} connection(s) are held by a server process this process cannot reach "
+            "(the channel layer is in-memory: REDIS_URL is not set)"
+        )
+        self.count = count
 
 
 @dataclass(frozen=True)
@@ -50,21 +68,57 @@ def build_frame(body: Any) -> dict[str, Any]:
     return frame
 
 
-async def publish(audience: Audience, frame: dict[str, Any]) -> SendReport:
-    """Send ``frame`` to ``audience``; a connection of another tenant is not reached."""
+async def audience_connections(audience: Audience) -> list[ConnectionInfo]:
+    """The stored connections of ``audience``; a connection of another tenant is not
+    part of it."""
     if audience.connection_id:
         try:
             info = await asyncio.to_thread(connection_store.get, audience.connection_id)
         except NotFound:
-            return SendReport()
-        if info.tenant_id != audience.tenant_id:
-            return SendReport()
-        report = SendReport()
-        delivered = await manager.send(info.connection_id, frame, record=info)
-        report.delivered = int(delivered)
-        if not delivered:
-            report.failed.append(info.connection_id)
-        return report
+            return []
+        return [info] if info.tenant_id == audience.tenant_id else []
     if audience.user_id:
-        return await manager.send_to_user(audience.tenant_id, audience.user_id, frame)
-    return await manager.send_to_tenant(audience.tenant_id, frame)
+        user_id = audience.user_id
+        return await asyncio.to_thread(
+            lambda: list(connection_store.iter_by_user(audience.tenant_id, user_id))
+        )
+    return await asyncio.to_thread(
+        lambda: list(connection_store.iter_by_tenant(audience.tenant_id))
+    )
+
+
+def out_of_reach(infos: list[ConnectionInfo]) -> list[ConnectionInfo]:
+    """The connections whose sockets this process cannot reach: sockets of another
+    process behind a process-local channel layer (``connections/layers.py``). Sockets
+    behind a shared layer (Redis) or API Gateway are always in reach."""
+    unreachable = []
+    for info in infos:
+        try:
+            alias = getattr(get_transport(info.transport), "layer_alias", None)
+        except InvalidTransportError:
+            continue  # no transport at all: sending to it reports the failure
+        if alias is not None and not reaches(info.address, alias):
+            unreachable.append(info)
+    return unreachable
+
+
+async def publish(
+    audience: Audience, frame: dict[str, Any], *, refuse_out_of_reach: bool = False
+) -> SendReport:
+    """Send ``frame`` to ``audience``; a connection of another tenant is not reached.
+
+    With ``refuse_out_of_reach`` (callers outside the servers), :class:`OutOfReach` is
+    raised before anything is sent when any of the sockets is out of reach.
+    """
+    infos = await audience_connections(audience)
+    if refuse_out_of_reach and (unreachable := out_of_reach(infos)):
+        raise OutOfReach(len(unreachable))
+    if audience.connection_id:
+        report = SendReport()
+        for info in infos:
+            if await manager.send(info.connection_id, frame, record=info):
+                report.delivered += 1
+            else:
+                report.failed.append(info.connection_id)
+        return report
+    return await manager.broadcast([Target.of(info) for info in infos], frame)

@@ -178,9 +178,11 @@ if REDIS_URL:
         }
     }
 else:
+    # One process only (REDIS_URL empty): Channels' in-memory layer, which refuses a send
+    # to a socket of another process instead of losing it (connections/layers.py).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "connections.layers.ProcessChannelLayer",
             "CONFIG": {"capacity": 1000, "expiry": 60},
         }
     }

@@ -1,4 +1,9 @@
-"""manage.py send_message (--connection ID | --user TENANT:USER | --tenant ID) --json FRAME"""
+"""manage.py send_message (--connection ID | --user TENANT:USER | --tenant ID) --json FRAME
+
+Prints ``delivered=N gone=N failed=N`` and exits 0 when at least one socket got the
+frame, else 1. Without a shared channel layer (``REDIS_URL`` unset) the sockets of the
+servers are out of this process's reach: it then sends nothing, says so and exits 1.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from connections.publishing import Audience, PublishError, build_frame, publish
+from connections.layers import SHARED_LAYER_HINT
+from connections.publishing import Audience, OutOfReach, PublishError, build_frame, publish
 from protocol import codec
 from storage.connection import connection_store
 from storage.errors import NotFound, StoreError
@@ -34,9 +40,11 @@ class Command(BaseCommand):
             ) from exc
         try:
             audience = self._audience(options)
-            report = asyncio.run(publish(audience, frame))
+            report = asyncio.run(publish(audience, frame, refuse_out_of_reach=True))
         except StoreError as exc:
             raise CommandError(f"storage error: {exc}") from exc
+        except OutOfReach as exc:
+            raise CommandError(f"nothing was sent: {exc}. {SHARED_LAYER_HINT}") from exc
         self.stdout.write(
             f"delivered={report.delivered} gone={len(report.gone)} failed={len(report.failed)}"
         )
