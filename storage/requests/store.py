@@ -24,8 +24,10 @@ import operator
 import re
 from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ValidationError as PydanticValidationError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
@@ -146,6 +148,34 @@ def _final_actions(status: RequestStatus, now: int) -> list[Action]:
 
 
 # --- cursors ---------------------------------------------------------------------------
+# A cursor comes back from clients: pydantic checks its decoded shape (strict types, no
+# extra keys). Enqueue and claim keep the hand-written checks of storage.validators: a
+# pydantic model of enqueue's arguments measured 8.4 µs per call against 2.0 µs, and its
+# error texts would need mapping to the messages every store shares.
+
+
+class _UserCursor(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    r: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REQUEST_ID)]
+    c: Annotated[int, Field(ge=0)]
+
+
+class _TenantCursor(_UserCursor):
+    u: Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_ID)]
+
+
+_C = TypeVar("_C", bound=_UserCursor)
+
+
+def _parse_cursor(shape: type[_C], cursor: str | None) -> _C | None:
+    value = decode_cursor(cursor)
+    if value is None:
+        return None
+    try:
+        return shape.model_validate(value)
+    except PydanticValidationError:
+        raise ValidationError("invalid cursor") from None
 
 
 def _cursor_for(record: RequestRecord) -> str | None:
@@ -153,23 +183,14 @@ def _cursor_for(record: RequestRecord) -> str | None:
 
 
 def _start_key(owner: str, cursor: str | None) -> dict[str, dict[str, str]] | None:
-    value = decode_cursor(cursor)
+    """The ``by_created`` ExclusiveStartKey of a :meth:`RequestStore.list_by_user` cursor."""
+    value = _parse_cursor(_UserCursor, cursor)
     if value is None:
         return None
-    request_id, created_at = value.get("r"), value.get("c")
-    if (
-        set(value) != {"r", "c"}
-        or not isinstance(request_id, str)
-        or not 0 < len(request_id) <= MAX_REQUEST_ID
-        or isinstance(created_at, bool)
-        or not isinstance(created_at, int)
-        or created_at < 0
-    ):
-        raise ValidationError("invalid cursor")
     return {
         "owner": {"S": owner},
-        "request_id": {"S": request_id},
-        "created_at": {"N": str(created_at)},
+        "request_id": {"S": value.r},
+        "created_at": {"N": str(value.c)},
     }
 
 
@@ -190,26 +211,14 @@ def _tenant_cursor_for(entry: RequestModel) -> str | None:
 
 def _tenant_start_key(tenant_id: str, cursor: str | None) -> dict[str, dict[str, str]] | None:
     """The ``by_tenant`` ExclusiveStartKey of a :meth:`RequestStore.list_by_tenant` cursor."""
-    value = decode_cursor(cursor)
+    value = _parse_cursor(_TenantCursor, cursor)
     if value is None:
         return None
-    user_id, request_id, created_at = value.get("u"), value.get("r"), value.get("c")
-    if (
-        set(value) != {"u", "r", "c"}
-        or not isinstance(user_id, str)
-        or not 0 < len(user_id) <= MAX_USER_ID
-        or not isinstance(request_id, str)
-        or not 0 < len(request_id) <= MAX_REQUEST_ID
-        or isinstance(created_at, bool)
-        or not isinstance(created_at, int)
-        or created_at < 0
-    ):
-        raise ValidationError("invalid cursor")
     return {
         "tenant_id": {"S": tenant_id},
-        "created_at": {"N": str(created_at)},
-        "owner": {"S": owner_of(tenant_id, user_id)},
-        "request_id": {"S": request_id},
+        "created_at": {"N": str(value.c)},
+        "owner": {"S": owner_of(tenant_id, value.u)},
+        "request_id": {"S": value.r},
     }
 
 
