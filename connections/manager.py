@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from prometheus_client import Counter
 
+from connections.caches import expiring_cache
 from connections.labels import BoundedLabels
 from connections.transports import ConnectionGone, TransportError, get_transport
 from protocol import codec
@@ -39,6 +40,8 @@ SENDS = BoundedLabels(
 )
 
 SUBSCRIBER_CACHE_S = 1.0
+#: Requests whose subscribers one manager caches at most (least recently used go).
+MAX_CACHED_REQUESTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,14 @@ class SendReport:
 
 
 class ConnectionManager:
-    """Delivers frames; safe to share between tasks of one event loop."""
+    """Delivers frames; safe to share between tasks of one event loop (its subscriber
+    cache also between threads)."""
 
     def __init__(self, concurrency: int = 256) -> None:
         self.concurrency = concurrency
-        self._subscribers: dict[str, tuple[float, list[Target]]] = {}
+        # Read at each store, so a changed SUBSCRIBER_CACHE_S applies to new entries.
+        self._subscribers = expiring_cache(MAX_CACHED_REQUESTS, lambda: SUBSCRIBER_CACHE_S)
+        self._subscribers_lock = threading.Lock()  # the manager is shared across threads
 
     async def send_to_target(
         self, target: Target, frame: dict[str, Any], text: str | None = None
@@ -160,15 +166,15 @@ class ConnectionManager:
 
     async def subscribers(self, request_key: str, *, fresh: bool = False) -> list[Target]:
         """The targets subscribed to a request (cached for SUBSCRIBER_CACHE_S)."""
-        now = time.monotonic()
-        hit = self._subscribers.get(request_key)
-        if hit is not None and hit[0] > now and not fresh:
-            return hit[1]
+        if not fresh:
+            with self._subscribers_lock:
+                hit: list[Target] | None = self._subscribers.get(request_key)
+            if hit is not None:
+                return hit
         subs = await asyncio.to_thread(subscription_store.list_by_request, request_key)
         targets = [Target(s.connection_id, s.transport, s.address) for s in subs]
-        if len(self._subscribers) > 10_000:
-            self._subscribers = {k: v for k, v in self._subscribers.items() if v[0] > now}
-        self._subscribers[request_key] = (now + SUBSCRIBER_CACHE_S, targets)
+        with self._subscribers_lock:
+            self._subscribers[request_key] = targets
         return targets
 
     async def disconnect(

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import time
-from collections import OrderedDict
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 from django.conf import settings
 
+from connections.caches import expiring_cache
 from connections.expiry import close_one
 from connections.manager import Target, manager
 from connections.transports.apigw import SEPARATOR
@@ -53,19 +52,15 @@ class _SessionCache:
     """Warm containers keep sessions (record + rate limiter) for a minute, bounded."""
 
     def __init__(self) -> None:
-        self._items: OrderedDict[str, tuple[float, Session]] = OrderedDict()
+        # Used by the event loop of the process only (no lock needed).
+        self._items = expiring_cache(_MAX_CACHED, lambda: _CACHE_S)
 
     def get(self, connection_id: str) -> Session | None:
-        hit = self._items.get(connection_id)
-        if hit is None or hit[0] < time.monotonic():
-            return None
-        return hit[1]
+        hit: Session | None = self._items.get(connection_id)
+        return hit
 
     def put(self, session: Session) -> None:
-        self._items[session.connection_id] = (time.monotonic() + _CACHE_S, session)
-        self._items.move_to_end(session.connection_id)
-        while len(self._items) > _MAX_CACHED:
-            self._items.popitem(last=False)
+        self._items[session.connection_id] = session
 
     def drop(self, connection_id: str) -> None:
         self._items.pop(connection_id, None)

@@ -10,7 +10,6 @@ from storage.requests.model import (
     RequestModel,
     RequestRecord,
     RequestStatus,
-    make_owner,
     shard_for,
 )
 from storage.requests.store import CANCELLED_ERROR, RequestStore, request_store
@@ -26,7 +25,6 @@ __all__ = [
     "RequestRecord",
     "RequestStatus",
     "RequestStore",
-    "make_owner",
     "request_store",
     "shard_for",
 ]

@@ -89,10 +89,15 @@ def test_tenant_policy_cached_and_forgotten(settings) -> None:
 
 
 @pytest.mark.django_db
-def test_tenant_cache_is_bounded(monkeypatch) -> None:
-    monkeypatch.setattr(tenants, "_cache", {f"t{i}": (1e18, None) for i in range(10_001)})
+def test_tenant_cache_is_bounded() -> None:
+    tenants.forget_tenant()
+    limit = tenants.MAX_CACHED_TENANTS
+    for i in range(limit):
+        tenants._cache[f"t{i}"] = None
     tenants.get_tenant_policy("acme")
-    assert list(tenants._cache) == ["acme"]
+    assert len(tenants._cache) == limit
+    assert "acme" in tenants._cache and "t0" not in tenants._cache, "least recent evicted"
+    tenants.forget_tenant()
 
 
 # --- connection counts ------------------------------------------------------------------

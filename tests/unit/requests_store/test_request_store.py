@@ -657,6 +657,9 @@ def _b64(value: Any) -> str:
         _b64({"r": "r1", "c": True}),
         _b64({"r": "r1", "c": -1}),
         _b64({"r": "r1", "c": 1, "owner": "acme#bob"}),
+        _b64({"r": "r" * 129, "c": 1}),
+        _b64({"r": "r1", "c": 1.5}),
+        _b64({"r": 7, "c": 1}),
     ],
 )
 def test_list_by_user_bad_cursor(cursor: str) -> None:
@@ -917,6 +920,9 @@ def test_list_by_tenant_skips_items_gone_from_the_table(
         _b64({"u": "alice", "r": "r1", "c": "x"}),
         _b64({"u": "alice", "r": "r1", "c": False}),
         _b64({"u": 5, "r": "r1", "c": 1}),
+        _b64({"u": "u" * 257, "r": "r1", "c": 1}),
+        _b64({"u": "alice", "r": "r1", "c": -1}),
+        _b64({"u": "alice", "r": "r1", "c": 1, "t": "globex"}),
         "@@@",
     ],
 )

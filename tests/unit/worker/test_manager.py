@@ -282,7 +282,10 @@ async def test_the_subscriber_cache_stays_bounded(
     store: RequestStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mgr = ConnectionManager()
-    mgr._subscribers = {f"k{i}": (0.0, []) for i in range(10_001)}  # all expired
+    monkeypatch.setattr(manager_module, "SUBSCRIBER_CACHE_S", 0.0)
+    for i in range(manager_module.MAX_CACHED_REQUESTS):
+        mgr._subscribers[f"k{i}"] = []  # all expired at once
+    monkeypatch.setattr(manager_module, "SUBSCRIBER_CACHE_S", 1.0)
     await mgr.subscribers("acme#alice#fresh")
     assert list(mgr._subscribers) == ["acme#alice#fresh"]
 
