@@ -15,16 +15,16 @@ from connections.models import ApiKey, Tenant
 from connections.tenants import get_tenant_policy
 from storage.connection import ConnectionInfo, connection_store
 from storage.errors import StorageUnavailable
-from tests.unit.admin.conftest import messages_of, nothing_sent, receive
+from tests.support.admin import messages_of, nothing_sent, receive
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("admin_state")]
 
 TENANTS = "/admin/connections/tenant/"
 KEYS = "/admin/connections/apikey/"
 
 
 @pytest.fixture
-def tenants(ddb: object) -> list[Tenant]:
+def tenants(moto_dynamodb: object) -> list[Tenant]:
     return [
         Tenant.objects.create(id="acme", name="Acme Inc", max_connections=2),
         Tenant.objects.create(id="globex", name="Globex", max_connections=0, active=False),
@@ -125,7 +125,7 @@ def test_change_form_shows_limits_keys_and_live_count(staff: Client, tenants: li
     assert add.status_code == 200 and 'name="id"' in add.content.decode()
 
 
-def test_adding_a_tenant_from_the_form(staff: Client, ddb: object) -> None:
+def test_adding_a_tenant_from_the_form(staff: Client, moto_dynamodb: object) -> None:
     response = staff.post(
         f"{TENANTS}add/",
         {

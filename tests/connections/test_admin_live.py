@@ -15,6 +15,8 @@ from storage.connection import ConnectionInfo
 from storage.errors import StorageUnavailable
 from storage.requests.model import RequestRecord
 
+pytestmark = pytest.mark.usefixtures("admin_state")
+
 CONNECTIONS = "/admin/live/connections/"
 REQUESTS = "/admin/live/requests/"
 
@@ -75,7 +77,7 @@ def test_when_breaks_only_between_date_and_time(value: str, expected: str) -> No
     ],
 )
 def test_list_pages_use_the_full_width_and_say_where_they_are(
-    staff: Client, tenant: Tenant, ddb: object, url: str, crumbs: list[str]
+    staff: Client, tenant: Tenant, moto_dynamodb: object, url: str, crumbs: list[str]
 ) -> None:
     response = staff.get(url)
     assert response.status_code == 200

@@ -7,6 +7,8 @@ import pytest
 from connections import admin_support
 from connections.models import Tenant
 
+pytestmark = pytest.mark.usefixtures("admin_state")
+
 
 @pytest.mark.parametrize(
     ("ms", "text"),

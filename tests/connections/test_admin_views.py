@@ -17,9 +17,9 @@ from protocol import codec
 from storage.connection import ConnectionInfo, connection_store
 from storage.errors import StorageUnavailable
 from storage.subscription import subscription_store
-from tests.unit.admin.conftest import T0, messages_of, nothing_sent, receive
+from tests.support.admin import T0, messages_of, nothing_sent, receive
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("admin_state")]
 
 LIST = "/admin/live/connections/"
 
@@ -200,7 +200,7 @@ def test_detail_when_subscriptions_cannot_be_read(
 
 @pytest.mark.parametrize("connection_id", ["missing", "x" * 300])
 def test_detail_of_an_unknown_connection_redirects_with_a_message(
-    staff: Client, tenant: Tenant, ddb: object, connection_id: str
+    staff: Client, tenant: Tenant, moto_dynamodb: object, connection_id: str
 ) -> None:
     response = staff.get(detail(connection_id), follow=True)
     assert response.redirect_chain[0][0] == LIST
@@ -241,7 +241,7 @@ def test_disconnect_closes_the_socket_and_is_logged(
 
 
 def test_disconnect_of_an_unknown_connection_warns_and_logs_nothing(
-    staff: Client, tenant: Tenant, ddb: object
+    staff: Client, tenant: Tenant, moto_dynamodb: object
 ) -> None:
     response = staff.post(detail("ghost"), {"action": "disconnect"}, follow=True)
     assert any("was not disconnected" in m for m in messages_of(response))
@@ -272,7 +272,9 @@ def test_send_refuses_a_long_text(staff: Client, three: dict[str, ConnectionInfo
     assert not LogEntry.objects.exists()
 
 
-def test_send_to_an_unknown_connection_warns(staff: Client, tenant: Tenant, ddb: object) -> None:
+def test_send_to_an_unknown_connection_warns(
+    staff: Client, tenant: Tenant, moto_dynamodb: object
+) -> None:
     response = staff.post(detail("ghost"), {"action": "send", "text": "hi"}, follow=True)
     assert any("did not reach" in m for m in messages_of(response))
     assert not LogEntry.objects.exists()

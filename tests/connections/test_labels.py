@@ -10,6 +10,8 @@ from connections.manager import SENDS
 from streaming.actions.registry import registry
 from streaming.metrics import CONNECTS, ERRORS, FRAMES_IN, FRAMES_OUT, REQUEST_SECONDS
 
+pytestmark = pytest.mark.usefixtures("asgi_settings")
+
 
 def _labels_of(metric: BoundedLabels, *values: object) -> tuple[str, ...]:
     child = metric.labels(*values)

@@ -1,5 +1,7 @@
 """ConnectionManager: delivery to one connection, a user, a tenant, a request's
-subscribers or a list of targets; gone sockets cleaned up; bounded fan-out."""
+subscribers or a list of targets; gone sockets cleaned up; bounded fan-out; closing a
+socket. One recording transport stands in for the real ones; one test goes through
+real (ASGI) sockets."""
 
 from __future__ import annotations
 
@@ -12,14 +14,17 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 
 from connections import manager as manager_module
-from connections.manager import ConnectionManager, SendReport, Target
+from connections.manager import SUBSCRIBER_CACHE_S, ConnectionManager, SendReport, Target, manager
 from connections.transports import ConnectionGone, Transport, TransportError, transports
 from protocol import frames
 from storage.connection import ConnectionInfo, connection_store
 from storage.errors import NotFound, StorageUnavailable
 from storage.requests.store import RequestStore
 from storage.subscription import subscription_store
-from tests.unit.worker.helpers import ApiCalls, FakeSocket
+from tests.support.sockets import connected, make_token
+from tests.support.worker import ApiCalls, FakeSocket
+
+pytestmark = pytest.mark.usefixtures("channel_layer", "tenant_db")
 
 
 class RecordingTransport(Transport):
@@ -55,8 +60,17 @@ class RecordingTransport(Transport):
 
 @pytest.fixture
 def recording() -> RecordingTransport:
+    """In place of the Channels transport (restored by the channel_layer fixture)."""
     transport = RecordingTransport()
-    transports.set("channels", transport)  # restored by the channel_layer fixture
+    transports.set("channels", transport)
+    return transport
+
+
+@pytest.fixture
+def recording_apigw() -> RecordingTransport:
+    """In place of the API Gateway transport, for records that say ``apigw``."""
+    transport = RecordingTransport("apigw")
+    transports.set("apigw", transport)
     return transport
 
 
@@ -361,3 +375,124 @@ async def test_a_cleanup_that_fails_does_not_abort_the_fan_out(
     report = await ConnectionManager().broadcast(targets, FRAME)
     assert (report.delivered, report.gone) == (1, ["g"])
     assert [s[0] for s in recording.sent] == ["ok-4"]
+
+
+# --- the shared manager over real sockets and API Gateway records ---------------------------
+
+
+def save_apigw(cid: str, address: str, user: str = "alice", tenant: str = "acme") -> ConnectionInfo:
+    return connection_store.save(
+        ConnectionInfo(
+            connection_id=cid, tenant_id=tenant, user_id=user, transport="apigw", address=address
+        )
+    )
+
+
+@pytest.mark.usefixtures("asgi_settings")
+async def test_send_to_user_and_tenant_over_real_sockets(live) -> None:
+    async with (
+        connected(make_token("alice")) as a1,
+        connected(make_token("alice")) as a2,
+        connected(make_token("bob")) as b,
+        connected(make_token("alice", "globex")) as other_tenant,
+    ):
+        report = await manager.send_to_user("acme", "alice", frames.pong())
+        assert report.delivered == 2 and not report.gone and not report.failed
+        assert (await a1.recv())["type"] == "pong"
+        assert (await a2.recv())["type"] == "pong"
+        assert await b.silent(0.05) and await other_tenant.silent(0.05)
+
+        report = await manager.send_to_tenant("acme", frames.response(None, {"hello": 1}))
+        assert report.delivered == 3
+        for client in (a1, a2, b):
+            frame = await client.recv()
+            assert frame["data"] == {"hello": 1}
+        assert await other_tenant.silent(0.05)
+
+
+async def test_send_to_one_apigw_connection(live, recording_apigw) -> None:
+    save_apigw("c1", "addr-1")
+    assert await manager.send("c1", frames.pong())
+    assert recording_apigw.sent[0][0] == "addr-1"
+    assert not await manager.send("missing", frames.pong())
+    record = ConnectionInfo("c9", "acme", "alice", "apigw", "addr-9")
+    assert await manager.send("c9", frames.pong(), record=record)
+    assert recording_apigw.sent[-1][0] == "addr-9"
+
+
+async def test_broadcast_outcomes_over_apigw(live, recording_apigw) -> None:
+    save_apigw("ok", "addr-ok")
+    save_apigw("dead", "gone")
+    subscription_store.subscribe("acme#alice#r", "dead", "apigw", "gone")
+    save_apigw("sick", "fail")
+    report = await manager.broadcast(
+        ["ok", "dead", "sick", "unknown", Target("t", "apigw", "addr-t")], frames.pong()
+    )
+    assert report.delivered == 2
+    assert report.gone == ["dead"]
+    assert report.failed == ["sick"]
+    # a socket that is gone has its record and subscriptions removed
+    with pytest.raises(NotFound):
+        connection_store.get("dead")
+    assert subscription_store.list_by_connection("dead") == []
+    connection_store.get("sick")  # a failed send keeps the record
+    # the frame was encoded once and sent as text
+    assert {text for _, _, text in recording_apigw.sent} == {recording_apigw.sent[0][2]}
+
+
+async def test_send_to_request_adds_origin_once(live, recording_apigw) -> None:
+    subscription_store.subscribe("acme#alice#r", "s1", "apigw", "addr-s1")
+    origin = Target("o1", "apigw", "addr-o1")
+    report = await manager.send_to_request("acme#alice#r", frames.pong(), origin=origin)
+    assert report.delivered == 2
+    assert sorted(s[0] for s in recording_apigw.sent) == ["addr-o1", "addr-s1"]
+    recording_apigw.sent.clear()
+    same = Target("s1", "apigw", "addr-s1")
+    report = await manager.send_to_request("acme#alice#r", frames.pong(), origin=same)
+    assert report.delivered == 1
+
+
+async def test_subscribers_cached_until_the_clock_passes(live, monkeypatch) -> None:
+    local = ConnectionManager()
+    subscription_store.subscribe("k", "s1", "apigw", "a1")
+    assert [t.connection_id for t in await local.subscribers("k")] == ["s1"]
+    subscription_store.subscribe("k", "s2", "apigw", "a2")
+    assert [t.connection_id for t in await local.subscribers("k")] == ["s1"], "cached"
+    assert len(await local.subscribers("k", fresh=True)) == 2
+    # stale entries expire after SUBSCRIBER_CACHE_S
+    clock = [manager_module.time.monotonic() + SUBSCRIBER_CACHE_S + 1]
+    monkeypatch.setattr(manager_module.time, "monotonic", lambda: clock[0])
+    subscription_store.unsubscribe("k", "s1")
+    assert [t.connection_id for t in await local.subscribers("k")] == ["s2"]
+
+
+async def test_subscriber_cache_keeps_only_live_entries(live) -> None:
+    local = ConnectionManager()
+    local._subscribers = {f"old{i}": (0.0, []) for i in range(10_001)}
+    await local.subscribers("k")
+    assert set(local._subscribers) == {"k"}
+
+
+@pytest.mark.parametrize(
+    ("address", "registered", "expected", "remains"),
+    [
+        ("addr-1", True, True, True),
+        ("gone", True, True, False),
+        ("fail", True, False, True),
+        ("addr-1", False, False, False),
+    ],
+)
+async def test_disconnect_apigw(
+    live, recording_apigw, address, registered, expected, remains
+) -> None:
+    if registered:
+        save_apigw("c1", address)
+    assert await manager.disconnect("c1", 4000, "bye") is expected
+    if expected and remains:
+        assert recording_apigw.closed == [(address, 4000, "bye")]
+    try:
+        connection_store.get("c1")
+        present = True
+    except NotFound:
+        present = False
+    assert present is remains

@@ -16,8 +16,8 @@ from django.test import AsyncClient
 from connections.models import ApiKey, Tenant
 from connections.publishing import PublishError, build_frame
 from storage.connection import ConnectionInfo, connection_store
-from tests.unit.apigw.conftest import token
-from tests.unit.apigw.test_handlers import connect_event
+from tests.streaming.test_apigw import connect_event
+from tests.support.apigw import token
 
 
 async def live_socket(connection_id: str, tenant: str = "acme", user: str = "u1") -> str:
@@ -59,8 +59,8 @@ def test_build_frame_defaults_type_and_sets_timestamp() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_api_key_is_shown_once_stored_hashed_and_revocable(tenant) -> None:
-    row, secret = await asyncio.to_thread(ApiKey.issue, tenant, "ci")
+async def test_api_key_is_shown_once_stored_hashed_and_revocable(apigw_tenant) -> None:
+    row, secret = await asyncio.to_thread(ApiKey.issue, apigw_tenant, "ci")
     assert secret.startswith("sk_") and secret not in row.key_hash
     assert (await asyncio.to_thread(ApiKey.authenticate, secret)).pk == row.pk
     assert await asyncio.to_thread(ApiKey.authenticate, secret[:-1] + "x") is None
@@ -83,7 +83,7 @@ async def test_api_key_is_shown_once_stored_hashed_and_revocable(tenant) -> None
 )
 @pytest.mark.django_db(transaction=True)
 async def test_publish_api_reaches_only_its_own_tenant(
-    moto_dynamodb, tenant, target, reached
+    moto_dynamodb, apigw_tenant, target, reached
 ) -> None:
     await Tenant.objects.acreate(id="other")
     channels = {
@@ -92,7 +92,7 @@ async def test_publish_api_reaches_only_its_own_tenant(
         "a3": await live_socket("a3", user="u2"),
         "b1": await live_socket("b1", tenant="other", user="u1"),
     }
-    _, secret = await asyncio.to_thread(ApiKey.issue, tenant)
+    _, secret = await asyncio.to_thread(ApiKey.issue, apigw_tenant)
     response = await AsyncClient().post(
         "/api/v1/publish",
         {**target, "frame": {"type": "notice", "text": "hi"}},
@@ -118,8 +118,8 @@ async def test_publish_api_reaches_only_its_own_tenant(
     ],
 )
 @pytest.mark.django_db(transaction=True)
-async def test_publish_api_refusals(moto_dynamodb, tenant, headers, body, status) -> None:
-    _, secret = await asyncio.to_thread(ApiKey.issue, tenant)
+async def test_publish_api_refusals(moto_dynamodb, apigw_tenant, headers, body, status) -> None:
+    _, secret = await asyncio.to_thread(ApiKey.issue, apigw_tenant)
     if headers == "KEY":
         headers = {"Authorization": f"Bearer {secret}"}
     data = body if isinstance(body, str) else json.dumps(body)
@@ -131,10 +131,10 @@ async def test_publish_api_refusals(moto_dynamodb, tenant, headers, body, status
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_publish_api_refuses_keys_of_disabled_tenants(moto_dynamodb, tenant) -> None:
-    _, secret = await asyncio.to_thread(ApiKey.issue, tenant)
-    tenant.active = False
-    await tenant.asave()
+async def test_publish_api_refuses_keys_of_disabled_tenants(moto_dynamodb, apigw_tenant) -> None:
+    _, secret = await asyncio.to_thread(ApiKey.issue, apigw_tenant)
+    apigw_tenant.active = False
+    await apigw_tenant.asave()
     response = await AsyncClient().post(
         "/api/v1/publish",
         {"frame": {}},
@@ -145,7 +145,7 @@ async def test_publish_api_refuses_keys_of_disabled_tenants(moto_dynamodb, tenan
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_publish_get_is_not_allowed(tenant) -> None:
+async def test_publish_get_is_not_allowed(apigw_tenant) -> None:
     assert (await AsyncClient().get("/api/v1/publish")).status_code == 405
 
 
@@ -158,7 +158,7 @@ async def test_publish_get_is_not_allowed(tenant) -> None:
     ],
 )
 @pytest.mark.django_db(transaction=True)
-def test_send_message_command(moto_dynamodb, tenant, args, reached) -> None:
+def test_send_message_command(moto_dynamodb, apigw_tenant, args, reached) -> None:
     from asgiref.sync import async_to_sync
 
     channels = {"a1": async_to_sync(live_socket)("a1"), "a2": async_to_sync(live_socket)("a2")}
@@ -181,7 +181,7 @@ def test_send_message_command(moto_dynamodb, tenant, args, reached) -> None:
     ],
 )
 @pytest.mark.django_db(transaction=True)
-def test_send_message_failures(moto_dynamodb, tenant, args, error) -> None:
+def test_send_message_failures(moto_dynamodb, apigw_tenant, args, error) -> None:
     with pytest.raises(CommandError, match=error):
         call_command("send_message", *args)
 
@@ -192,7 +192,7 @@ def test_send_message_failures(moto_dynamodb, tenant, args, error) -> None:
 )
 @pytest.mark.django_db(transaction=True)
 async def test_apigw_events_endpoint_needs_the_shared_secret(
-    moto_dynamodb, tenant, secret, status
+    moto_dynamodb, apigw_tenant, secret, status
 ) -> None:
     headers = {"X-Streamer-Secret": secret} if secret else {}
     response = await AsyncClient().post(
@@ -209,7 +209,7 @@ async def test_apigw_events_endpoint_needs_the_shared_secret(
 
 @pytest.mark.django_db(transaction=True)
 async def test_apigw_events_endpoint_refuses_everything_without_a_configured_secret(
-    settings, tenant
+    settings, apigw_tenant
 ) -> None:
     settings.STREAMER_APIGW_SHARED_SECRET = ""
     response = await AsyncClient().post(
@@ -219,7 +219,7 @@ async def test_apigw_events_endpoint_refuses_everything_without_a_configured_sec
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_apigw_events_endpoint_bad_body(tenant) -> None:
+async def test_apigw_events_endpoint_bad_body(apigw_tenant) -> None:
     response = await AsyncClient().post(
         "/apigw/events",
         "[1]",
@@ -264,18 +264,20 @@ def test_lambda_handlers_fail_fast_on_missing_settings(env, ok, tmp_path) -> Non
 def lambda_module(settings):
     import importlib
 
-    from tests.unit.apigw.conftest import SECRET
+    from tests.support.apigw import SECRET
 
     settings.STREAMER_JWT_SECRET = SECRET
     return importlib.import_module("streaming.lambda_handlers")
 
 
 @pytest.mark.django_db(transaction=True)
-def test_lambda_websocket_stream_and_sweep_handlers(moto_dynamodb, tenant, lambda_module) -> None:
+def test_lambda_websocket_stream_and_sweep_handlers(
+    moto_dynamodb, apigw_tenant, lambda_module
+) -> None:
     """The Lambda functions run the async handlers in their own event loop."""
     from storage.requests.model import RequestKey
     from storage.requests.store import request_store
-    from tests.unit.apigw.test_handlers import message_event, stream_record, typed_image
+    from tests.streaming.test_apigw import message_event, stream_record, typed_image
 
     assert lambda_module.websocket(connect_event(token()))["statusCode"] == 200
     body = json.dumps(

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from storage import pool
+from connections import storage_pool as pool
 
 WHO = contextvars.ContextVar("who", default="nobody")
 

@@ -34,7 +34,7 @@ from streaming.auth import Identity
 from streaming.pipeline import Pipeline
 from streaming.ratelimit import TokenBucket
 from streaming.session import Session
-from tests.unit.realtime.helpers import assert_no_leak
+from tests.support.sockets import assert_no_leak
 
 TENANT = "acme"
 FUZZER = "fuzzer"

@@ -23,7 +23,7 @@ from storage.connection import (
     stale_shard_of,
 )
 from storage.errors import NotFound, StorageUnavailable, ValidationError
-from tests.unit.store import drain, fail_calls_with, no_network_fixture, unreachable_fixture  # noqa: F401
+from tests.storage.helpers import drain, fail_calls_with, no_network_fixture, unreachable_fixture  # noqa: F401
 
 store = connection_store
 

@@ -13,6 +13,8 @@ from storage.errors import StorageUnavailable
 from storage.heartbeat import Heartbeat
 from streaming.worker import Worker
 
+pytestmark = pytest.mark.usefixtures("admin_state")
+
 
 async def _beats() -> list[Heartbeat]:
     return await asyncio.to_thread(heartbeat.list_heartbeats)
@@ -24,7 +26,9 @@ async def _until(predicate: Callable[[], Awaitable[bool]]) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_worker_beats_while_running_and_forgets_on_stop(ddb: base.StoreConfig) -> None:
+async def test_worker_beats_while_running_and_forgets_on_stop(
+    moto_dynamodb: base.StoreConfig,
+) -> None:
     worker = Worker(worker_id="test:1:abc", poll_interval_s=0.05)
     worker.heartbeat_interval_s = 0.05
     stop = asyncio.Event()
@@ -49,7 +53,9 @@ async def test_worker_beats_while_running_and_forgets_on_stop(ddb: base.StoreCon
 
 
 async def test_a_failing_heartbeat_never_stops_the_worker(
-    ddb: base.StoreConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    moto_dynamodb: base.StoreConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     calls = 0
 

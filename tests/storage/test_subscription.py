@@ -20,7 +20,7 @@ from storage.subscription import (
     SubscriptionModel,
     subscription_store,
 )
-from tests.unit.store import fail_calls_with, no_network_fixture, unreachable_fixture  # noqa: F401
+from tests.storage.helpers import fail_calls_with, no_network_fixture, unreachable_fixture  # noqa: F401
 
 store = subscription_store
 

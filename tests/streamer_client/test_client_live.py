@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from streamer_client import Backoff, Progress, StreamerClient, StreamerError
-from tests.client.proxy import DroppingProxy
 from tests.client.stack import LiveStack
+from tests.streamer_client.proxy import DroppingProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

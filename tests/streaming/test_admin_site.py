@@ -19,9 +19,9 @@ from storage.requests.model import RequestRecord
 from storage.requests.store import request_store
 from streaming import stats as stats_module
 from streaming.admin_site import StreamerAdminSite, site
-from tests.unit.admin.conftest import key, nothing_sent
+from tests.support.admin import key, nothing_sent
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("admin_state")]
 
 PAGES = [
     "/admin/live/connections/",
@@ -123,7 +123,7 @@ def test_other_methods_are_not_allowed(staff: Client, live: ConnectionInfo, meth
 # --- index and dashboard --------------------------------------------------------------------
 
 
-def test_index_lists_the_live_pages(staff: Client, tenant: Tenant, ddb: object) -> None:
+def test_index_lists_the_live_pages(staff: Client, tenant: Tenant, moto_dynamodb: object) -> None:
     body = staff.get("/admin/").content.decode()
     assert "Live data (DynamoDB)" in body
     assert 'href="/admin/live/connections/"' in body and 'href="/admin/live/requests/"' in body
@@ -195,13 +195,15 @@ def test_dashboard_figures_are_cached(
     assert staff.get("/admin/").context["dashboard"]["stats"].connections_total == 1  # …cached
 
 
-def test_dashboard_without_workers_or_requests(staff: Client, tenant: Tenant, ddb: object) -> None:
+def test_dashboard_without_workers_or_requests(
+    staff: Client, tenant: Tenant, moto_dynamodb: object
+) -> None:
     body = staff.get("/admin/").content.decode()
     assert "none waiting" in body and "No worker has reported a heartbeat" in body
 
 
 def test_dashboard_when_storage_is_down(
-    staff: Client, tenant: Tenant, ddb: object, monkeypatch: pytest.MonkeyPatch
+    staff: Client, tenant: Tenant, moto_dynamodb: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def down(*args: object, **kwargs: object) -> None:
         raise StorageUnavailable("x")
@@ -229,7 +231,7 @@ def test_dashboard_hidden_from_staff_without_tenant_permission(
     assert "Live data (DynamoDB)" not in response.content.decode()
 
 
-def test_dashboard_lists_at_most_twenty_tenants(staff: Client, ddb: object) -> None:
+def test_dashboard_lists_at_most_twenty_tenants(staff: Client, moto_dynamodb: object) -> None:
     Tenant.objects.bulk_create([Tenant(id=f"t{i:02d}") for i in range(23)])
     response = staff.get("/admin/")
     assert len(response.context["dashboard"]["tenants"]) == 20

@@ -11,6 +11,8 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.test import Client
 
+pytestmark = pytest.mark.usefixtures("admin_state")
+
 PASSWORD = "a-long-admin-passphrase-7"
 ATTACKER_IP = "203.0.113.7"
 

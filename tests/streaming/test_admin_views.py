@@ -18,9 +18,9 @@ from storage.requests.store import request_store
 from storage.subscription import subscription_store
 from streaming import admin_views
 from streaming.queue import WAKE_CHANNEL
-from tests.unit.admin.conftest import T0, key, messages_of, new_channel, nothing_sent, receive
+from tests.support.admin import T0, key, messages_of, new_channel, nothing_sent, receive
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("admin_state")]
 
 LIST = "/admin/live/requests/"
 S = RequestStatus
@@ -382,7 +382,7 @@ def test_view_only_staff_may_look_but_not_act(viewer: Client, requests: dict[str
     assert request_store.get(key("r0")).status is S.FAILED
 
 
-def test_an_action_on_an_invalid_key(staff: Client, tenant: Tenant, ddb: object) -> None:
+def test_an_action_on_an_invalid_key(staff: Client, tenant: Tenant, moto_dynamodb: object) -> None:
     url = reverse("admin:streaming_request_detail", args=[key("r1", user_id="u" * 300).as_string()])
     response = staff.post(url, {"action": "cancel"}, follow=True)
     assert any("user_id must be" in m for m in messages_of(response))

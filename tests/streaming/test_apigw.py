@@ -24,8 +24,8 @@ from streaming.apigw import (
     sessions,
 )
 from streaming.worker import Worker
-from tests.unit.apigw.conftest import token
-from tests.unit.apigw.test_transport import posted_frames
+from tests.connections.transports.test_apigw import posted_frames
+from tests.support.apigw import token
 
 DOMAIN = "abc123.execute-api.eu-west-1.amazonaws.com"
 
@@ -118,7 +118,7 @@ def _fresh_sessions():
 
 @pytest.mark.parametrize("via", ["query", "auth_query", "header"])
 @pytest.mark.django_db(transaction=True)
-async def test_connect_registers_an_apigw_connection(moto_dynamodb, tenant, via: str) -> None:
+async def test_connect_registers_an_apigw_connection(moto_dynamodb, apigw_tenant, via: str) -> None:
     result = await handle_websocket_event(connect_event(token(), via=via))
     assert result == {"statusCode": 200}
     info = connection_store.get("Cid1=")
@@ -138,7 +138,7 @@ async def test_connect_registers_an_apigw_connection(moto_dynamodb, tenant, via:
     ],
 )
 @pytest.mark.django_db(transaction=True)
-async def test_connect_refusals_use_http_status(moto_dynamodb, tenant, tok, status) -> None:
+async def test_connect_refusals_use_http_status(moto_dynamodb, apigw_tenant, tok, status) -> None:
     from connections.models import Tenant
 
     await Tenant.objects.acreate(id="off", active=False)
@@ -155,9 +155,9 @@ async def test_connect_refusals_use_http_status(moto_dynamodb, tenant, tok, stat
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_connect_over_the_tenant_limit_is_429(moto_dynamodb, tenant) -> None:
-    tenant.max_connections = 1
-    await tenant.asave()
+async def test_connect_over_the_tenant_limit_is_429(moto_dynamodb, apigw_tenant) -> None:
+    apigw_tenant.max_connections = 1
+    await apigw_tenant.asave()
     assert (await handle_websocket_event(connect_event(token(), connection_id="A")))[
         "statusCode"
     ] == 200
@@ -167,7 +167,7 @@ async def test_connect_over_the_tenant_limit_is_429(moto_dynamodb, tenant) -> No
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_connect_with_storage_down_is_503(tenant) -> None:
+async def test_connect_with_storage_down_is_503(apigw_tenant) -> None:
     from storage import base
     from storage.localserver import free_port
 
@@ -179,7 +179,9 @@ async def test_connect_with_storage_down_is_503(tenant) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_default_route_answers_through_post_to_connection(moto_dynamodb, tenant) -> None:
+async def test_default_route_answers_through_post_to_connection(
+    moto_dynamodb, apigw_tenant
+) -> None:
     await handle_websocket_event(connect_event(token()))
     sessions._items.clear()  # a cold container reads the connection record
     bodies = [
@@ -196,7 +198,7 @@ async def test_default_route_answers_through_post_to_connection(moto_dynamodb, t
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_binary_frame_is_invalid_message(moto_dynamodb, tenant) -> None:
+async def test_binary_frame_is_invalid_message(moto_dynamodb, apigw_tenant) -> None:
     await handle_websocket_event(connect_event(token()))
     await handle_websocket_event(message_event("AAEC", binary=True))
     [frame] = posted_frames("Cid1=")
@@ -204,7 +206,7 @@ async def test_binary_frame_is_invalid_message(moto_dynamodb, tenant) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_default_from_unknown_connection_is_refused(moto_dynamodb, tenant) -> None:
+async def test_default_from_unknown_connection_is_refused(moto_dynamodb, apigw_tenant) -> None:
     result = await handle_websocket_event(message_event("{}", connection_id="ghost"))
     assert result["statusCode"] == 403
 
@@ -215,7 +217,7 @@ async def test_malformed_events_are_400(event) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_disconnect_removes_connection_and_subscriptions(moto_dynamodb, tenant) -> None:
+async def test_disconnect_removes_connection_and_subscriptions(moto_dynamodb, apigw_tenant) -> None:
     from storage.subscription import subscription_store
 
     await handle_websocket_event(connect_event(token()))
@@ -283,7 +285,7 @@ def test_runnable_keys_picks_new_and_retrying_only() -> None:
 
 @pytest.mark.django_db(transaction=True)
 async def test_stream_delivery_runs_each_request_once_even_when_duplicated(
-    moto_dynamodb, tenant
+    moto_dynamodb, apigw_tenant
 ) -> None:
     runs: list[str] = []
     actions = ActionRegistry()
@@ -327,7 +329,7 @@ async def test_stream_delivery_runs_each_request_once_even_when_duplicated(
 
 @pytest.mark.django_db(transaction=True)
 async def test_async_request_over_apigw_is_acknowledged_and_completed(
-    moto_dynamodb, tenant
+    moto_dynamodb, apigw_tenant
 ) -> None:
     """The full path: $default enqueues, a worker (woken through the channel layer)
     runs it, progress and complete reach the API Gateway connection."""
@@ -366,7 +368,7 @@ async def test_async_request_over_apigw_is_acknowledged_and_completed(
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_send_to_user_reaches_daphne_and_apigw_sockets(moto_dynamodb, tenant) -> None:
+async def test_send_to_user_reaches_daphne_and_apigw_sockets(moto_dynamodb, apigw_tenant) -> None:
     layer = get_channel_layer()
     channel = await layer.new_channel()
     connection_store.save(ConnectionInfo("daphne-1", "acme", "u1", "channels", channel))

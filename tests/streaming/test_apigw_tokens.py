@@ -19,9 +19,9 @@ from connections.tenants import forget_tenant
 from storage.connection import connection_store
 from storage.errors import NotFound
 from streaming.apigw import handle_websocket_event, sessions
-from tests.unit.apigw.conftest import token
-from tests.unit.apigw.test_handlers import connect_event, message_event
-from tests.unit.apigw.test_transport import posted_frames
+from tests.connections.transports.test_apigw import posted_frames
+from tests.streaming.test_apigw import connect_event, message_event
+from tests.support.apigw import token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,7 +42,7 @@ def moto_connections() -> dict:
     return apigatewaymanagementapi_backends["123456789012"]["eu-west-1"].connections
 
 
-async def test_per_user_cap_is_429_over_api_gateway(moto_dynamodb, tenant) -> None:
+async def test_per_user_cap_is_429_over_api_gateway(moto_dynamodb, apigw_tenant) -> None:
     await sync_to_async(Tenant.objects.filter(id="acme").update)(max_connections_per_user=2)
     forget_tenant()
     statuses = [
@@ -53,7 +53,7 @@ async def test_per_user_cap_is_429_over_api_gateway(moto_dynamodb, tenant) -> No
     assert connection_store.count_by_user("acme", "u1") == 2
 
 
-async def test_an_expired_token_is_noticed_at_the_next_frame(moto_dynamodb, tenant) -> None:
+async def test_an_expired_token_is_noticed_at_the_next_frame(moto_dynamodb, apigw_tenant) -> None:
     assert (await handle_websocket_event(connect_event(short_token(1))))["statusCode"] == 200
     echo = json.dumps({"id": "e1", "action": "echo", "payload": {}})
     assert (await handle_websocket_event(message_event(echo)))["statusCode"] == 200
@@ -68,7 +68,7 @@ async def test_an_expired_token_is_noticed_at_the_next_frame(moto_dynamodb, tena
     assert quote("Cid1=", safe="") not in moto_connections(), "the socket was deleted"
 
 
-async def test_the_sweep_closes_expired_sockets_only(moto_dynamodb, tenant) -> None:
+async def test_the_sweep_closes_expired_sockets_only(moto_dynamodb, apigw_tenant) -> None:
     await handle_websocket_event(connect_event(short_token(1), connection_id="Old="))
     await handle_websocket_event(connect_event(token(user="u2"), connection_id="Fresh="))
     for cid in ("Old=", "Fresh="):
@@ -94,7 +94,7 @@ async def test_the_sweep_closes_expired_sockets_only(moto_dynamodb, tenant) -> N
     ],
     ids=["same-user", "other-user", "expired"],
 )
-async def test_refresh_over_api_gateway(moto_dynamodb, tenant, new, code) -> None:
+async def test_refresh_over_api_gateway(moto_dynamodb, apigw_tenant, new, code) -> None:
     await handle_websocket_event(connect_event(short_token(600)))
     before = connection_store.get("Cid1=")
     fresh = new()
@@ -143,7 +143,7 @@ async def test_the_sweep_forgets_expired_sockets_even_when_closing_fails(
     assert list(connection_store.iter_expired(now_ms())) == []
 
 
-async def test_refresh_of_a_connection_whose_record_is_gone(moto_dynamodb, tenant) -> None:
+async def test_refresh_of_a_connection_whose_record_is_gone(moto_dynamodb, apigw_tenant) -> None:
     await handle_websocket_event(connect_event(token()))
     connection_store.delete("Cid1=")  # removed by a cleanup; the warm session remains
     fresh = token(exp=int(time.time()) + 3600)

@@ -18,8 +18,9 @@ from streaming.auth import (
     parse_query,
     verify_token,
 )
+from tests.support.sockets import SECRET, make_token
 
-from .helpers import SECRET, make_token
+pytestmark = pytest.mark.usefixtures("asgi_settings")
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from django.test import AsyncClient
 
 from connections.models import ApiKey
 from streaming.asgi import application
-from tests.unit.apigw.conftest import token
-from tests.unit.apigw.test_handlers import connect_event
-from tests.unit.apigw.test_publish import live_socket, received
+from tests.connections.test_publishing import live_socket, received
+from tests.streaming.test_apigw import connect_event
+from tests.support.apigw import token
 
 CAP = 1024
 
@@ -99,10 +99,10 @@ def publish_body(size: int = 0) -> bytes:
 )
 @pytest.mark.django_db(transaction=True)
 async def test_publish_through_the_asgi_application(
-    moto_dynamodb, tenant, capped, auth, chunks, length, status, reads
+    moto_dynamodb, apigw_tenant, capped, auth, chunks, length, status, reads
 ) -> None:
     channel = await live_socket("a1", user="u1")
-    _, secret = await asyncio.to_thread(ApiKey.issue, tenant)
+    _, secret = await asyncio.to_thread(ApiKey.issue, apigw_tenant)
     headers = {"content-type": "application/json"}
     if auth is not None:
         headers["authorization"] = auth.replace("KEY", secret)
@@ -130,7 +130,7 @@ async def test_publish_through_the_asgi_application(
 )
 @pytest.mark.django_db(transaction=True)
 async def test_apigw_events_through_the_asgi_application(
-    moto_dynamodb, tenant, capped, secret, chunks, status, reads
+    moto_dynamodb, apigw_tenant, capped, secret, chunks, status, reads
 ) -> None:
     chunks = [json.dumps(connect_event(token())).encode() if c == "EVENT" else c for c in chunks]
     headers = {"content-type": "application/json"}
@@ -154,10 +154,10 @@ async def test_apigw_events_through_the_asgi_application(
 )
 @pytest.mark.django_db(transaction=True)
 async def test_views_check_the_caller_then_the_size(
-    moto_dynamodb, tenant, capped, path, auth, status
+    moto_dynamodb, apigw_tenant, capped, path, auth, status
 ) -> None:
     """Without the ASGI guard in front (another entry point), the views refuse too."""
-    _, secret = await asyncio.to_thread(ApiKey.issue, tenant)
+    _, secret = await asyncio.to_thread(ApiKey.issue, apigw_tenant)
     headers = {}
     if auth == "key":
         headers = {"Authorization": f"Bearer {secret}", "X-Streamer-Secret": "shared-secret"}
@@ -180,10 +180,10 @@ class Vanishing(Upload):
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_client_gone_mid_body_gets_nothing_and_nothing_is_published(
-    moto_dynamodb, tenant, capped
+    moto_dynamodb, apigw_tenant, capped
 ) -> None:
     channel = await live_socket("a1", user="u1")
-    _, secret = await asyncio.to_thread(ApiKey.issue, tenant)
+    _, secret = await asyncio.to_thread(ApiKey.issue, apigw_tenant)
     upload = Vanishing([])
     scope_headers = {"authorization": f"Bearer {secret}", "content-type": "application/json"}
     assert await upload.post("/api/v1/publish", scope_headers) == (0, {})

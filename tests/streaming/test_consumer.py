@@ -9,10 +9,9 @@ import pytest
 
 from storage.connection import ConnectionModel
 from streaming.consumer import StreamerConsumer
+from tests.support.sockets import connected
 
-from .helpers import connected
-
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("asgi_settings")]
 
 
 async def test_idle_connection_is_closed(live, settings) -> None:

@@ -17,8 +17,9 @@ from streaming.asgi import application
 from streaming.outbox import BUFFER_EXTENSION, Outbox, server_buffer_probe
 from streaming.ratelimit import TokenBucket, utf8_size
 from streaming.server_integration import SLOW_CLOSE_GRACE_S, twisted_buffered_bytes
+from tests.support.sockets import TIMEOUT, Client, connected, make_token, ws_path
 
-from .helpers import TIMEOUT, Client, connected, make_token, ws_path
+pytestmark = pytest.mark.usefixtures("asgi_settings")
 
 
 class Socket:

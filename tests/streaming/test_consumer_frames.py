@@ -13,10 +13,9 @@ import streaming.consumer
 import streaming.ratelimit
 from protocol.errors import ErrorCode
 from streaming.actions.registry import action, registry
+from tests.support.sockets import connected, make_token
 
-from .helpers import connected, make_token
-
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("asgi_settings")]
 
 KIB = 1024
 

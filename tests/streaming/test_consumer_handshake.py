@@ -20,10 +20,9 @@ from connections.manager import manager
 from storage.connection import ConnectionModel, connection_store
 from storage.subscription import subscription_store
 from streaming.asgi import application
+from tests.support.sockets import SECRET, Client, assert_no_leak, connected, make_token, refused
 
-from .helpers import SECRET, Client, assert_no_leak, connected, make_token, refused
-
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("asgi_settings")]
 
 GENERIC_REASONS = 123  # a close reason must fit in a control frame
 

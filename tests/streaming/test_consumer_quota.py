@@ -7,10 +7,9 @@ import pytest
 
 from connections.models import Tenant
 from storage.requests import RequestKey, request_store
+from tests.support.sockets import Client, connected, make_token
 
-from .helpers import Client, connected, make_token
-
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("asgi_settings")]
 
 REPORT = {"duration_s": 60}
 

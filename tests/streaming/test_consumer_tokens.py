@@ -18,10 +18,9 @@ from storage.connection import connection_store
 from streaming.actions.registry import ActionSpec, registry
 from streaming.auth import TOO_MANY_CONNECTIONS, AuthFailure, verify_token
 from streaming.session import Session, open_session
+from tests.support.sockets import connected, make_token, refused
 
-from .helpers import connected, make_token, refused
-
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("asgi_settings")]
 
 DAY = 24 * 3600
 

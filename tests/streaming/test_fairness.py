@@ -19,8 +19,10 @@ from streaming.actions.registry import ActionRegistry, action
 from streaming.fairness import interleave_by_tenant, lookup_share, share_for
 from streaming.queue import wake_worker
 from streaming.worker import Worker
-from tests.unit.worker.helpers import eventually, new_request_id, running, set_max_running
-from tests.unit.worker.test_worker import RecordingStore, make_worker
+from tests.streaming.test_worker import RecordingStore, make_worker
+from tests.support.worker import eventually, new_request_id, running, set_max_running
+
+pytestmark = pytest.mark.usefixtures("channel_layer", "tenant_db")
 
 S = RequestStatus
 HOG, OTHER, THIRD = "hog", "acme", "initech"

@@ -14,6 +14,8 @@ from streaming.jobs import JobCancelled, JobContext
 from streaming.progress import ProgressReporter
 from streaming.queue import WAKE_CHANNEL, WORKERS_GROUP, notify_cancelled, wake_worker
 
+pytestmark = pytest.mark.usefixtures("channel_layer", "tenant_db")
+
 
 async def make_ctx() -> tuple[JobContext, list[float]]:
     sent: list[float] = []

@@ -16,8 +16,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from streaming.auth import AuthFailure, verify_token
 from streaming.jwt_config import check_jwt_config, config_errors, jwt_system_check
+from tests.support.sockets import SECRET, make_token
 
-from .helpers import SECRET, make_token
+pytestmark = pytest.mark.usefixtures("asgi_settings")
 
 
 def _pem(private: Any) -> str:

@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
     ],
 )
 def test_only_the_websocket_function_needs_a_jwt_key(settings, monkeypatch, handler, needs_jwt):
-    from tests.unit.apigw.conftest import SECRET
+    from tests.support.apigw import SECRET
 
     settings.STREAMER_JWT_SECRET = SECRET
     module = importlib.import_module("streaming.lambda_handlers")

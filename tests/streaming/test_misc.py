@@ -16,6 +16,8 @@ from streaming import origin as origin_module
 from streaming.actions.registry import ActionRegistry, ActionSpec, RetryableError, action
 from streaming.session import TenantCounts
 
+pytestmark = pytest.mark.usefixtures("asgi_settings")
+
 # --- registry ---------------------------------------------------------------------------
 
 

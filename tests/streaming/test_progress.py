@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from streaming.progress import ProgressReporter
-from tests.unit.worker.helpers import eventually
+from tests.support.worker import eventually
+
+pytestmark = pytest.mark.usefixtures("channel_layer", "tenant_db")
 
 
 class Sink:

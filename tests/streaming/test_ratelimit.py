@@ -7,6 +7,8 @@ import pytest
 import streaming.ratelimit
 from streaming.ratelimit import TokenBucket
 
+pytestmark = pytest.mark.usefixtures("asgi_settings")
+
 
 class Clock:
     def __init__(self) -> None:

@@ -6,6 +6,8 @@ import pytest
 
 from streaming.session import DeliveryGuard
 
+pytestmark = pytest.mark.usefixtures("asgi_settings")
+
 
 def replay(guard: DeliveryGuard, frames: list[tuple[str, str | None, float | None]]) -> list[bool]:
     return [guard.allow(kind, rid, pct) for kind, rid, pct in frames]

@@ -11,8 +11,9 @@ from channels.testing import HttpCommunicator
 from streaming import views
 from streaming.asgi import application
 from streaming.auth import Identity, verify_token
+from tests.support.sockets import connected
 
-from .helpers import connected
+pytestmark = pytest.mark.usefixtures("asgi_settings")
 
 HOST = [(b"host", b"localhost")]
 

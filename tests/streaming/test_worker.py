@@ -26,7 +26,7 @@ from streaming.actions.builtin import RequestRef, request_cancel, send_terminal
 from streaming.actions.registry import ActionRegistry, FinalError, RetryableError, action
 from streaming.queue import WAKE_CHANNEL, notify_cancelled
 from streaming.worker import Worker, default_worker_id, retry_delay_s
-from tests.unit.worker.helpers import (
+from tests.support.worker import (
     TENANT,
     FakeSocket,
     check_stream,
@@ -35,6 +35,8 @@ from tests.unit.worker.helpers import (
     set_max_running,
     submit,
 )
+
+pytestmark = pytest.mark.usefixtures("channel_layer", "tenant_db")
 
 S = RequestStatus
 

@@ -18,9 +18,9 @@ from connections.transports.apigw_endpoint import (
 from storage.connection import ConnectionInfo, connection_store
 from storage.errors import NotFound
 from streaming.apigw import handle_websocket_event, sessions
-from tests.unit.apigw.conftest import token
-from tests.unit.apigw.test_handlers import connect_event, message_event
-from tests.unit.apigw.test_transport import posted_frames, transport
+from tests.connections.transports.test_apigw import posted_frames, transport
+from tests.streaming.test_apigw import connect_event, message_event
+from tests.support.apigw import token
 
 AWS_HOST = "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com"
 OTHER_API = "zzzzzzzzzz.execute-api.eu-west-1.amazonaws.com"
@@ -185,7 +185,7 @@ def forged(event: dict, **context) -> dict:
 )
 @pytest.mark.django_db(transaction=True)
 async def test_connect_with_a_forged_endpoint_is_refused_and_stores_nothing(
-    moto_dynamodb, tenant, context
+    moto_dynamodb, apigw_tenant, context
 ) -> None:
     result = await handle_websocket_event(forged(connect_event(token()), **context))
     assert result == {"statusCode": 403, "body": "Unknown API Gateway endpoint"}
@@ -195,7 +195,9 @@ async def test_connect_with_a_forged_endpoint_is_refused_and_stores_nothing(
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_connect_outside_the_allowed_api_ids_is_refused(moto_dynamodb, tenant, settings):
+async def test_connect_outside_the_allowed_api_ids_is_refused(
+    moto_dynamodb, apigw_tenant, settings
+):
     settings.STREAMER_APIGW_ALLOWED_HOSTS = ["a1b2c3d4e5"]
     refused = await handle_websocket_event(connect_event(token()))  # the api id abc123
     assert refused["statusCode"] == 403
@@ -205,7 +207,9 @@ async def test_connect_outside_the_allowed_api_ids_is_refused(moto_dynamodb, ten
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_configured_endpoint_wins_over_the_event(moto_dynamodb, tenant, settings) -> None:
+async def test_configured_endpoint_wins_over_the_event(
+    moto_dynamodb, apigw_tenant, settings
+) -> None:
     settings.STREAMER_APIGW_ENDPOINT = CONFIGURED
     event = forged(connect_event(token()), domainName="evil.example.com", stage="x")
     assert await handle_websocket_event(event) == {"statusCode": 200}
@@ -213,7 +217,7 @@ async def test_configured_endpoint_wins_over_the_event(moto_dynamodb, tenant, se
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_default_naming_a_channels_connection_is_refused(moto_dynamodb, tenant) -> None:
+async def test_default_naming_a_channels_connection_is_refused(moto_dynamodb, apigw_tenant) -> None:
     """A $default event naming a daphne socket's id must not act as that socket's user:
     nothing runs, nothing reaches the socket, the record is untouched."""
     layer = get_channel_layer()
@@ -231,7 +235,7 @@ async def test_default_naming_a_channels_connection_is_refused(moto_dynamodb, te
 @pytest.mark.parametrize("warm", [False, True])
 @pytest.mark.django_db(transaction=True)
 async def test_default_from_another_api_for_an_apigw_connection_is_refused(
-    moto_dynamodb, tenant, warm: bool
+    moto_dynamodb, apigw_tenant, warm: bool
 ) -> None:
     """The record's endpoint must be the event's own: another API (or a forged domain)
     naming our connection id gets 403, warm container or cold, and posts nothing."""
@@ -272,10 +276,10 @@ def posted_frames_or_none(connection_id: str) -> list[dict]:
 )
 @pytest.mark.django_db(transaction=True)
 async def test_disconnect_naming_another_transports_connection_removes_nothing(
-    moto_dynamodb, tenant, record, context
+    moto_dynamodb, apigw_tenant, record, context
 ) -> None:
     from storage.subscription import subscription_store
-    from tests.unit.apigw.test_handlers import disconnect_event
+    from tests.streaming.test_apigw import disconnect_event
 
     transport_name, address = record
     connection_store.save(ConnectionInfo("Cid1=", "acme", "victim", transport_name, address))
@@ -289,8 +293,8 @@ async def test_disconnect_naming_another_transports_connection_removes_nothing(
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_disconnect_with_a_forged_endpoint_is_refused(moto_dynamodb, tenant) -> None:
-    from tests.unit.apigw.test_handlers import disconnect_event
+async def test_disconnect_with_a_forged_endpoint_is_refused(moto_dynamodb, apigw_tenant) -> None:
+    from tests.streaming.test_apigw import disconnect_event
 
     assert (await handle_websocket_event(connect_event(token())))["statusCode"] == 200
     event = forged(disconnect_event(), domainName="evil.example.com")

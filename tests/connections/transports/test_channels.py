@@ -22,7 +22,9 @@ from connections.transports import (
 from connections.transports.channels import CLOSE_MESSAGE, FRAME_MESSAGE, ChannelsTransport
 from protocol import codec, frames
 
-HERE = "tests.unit.worker.test_transports"
+pytestmark = pytest.mark.usefixtures("channel_layer", "tenant_db")
+
+HERE = "tests.connections.transports.test_channels"
 
 
 class FakeTransport(Transport):

@@ -15,7 +15,9 @@ from storage.heartbeat import ALIVE_MS, HEARTBEAT_TTL_MS, Heartbeat
 from storage.requests import store as store_module
 from storage.requests.model import RequestModel, RequestRecord, RequestStatus, shard_for
 from storage.requests.store import request_store
-from tests.unit.admin.conftest import T0, key
+from tests.support.admin import T0, key
+
+pytestmark = pytest.mark.usefixtures("admin_state")
 
 S = RequestStatus
 
@@ -29,7 +31,7 @@ def _ids(records: list[RequestRecord]) -> list[str]:
 
 
 @pytest.fixture
-def ddb(dynamodb: base.StoreConfig) -> base.StoreConfig:
+def moto_dynamodb(dynamodb: base.StoreConfig) -> base.StoreConfig:
     """These store tests run against moto and (integration tier) the embedded dynalite."""
     return dynamodb
 
@@ -137,7 +139,7 @@ def test_list_by_tenant_skips_entries_whose_item_is_gone(
     ],
 )
 def test_list_by_tenant_rejects_bad_arguments(
-    ddb: base.StoreConfig, args: dict[str, Any], message: str
+    moto_dynamodb: base.StoreConfig, args: dict[str, Any], message: str
 ) -> None:
     call = {"tenant_id": "acme", **args}
     tenant_id = call.pop("tenant_id")
@@ -145,7 +147,7 @@ def test_list_by_tenant_rejects_bad_arguments(
         request_store.list_by_tenant(tenant_id, **call)
 
 
-def test_by_tenant_index_is_keys_only(ddb: base.StoreConfig) -> None:
+def test_by_tenant_index_is_keys_only(moto_dynamodb: base.StoreConfig) -> None:
     index = RequestModel._connection.describe_table()["GlobalSecondaryIndexes"]  # type: ignore[union-attr]
     by_name = {i["IndexName"]: i for i in index}
     assert by_name["by_tenant"]["Projection"]["ProjectionType"] == "KEYS_ONLY"
@@ -206,7 +208,7 @@ def test_requeue_refuses_other_statuses(enqueue: Callable[..., RequestRecord], s
     assert request_store.get(key("r1")).status.value == status
 
 
-def test_requeue_missing_and_invalid(ddb: base.StoreConfig) -> None:
+def test_requeue_missing_and_invalid(moto_dynamodb: base.StoreConfig) -> None:
     with pytest.raises(NotFound):
         request_store.requeue(key("nope"))
     with pytest.raises(ValidationError):
@@ -218,7 +220,7 @@ def test_requeue_missing_and_invalid(ddb: base.StoreConfig) -> None:
 # --- heartbeats -----------------------------------------------------------------------------
 
 
-def test_heartbeats_roundtrip(ddb: base.StoreConfig) -> None:
+def test_heartbeats_roundtrip(moto_dynamodb: base.StoreConfig) -> None:
     now = T0 + 100_000
     heartbeat.beat("w-old", started_at=T0, jobs=0, now=now - ALIVE_MS)
     heartbeat.beat("w-new", started_at=T0, jobs=3, now=now - 1000)

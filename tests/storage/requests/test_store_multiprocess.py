@@ -13,6 +13,8 @@ import pytest
 from storage.base import StoreConfig
 from storage.requests.store import request_store
 
+pytestmark = pytest.mark.usefixtures("channel_layer", "tenant_db")
+
 PROCESSES = 3
 REQUESTS = 30
 

@@ -27,7 +27,9 @@ from streaming.actions.builtin import (
     send_terminal,
 )
 from streaming.session import DeliveryGuard
-from tests.unit.worker.helpers import TENANT, FakeSocket, new_request_id, submit
+from tests.support.worker import TENANT, FakeSocket, new_request_id, submit
+
+pytestmark = pytest.mark.usefixtures("channel_layer", "tenant_db")
 
 
 def ctx_for(sock: FakeSocket) -> Any:

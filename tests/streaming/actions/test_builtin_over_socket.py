@@ -13,10 +13,9 @@ from protocol import frames
 from protocol.errors import ErrorCode
 from storage.requests import RequestKey, RequestStatus, request_store
 from storage.subscription import subscription_store
+from tests.support.sockets import connected, make_token
 
-from .helpers import connected, make_token
-
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("asgi_settings")]
 
 ALICE = make_token("alice")
 PUBLIC_KEYS = {

@@ -17,6 +17,8 @@ from streaming.actions.registry import (
     action,
 )
 
+pytestmark = pytest.mark.usefixtures("channel_layer", "tenant_db")
+
 
 class Resize(BaseModel):
     url: str

@@ -17,6 +17,8 @@ from streaming.actions.report import ReportPayload, _percentile, generate_report
 from streaming.jobs import JobCancelled, JobContext
 from streaming.progress import ProgressReporter
 
+pytestmark = pytest.mark.usefixtures("asgi_settings")
+
 T0 = 1_700_000_000_000
 
 

@@ -18,9 +18,9 @@ from storage.errors import NotFound, StorageUnavailable
 from storage.requests.model import RequestRecord
 from storage.requests.store import request_store
 from streaming import stats as stats_module
-from tests.unit.admin.conftest import key
+from tests.support.admin import key
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("admin_state")]
 
 
 def run(name: str, *args: str) -> tuple[str, str]:
@@ -169,7 +169,7 @@ def test_stats_json(populated: int) -> None:
     assert data["errors"] == []
 
 
-def test_stats_of_an_empty_system(ddb: object) -> None:
+def test_stats_of_an_empty_system(moto_dynamodb: object) -> None:
     out, _ = run("streamer_stats")
     assert "  (no tenants)" in out and "none waiting" in out and "Workers: 0 alive, 0 stale" in out
 

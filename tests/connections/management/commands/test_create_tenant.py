@@ -11,7 +11,7 @@ from connections.models import Tenant
 from connections.tenants import get_tenant_policy
 from streaming.auth import Identity, verify_token
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("asgi_settings")]
 
 
 def run(*args: str) -> str:
