@@ -1,19 +1,23 @@
-"""End-to-end fixtures: the real stack as separate processes on 127.0.0.1.
+"""The one launcher of a live local stack, for end-to-end, client, browser and
+reliability tests and for the benchmark: every process on 127.0.0.1 on free ports.
 
-* ``e2e`` (session): an in-memory dynalite server with every table under a unique
-  ``STREAMER_TABLE_PREFIX`` (``manage.py create_tables``), a temporary ``DATA_DIR`` with
-  the Django migrations applied and the tenants ``demo`` and ``other``, a JWT secret, and
-  a token minted by ``manage.py issue_token`` (more are minted with PyJWT, same secret).
-* :func:`running_stack`: a context manager the test modules use in their module-scoped
-  fixtures: optionally ``redis-server`` on a free port, N ``manage.py serve`` processes
-  (each waited for until ``GET /healthz`` is 200) and N ``manage.py process_requests``
-  workers. Stacks share the tables; each stack namespaces its user ids (``local-alice``),
-  so request ids never clash between modules.
+* :func:`environment`: dynalite (in memory, or on disk so that it can be killed and
+  restarted with its data) with every table under a fresh ``STREAMER_TABLE_PREFIX``, a
+  data dir with the Django migrations applied and the tenants, the secrets, and the
+  settings every child process gets (:class:`Environment`).
+* :func:`running_stack`: on an environment, optionally ``redis-server``, N ``manage.py
+  serve`` processes (each waited for until ``GET /healthz`` is 200) and N ``manage.py
+  process_requests`` workers (:class:`Stack`). Stacks may share an environment; each
+  namespaces the user ids of its minted tokens (``local-alice``).
+* :func:`local_stack`: the benchmark's stack (both of the above in one block).
 
-Every process writes its stdout/stderr to files under pytest's temporary directory; a
-failing test gets the tails of every process still registered appended to its report.
-Every process is stopped (SIGTERM, then SIGKILL after a bound) when its fixture ends,
-also on failure. Nothing here uses the Django test database.
+Every process writes its stdout/stderr to files under the environment's ``logs/``
+directory and is registered in :data:`LIVE` while it runs (the test suites append the
+tails of the live ones to a failure report). Every process is stopped (SIGTERM, then
+SIGKILL after a bound) when its block ends, also on failure.
+
+It lives in ``bench/`` (importable by ``python -m bench`` and by the tests, which import
+``bench`` but are not imported by it) rather than in ``tests/``.
 """
 
 from __future__ import annotations
@@ -21,50 +25,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import secrets
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jwt
-import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+import websockets
 
+from bench.wsclient import WSClientContext, open_client
 from storage import base, localserver
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT  # the benchmark's name for it
 MANAGE = str(REPO_ROOT / "manage.py")
 PYTHON = sys.executable
-JWT_SECRET = "e2e-" + secrets.token_hex(24)
-E2E_SECRET_KEY = "e2e-django-" + secrets.token_hex(24)
+JWT_SECRET = "stack-" + secrets.token_hex(24)
+SECRET_KEY = "stack-django-" + secrets.token_hex(24)
 START_TIMEOUT_S = 45.0
 STOP_TIMEOUT_S = 10.0
-TERMINAL_TYPES = ("complete", "error")
+DEFAULT_TENANTS: dict[str, tuple[str, ...]] = {"demo": (), "other": ()}
 
-# Processes whose log tails a failing test gets in its report (see the hook below).
-_LIVE: list[Proc] = []
+# Processes still running (their log tails go into the report of a failing test).
+LIVE: list[Proc] = []
 _names = itertools.count()
-# Numbers the tests measured, printed in the terminal summary.
-MEASUREMENTS: dict[str, str] = {}
-
-
-def _missing(what: str) -> None:
-    """A required binary is absent: the test fails (scripts/bootstrap installs it)."""
-    pytest.fail(f"{what} is not installed (scripts/bootstrap installs it)")
 
 
 # --- processes ------------------------------------------------------------------------
@@ -88,7 +83,7 @@ class Proc:
                 stdout=out,
                 stderr=err,
             )
-        _LIVE.append(self)
+        LIVE.append(self)
 
     @property
     def pid(self) -> int:
@@ -140,7 +135,7 @@ class Proc:
         if code != 0:
             raise self.failure(f"exited with {code}")
         with contextlib.suppress(ValueError):
-            _LIVE.remove(self)
+            LIVE.remove(self)
         return self.output()
 
     def kill9(self) -> None:
@@ -181,27 +176,33 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str, str]:
         return exc.code, exc.headers.get("Content-Type", ""), exc.read().decode(errors="replace")
 
 
-# --- the session: storage, tenants, tokens -------------------------------------------------
+# --- storage, tenants, settings -------------------------------------------------------------
 
 
-class E2E:
-    """What every stack of the session shares."""
+class Environment:
+    """What every stack started on it shares: storage (dynalite and a table prefix), the
+    data dir (Django database), the secrets, the settings of every child process, and
+    the log directory of every process started for it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, *, prefix: str | None = None, settings: dict[str, str] | None = None
+    ) -> None:
         self.root = root
         self.log_dir = root / "logs"
         self.data_dir = root / "data"
-        self.log_dir.mkdir()
-        self.data_dir.mkdir()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(exist_ok=True)
         self.endpoint = ""
-        self.prefix = f"e2e-{secrets.token_hex(4)}"
+        self.prefix = prefix or f"e2e-{secrets.token_hex(4)}"
+        self.settings = dict(settings or {})
         self.procs: list[Proc] = []
         self.issued_token = ""
-        self.dynalite: Dynalite | None = None  # set by e2e_environment()
+        self.dynalite: Dynalite | None = None  # set by environment()
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a child process: ours minus anything that configures
-        Streamer, plus the e2e settings."""
+        Streamer, plus the stack's settings (``settings`` of the constructor last but
+        one, ``extra`` last)."""
         drop = ("STREAMER_", "DYNAMODB_", "DJANGO_", "REDIS_", "DATABASE_URL", "PYTEST_", "COV_")
         env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
         env.update(
@@ -212,7 +213,7 @@ class E2E:
             STREAMER_TABLE_PREFIX=self.prefix,
             STREAMER_JWT_SECRET=JWT_SECRET,
             DJANGO_DEBUG="0",
-            DJANGO_SECRET_KEY=E2E_SECRET_KEY,
+            DJANGO_SECRET_KEY=SECRET_KEY,
             # The servers listen on plain HTTP on loopback.
             DJANGO_SECURE_SSL_REDIRECT="0",
             DJANGO_SESSION_COOKIE_SECURE="0",
@@ -221,6 +222,7 @@ class E2E:
             LOG_LEVEL="INFO",
             STREAMER_POLL_INTERVAL_S="0.2",
         )
+        env.update(self.settings)
         env.update(extra)
         return env
 
@@ -253,54 +255,16 @@ class E2E:
         for proc in reversed(self.procs):
             proc.stop()
             with contextlib.suppress(ValueError):
-                _LIVE.remove(proc)
-
-
-@pytest.fixture(scope="session")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    node = shutil.which("node")
-    if node is None or not localserver.DYNALITE.exists():
-        _missing("dynalite (node and localdb/node_modules)")
-    env = E2E(tmp_path_factory.mktemp("e2e"))
-    try:
-        port = localserver.free_port()
-        env.endpoint = f"http://127.0.0.1:{port}"
-        dynalite = env.start(
-            "dynalite",
-            [
-                *(node, str(localserver.DYNALITE), "--host", "127.0.0.1", "--port", str(port)),
-                *("--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"),
-            ],
-            os.environ.copy(),
-        )
-        migrate = env.manage("migrate", "migrate", "--noinput")
-        issue = env.manage("issue_token", "issue_token", "--tenant", "demo", "--user", "alice")
-        try:
-            localserver.wait_until_up(env.endpoint, timeout_s=START_TIMEOUT_S)
-        except TimeoutError:
-            raise dynalite.failure("did not answer") from None
-        create_tables = env.manage("create_tables", "create_tables")
-        migrate.wait_ok()
-        tenants = [env.manage(f"create_tenant-{t}", "create_tenant", t) for t in ("demo", "other")]
-        env.issued_token = issue.wait_ok().strip().splitlines()[-1]
-        for proc in [*tenants, create_tables]:
-            proc.wait_ok()
-        yield env
-    finally:
-        env.close()
-
-
-@pytest.fixture(scope="session")
-def measurements() -> dict[str, str]:
-    """Record a measured number; printed at the end of the run."""
-    return MEASUREMENTS
+                LIVE.remove(proc)
 
 
 class Dynalite:
     """dynalite on a fixed port; on disk under ``path`` when given, so that
     :meth:`kill9` then :meth:`start` are a crash and a restart with the same data."""
 
-    def __init__(self, e2e: E2E, *, path: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, e2e: Environment, *, path: Path | None = None, port: int | None = None
+    ) -> None:
         self.e2e = e2e
         self.path = path
         self.port = port or localserver.free_port()
@@ -314,7 +278,7 @@ class Dynalite:
         """Start it (again) on the same port and data; returns once it answers."""
         node = shutil.which("node")
         if node is None or not localserver.DYNALITE.exists():
-            _missing("dynalite (node and localdb/node_modules)")
+            raise RuntimeError("dynalite is not installed (scripts/bootstrap installs it)")
         args = [node, str(localserver.DYNALITE), "--host", "127.0.0.1", "--port", str(self.port)]
         args += ["--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]
         if self.path is not None:
@@ -333,11 +297,21 @@ class Dynalite:
 
 
 @contextlib.contextmanager
-def e2e_environment(root: Path, *, on_disk: bool = False) -> Iterator[E2E]:
-    """What the session fixture ``e2e`` sets up, for tests that need storage of their
-    own: with ``on_disk`` dynalite keeps its data under ``root/dynalite`` on a fixed
-    port, and ``env.dynalite`` can be killed and started again with the same data."""
-    env = E2E(root)
+def environment(
+    root: Path,
+    *,
+    on_disk: bool = False,
+    tenants: dict[str, tuple[str, ...]] | Sequence[str] = DEFAULT_TENANTS,
+    prefix: str | None = None,
+    settings: dict[str, str] | None = None,
+) -> Iterator[Environment]:
+    """Storage, data dir and tenants for stacks to run on. With ``on_disk`` dynalite
+    keeps its data under ``root/dynalite`` on a fixed port, and ``env.dynalite`` can be
+    killed and started again with the same data. ``tenants`` maps a tenant to extra
+    ``create_tenant`` arguments (or is a list of tenants); ``settings`` go to every
+    child process."""
+    env = Environment(root, prefix=prefix, settings=settings)
+    options = tenants if isinstance(tenants, dict) else dict.fromkeys(tenants, ())
     try:
         env.dynalite = Dynalite(env, path=root / "dynalite" if on_disk else None)
         env.endpoint = env.dynalite.endpoint
@@ -345,8 +319,12 @@ def e2e_environment(root: Path, *, on_disk: bool = False) -> Iterator[E2E]:
         env.dynalite.start()
         create_tables = env.manage("create_tables", "create_tables")
         migrate.wait_ok()
-        tenants = [env.manage(f"create_tenant-{t}", "create_tenant", t) for t in ("demo", "other")]
-        for proc in [*tenants, create_tables]:
+        create_tables.wait_ok()
+        started = [
+            env.manage(f"create_tenant-{t}", "create_tenant", t, *args)
+            for t, args in options.items()
+        ]
+        for proc in started:
             proc.wait_ok()
         yield env
     finally:
@@ -389,19 +367,73 @@ class Server:
 class Stack:
     """Servers and workers (sharing one Redis, in Redis mode)."""
 
-    def __init__(self, e2e: E2E, name: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, e2e: Environment, name: str, env: dict[str, str] | None = None) -> None:
         self.e2e = e2e
         self.name = name
         self.extra_env = dict(env or {})
         self.redis_url: str | None = None
         self.redis: Proc | None = None
-        self.procs: list[Proc] = []
+        self.started: list[Proc] = []
         self.servers: list[Server] = []
         self.workers: list[Proc] = []
 
     @property
     def endpoint(self) -> str:
         return self.e2e.endpoint
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>`` of the first server."""
+        return self.servers[0].url
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket endpoint of the first server, without a token."""
+        return self.servers[0].ws_url(None)
+
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The processes by role: ``server`` (``server1``...), ``worker0``..., ``redis``."""
+        named = {f"server{i or ''}": s.proc.popen for i, s in enumerate(self.servers)}
+        named.update({f"worker{i}": w.popen for i, w in enumerate(self.workers)})
+        if self.redis is not None:
+            named["redis"] = self.redis.popen
+        return named
+
+    def manage(self, *args: str, timeout: float = 120.0) -> str:
+        """Run ``manage.py ARGS`` to completion with the stack's settings; its stdout
+        (RuntimeError with the output when it fails)."""
+        return self._manage(args[0], *args).wait_ok(timeout).strip()
+
+    def issue_token(self, user: str, tenant: str = "demo", ttl: int = 3600) -> str:
+        """A token from ``manage.py issue_token`` (what an operator would hand out)."""
+        return self.manage(
+            "issue_token", "--tenant", tenant, "--user", user, "--ttl", str(ttl)
+        ).splitlines()[-1]
+
+    def server_log(self, server: int = 0) -> str:
+        """What a server wrote so far (stdout, then stderr), for failure messages."""
+        proc = self.servers[server].proc
+        return proc.output() + proc.errors()
+
+    def rss_kib(self, role: str) -> int:
+        """Resident memory of a process (Linux /proc), in KiB; 0 when it is gone."""
+        try:
+            status = Path(f"/proc/{self.procs[role].pid}/status").read_text()
+        except OSError:
+            return 0
+        return next(
+            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")), 0
+        )
+
+    def metric(self, name: str, labels: str = "", server: int = 0) -> float:
+        """One sample from a server's /metrics (0 when absent)."""
+        _, _, text = http_get(f"{self.servers[server].url}/metrics")
+        prefix = f"{name}{{{labels}}}" if labels else name
+        for line in text.splitlines():
+            if line.startswith(prefix + " "):
+                return float(line.split()[-1])
+        return 0.0
 
     @property
     def prefix(self) -> str:
@@ -425,7 +457,7 @@ class Stack:
             env=env or self.env(),
             log_dir=self.e2e.log_dir,
         )
-        self.procs.append(proc)
+        self.started.append(proc)
         return proc
 
     def start_redis(self, port: int | None = None) -> None:
@@ -433,7 +465,7 @@ class Stack:
         so a test can kill it and start it again on the same port."""
         binary = shutil.which("redis-server")
         if binary is None:
-            _missing("redis-server")
+            raise RuntimeError("redis-server is not installed (scripts/bootstrap installs it)")
         port = port or localserver.free_port()
         workdir = self.e2e.root / f"redis-{self.name}"
         workdir.mkdir(exist_ok=True)
@@ -454,7 +486,7 @@ class Stack:
             env=os.environ.copy(),
             log_dir=self.e2e.log_dir,
         )
-        self.procs.append(proc)
+        self.started.append(proc)
         self.redis = proc
         deadline = time.monotonic() + 15
         while not _port_answers_ping(port):
@@ -496,6 +528,7 @@ class Stack:
         return self.e2e.mint(self.user(user), tenant)
 
     def client(self, user: str = "alice", tenant: str = "demo", server: int = 0) -> WSClientContext:
+        """A collecting WebSocket client of ``user`` (a minted token) on a server."""
         return open_client(self.servers[server].ws_url(self.token(user, tenant)))
 
     def configure_store(self) -> None:
@@ -520,21 +553,21 @@ class Stack:
     def close(self) -> None:
         """Stop workers and servers together (SIGTERM, bounded wait), then Redis."""
         first = [*self.workers, *(s.proc for s in self.servers)]
-        rest = [p for p in self.procs if p not in first]
+        rest = [p for p in self.started if p not in first]
         for group in (first, rest):
             for proc in group:
                 if proc.alive:
                     proc.popen.send_signal(signal.SIGTERM)
             for proc in group:
                 proc.stop()
-        for proc in self.procs:
+        for proc in self.started:
             with contextlib.suppress(ValueError):
-                _LIVE.remove(proc)
+                LIVE.remove(proc)
 
 
 @contextlib.contextmanager
 def running_stack(
-    e2e: E2E,
+    e2e: Environment,
     name: str,
     *,
     redis: bool = False,
@@ -564,207 +597,64 @@ def running_stack(
         stack.close()
 
 
-# --- the WebSocket client ---------------------------------------------------------------------
+# --- the benchmark's stack -------------------------------------------------------------------
+
+# What the benchmark's servers run with: its baseline endpoint and actions, no rate limit,
+# no poll noise in the counts (wake-ups carry the load), few log lines.
+BENCH_SETTINGS = {
+    "DJANGO_DEBUG": "1",
+    "STREAMER_BENCH": "1",
+    "STREAMER_RATE_LIMIT_FRAMES": "1000000",
+    "STREAMER_POLL_INTERVAL_S": "30",
+    "LOG_LEVEL": "WARNING",
+}
 
 
-class WSClient:
-    """A websockets connection whose frames a background task collects, so a test can
-    wait for a frame matching a predicate and later look at everything that arrived."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.frames: list[dict[str, Any]] = []
-        self.closed = False
-        self._changed = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        try:
-            async for raw in self.ws:
-                frame = json.loads(raw)
-                frame["_rx"] = time.perf_counter()
-                self.frames.append(frame)
-                self._changed.set()
-        except ConnectionClosed:
-            pass
-        finally:
-            self.closed = True
-            self._changed.set()
-
-    @property
-    def close_code(self) -> int | None:
-        return self.ws.close_code
-
-    async def send(self, frame: dict[str, Any] | str) -> float:
-        """Send a frame; the perf_counter time it left."""
-        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
-        return time.perf_counter()
-
-    async def wait_for(
-        self,
-        predicate: Callable[[dict[str, Any]], bool],
-        *,
-        within: float = 10.0,
-        since: int = 0,
-        what: str = "a frame",
-    ) -> dict[str, Any]:
-        """The first frame from index ``since`` on that matches ``predicate``."""
-        deadline = asyncio.get_running_loop().time() + within
-        index = since
-        while True:
-            self._changed.clear()
-            for frame in self.frames[index:]:
-                if predicate(frame):
-                    return frame
-            index = max(index, len(self.frames))
-            if self.closed:
-                raise AssertionError(
-                    f"socket closed ({self.close_code}) while waiting for {what}: {self.brief()}"
-                )
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"timed out after {within}s waiting for {what}: {self.brief()}"
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=remaining)
-
-    def brief(self, last: int = 12) -> str:
-        """The last frames received, shortened, for assertion messages."""
-        shown = [
-            {
-                k: v
-                for k, v in f.items()
-                if k in ("type", "request_id", "percentage", "status", "error")
-            }
-            for f in self.frames[-last:]
-        ]
-        return f"{len(self.frames)} frames, last: {shown}"
-
-    async def call(
-        self, action: str, payload: dict[str, Any] | None = None, *, within: float = 10.0
-    ) -> dict[str, Any]:
-        """Run a synchronous action; its ``response`` or ``error`` frame."""
-        request_id = f"call-{uuid.uuid4().hex[:12]}"
-        since = len(self.frames)
-        await self.send({"action": action, "id": request_id, "payload": payload or {}})
-        return await self.wait_for(
-            lambda f: f.get("request_id") == request_id and f["type"] in ("response", "error"),
-            within=within,
-            since=since,
-            what=f"the answer to {action}",
-        )
-
-    async def submit(
-        self,
-        request_id: str,
-        payload: dict[str, Any] | None = None,
-        *,
-        action: str = "generate_report",
-        within: float = 10.0,
-    ) -> dict[str, Any]:
-        """Send an asynchronous request; its ``acknowledgment`` (or ``error``) frame."""
-        since = len(self.frames)
-        await self.send({"action": action, "id": request_id, "payload": payload or {}})
-        return await self.wait_for(
-            lambda f: (
-                f.get("request_id") == request_id and f["type"] in ("acknowledgment", "error")
-            ),
-            within=within,
-            since=since,
-            what=f"the acknowledgment of {request_id}",
-        )
-
-    async def terminal(
-        self, request_id: str, *, within: float = 15.0, since: int = 0
-    ) -> dict[str, Any]:
-        """The terminal (``complete``/``error``) frame of ``request_id``."""
-        return await self.wait_for(
-            lambda f: f.get("request_id") == request_id and f["type"] in TERMINAL_TYPES,
-            within=within,
-            since=since,
-            what=f"the terminal frame of {request_id}",
-        )
-
-    def about(self, request_id: str, since: int = 0) -> list[dict[str, Any]]:
-        """Every frame received about ``request_id`` (answers to ``call`` carry their own ids)."""
-        return [f for f in self.frames[since:] if f.get("request_id") == request_id]
-
-    async def wait_closed(self, within: float = 10.0) -> int | None:
-        """Wait until the server closes the socket; its close code."""
-        try:
-            await asyncio.wait_for(asyncio.shield(self._reader), timeout=within)
-        except TimeoutError:
-            raise AssertionError(f"socket still open after {within}s: {self.brief()}") from None
-        return self.close_code
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(), timeout=3)
-        self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)
+def token(user: str, tenant: str = "bench") -> str:
+    """A token the stacks accept (HS256 with the stacks' secret)."""
+    return jwt.encode(
+        {"sub": user, "tenant_id": tenant, "exp": int(time.time()) + 3600},
+        JWT_SECRET,
+        algorithm="HS256",
+    )
 
 
-WSClientContext = contextlib.AbstractAsyncContextManager[WSClient]
+async def connect(url: str) -> Any:
+    """A WebSocket client without compression or a size limit."""
+    return await websockets.connect(url, compression=None, max_size=None, open_timeout=30)
 
 
-@contextlib.asynccontextmanager
-async def open_client(url: str) -> AsyncIterator[WSClient]:
-    """Connect (no Origin header, like a non-browser client) and collect frames."""
-    ws = await connect(url, open_timeout=10, close_timeout=3, ping_interval=None, max_size=2**22)
-    client = WSClient(ws)
+@contextlib.contextmanager
+def local_stack(
+    redis: bool = False,
+    workers: int = 0,
+    server: str = "daphne",
+    env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """dynalite (on disk) + tables + tenants ``bench`` and ``fan`` (no connection limit)
+    + ``serve --server`` (daphne by default) with its in-process worker, or Redis and
+    ``workers`` worker processes; ``env`` overrides the stack's settings."""
+    root = Path(tempfile.mkdtemp(prefix="streamer-bench-"))
+    unlimited = ("--max-connections", "0")
     try:
-        yield client
+        with (
+            environment(
+                root,
+                on_disk=True,
+                tenants={"bench": unlimited, "fan": unlimited},
+                prefix="bench",
+                settings={**BENCH_SETTINGS, **(env or {})},
+            ) as storage,
+            running_stack(
+                storage,
+                "bench",
+                redis=redis,
+                server_worker=not redis,
+                workers=workers,
+                worker_args=("--concurrency", "16"),
+                server=server,
+            ) as stack,
+        ):
+            yield stack
     finally:
-        await client.close()
-
-
-# --- checks ---------------------------------------------------------------------------------
-
-
-def check_request_stream(
-    frames: list[dict[str, Any]], *, terminal: str = "complete", expect_ack: bool = True
-) -> dict[str, Any]:
-    """PROTOCOL.md §2.2 for one request on one connection: acknowledgment first (when
-    this connection sent it), progress never decreasing, exactly one terminal frame and
-    nothing after it. Returns the terminal frame."""
-    types = [f["type"] for f in frames]
-    assert all(isinstance(f.get("timestamp"), int) for f in frames), frames
-    terminals = [f for f in frames if f["type"] in TERMINAL_TYPES]
-    assert len(terminals) == 1, f"expected one terminal frame, got {types}"
-    assert frames[-1] is terminals[0], f"frames after the terminal frame: {types}"
-    assert terminals[0]["type"] == terminal, terminals[0]
-    if expect_ack:
-        assert types[0] == "acknowledgment", types
-        assert types.count("acknowledgment") == 1, types
-    else:
-        assert "acknowledgment" not in types, types
-    percentages = [f["percentage"] for f in frames if f["type"] == "progress"]
-    assert percentages == sorted(percentages), f"progress went down: {percentages}"
-    assert all(0 <= p <= 100 for p in percentages), percentages
-    assert set(types) <= {"acknowledgment", "progress", *TERMINAL_TYPES}, types
-    return terminals[0]
-
-
-def p50_ms(samples_s: list[float]) -> float:
-    return statistics.median(samples_s) * 1000
-
-
-# --- reporting --------------------------------------------------------------------------------
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """A failing e2e test shows the log tails of every process still registered."""
-    report = yield
-    if report.failed:
-        for proc in list(_LIVE):
-            report.sections.append((f"e2e process {proc.name}", proc.tail()))
-    return report
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if MEASUREMENTS:
-        terminalreporter.section("e2e measurements")
-        for name, value in MEASUREMENTS.items():
-            terminalreporter.write_line(f"{name}: {value}")
+        shutil.rmtree(root, ignore_errors=True)

@@ -10,7 +10,8 @@ The fixtures of one kind of test live in ``tests/fixtures/`` (loaded below for e
 test, each name meaning one thing): ``asgi`` (the application over moto and the
 in-memory layer), ``worker`` (module-wide moto tables, fake sockets, API call counts),
 ``admin`` (users, permissions, connections and requests for the admin pages) and
-``apigw`` (the API Gateway tenant). Fixtures that reset process state are not autouse:
+``apigw`` (the API Gateway tenant) and ``live`` (stacks of real processes, started by
+bench/stack.py). Fixtures that reset process state are not autouse:
 a module asks for them with ``pytestmark = pytest.mark.usefixtures(...)``.
 Helpers that tests import live in ``tests/support/``.
 """
@@ -31,6 +32,7 @@ pytest_plugins = [
     "tests.fixtures.worker",
     "tests.fixtures.admin",
     "tests.fixtures.apigw",
+    "tests.fixtures.live",
 ]
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

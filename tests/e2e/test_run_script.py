@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.stack import LIVE, REPO_ROOT, START_TIMEOUT_S, Proc, http_get
 from storage.localserver import free_port
-from tests.e2e.conftest import _LIVE, REPO_ROOT, START_TIMEOUT_S, Proc, http_get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -87,7 +87,7 @@ def runs(tmp_path: Path) -> Iterator[list[Proc]]:
     for proc in reversed(started):
         proc.stop(timeout=20)
         with contextlib.suppress(ValueError):
-            _LIVE.remove(proc)
+            LIVE.remove(proc)
     for pid in recorded:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)

@@ -1,11 +1,13 @@
 """No token, API key, password or signing secret is ever written to a log.
 
-Named to run last in this folder: it reads the log of every process the reliability
-modules started (servers at DEBUG in test_hostile_sockets.py, workers, crashed and
-restarted servers of the fault tests) and looks for every credential they handed out
-(``conftest.SECRETS``: the JWT secret, every minted token and its signature alone, API
-keys, passwords). In-process, the auth and publish paths are run with good and bad
-credentials with logging at DEBUG.
+Order does not matter: the process test starts a server and a worker of its own at
+DEBUG, hands them good and bad tokens (query string, ``auth.refresh``) and API keys,
+then reads the log of every process this session has started so far (its own, and
+those of any reliability or e2e module that ran before: servers at DEBUG in
+test_hostile_sockets.py, crashed and restarted servers of the fault tests) and looks for
+every credential handed out (``conftest.SECRETS``: the JWT secret, every minted token
+and its signature alone, API keys, passwords). In-process, the auth and publish paths
+are run with good and bad credentials with logging at DEBUG.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import jwt
 import pytest
 from django.test import AsyncClient
 
-from tests.e2e.conftest import E2E, JWT_SECRET
+from bench.stack import JWT_SECRET, Environment, Stack, running_stack
+from bench.wsclient import open_client
 from tests.reliability.conftest import LOG_DIRS, SECRETS, remember
+from tests.reliability.test_hostile_sockets import issue_api_key, post_json
 
 
 def b64(raw: bytes) -> str:
@@ -80,8 +84,37 @@ async def test_publish_never_logs_api_keys_even_at_debug(
     assert [s for s in SECRETS if s in caplog.text] == []
 
 
-def test_no_secret_in_any_process_log(e2e: E2E, figures: dict[str, str]) -> None:
-    """Every log file of this session's processes."""
+async def use_credentials(stack: Stack) -> None:
+    """Good and bad tokens and API keys, through a server and its worker at DEBUG."""
+    now = int(time.time())
+    refused = [
+        stack.e2e.mint(stack.user("late"), exp=now - 600),
+        stack.e2e.mint(stack.user("forger"), secret="not-the-secret-but-long-enough!!"),
+    ]
+    for token in refused:
+        async with open_client(stack.servers[0].ws_url(token)) as client:
+            assert await client.wait_closed() == 4401
+    async with stack.client("holder") as client:
+        fresh = stack.token("holder")
+        answer = await client.call("auth.refresh", {"token": fresh})
+        assert answer["type"] == "response", answer
+        ack = await client.submit("secret-job", {"duration_s": 0, "steps": 1})
+        assert ack["type"] == "acknowledgment", ack
+        await client.terminal("secret-job")
+    key = remember(await asyncio.to_thread(issue_api_key, stack, "demo"))
+    url = f"{stack.servers[0].url}/api/v1/publish"
+    body = {"user_id": stack.user("holder"), "frame": {"type": "notice"}}
+    for secret, expected in ((key, 200), (remember(key[:-3] + "abc"), 401)):
+        status, answer = await asyncio.to_thread(post_json, url, body, secret)
+        assert status == expected, answer
+
+
+async def test_no_secret_in_any_process_log(e2e: Environment, figures: dict[str, str]) -> None:
+    """Every log file of this session's processes, its own DEBUG stack's included."""
+    with running_stack(e2e, "secrets", workers=1, env={"LOG_LEVEL": "DEBUG"}) as stack:
+        await use_credentials(stack)
+        own_server_log = stack.server_log()
+    assert "token rejected" in own_server_log  # the refusals were logged, at DEBUG
     roots = {e2e.log_dir, *(Path(p) for p in LOG_DIRS)}
     files = [
         f
@@ -102,6 +135,8 @@ def test_no_secret_in_any_process_log(e2e: E2E, figures: dict[str, str]) -> None
     assert leaks == [], leaks
     figures["secrets in logs"] = (
         f"{len(SECRETS)} distinct tokens, token signatures, API keys and passwords used; "
-        f"{len(files)} process log files ({size / 1e3:.0f} kB, the hostile-input servers at "
-        "DEBUG) and the in-process auth and publish logs at DEBUG searched: 0 found"
+        f"{len(files)} process log files ({size / 1e3:.0f} kB, this test's own server and "
+        "worker at DEBUG and those of every module that ran before it, e.g. the "
+        "hostile-input servers at DEBUG) and the in-process auth and publish logs at DEBUG "
+        "searched: 0 found"
     )

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from bench.stack import Stack
 from streamer_client import Backoff, Progress, StreamerClient, StreamerError
-from tests.client.stack import LiveStack
 from tests.streamer_client.proxy import DroppingProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -38,10 +38,10 @@ class Recorder:
         }
 
 
-async def test_echo_and_request_list(live_stack: LiveStack) -> None:
+async def test_echo_and_request_list(live_stack: Stack) -> None:
     events = Recorder()
     async with StreamerClient(
-        live_stack.ws_url, token=live_stack.token(user()), **events.kwargs()
+        live_stack.ws_url, token=live_stack.issue_token(user()), **events.kwargs()
     ) as client:
         assert client.state == "open"
         data = await client.request("echo", {"hello": "world", "n": [1, 2]})
@@ -55,11 +55,11 @@ async def test_echo_and_request_list(live_stack: LiveStack) -> None:
 
 
 async def test_generate_report_reports_progress_and_returns_the_result(
-    live_stack: LiveStack,
+    live_stack: Stack,
 ) -> None:
     progress: list[Progress] = []
     acks: list[dict[str, Any]] = []
-    async with StreamerClient(live_stack.ws_url, token=live_stack.token(user())) as client:
+    async with StreamerClient(live_stack.ws_url, token=live_stack.issue_token(user())) as client:
         result = await client.request(
             "generate_report",
             {"duration_s": 1, "steps": 5},
@@ -76,8 +76,8 @@ async def test_generate_report_reports_progress_and_returns_the_result(
     assert "requests" in result and "connections" in result
 
 
-async def test_typed_error_for_an_invalid_payload(live_stack: LiveStack) -> None:
-    async with StreamerClient(live_stack.ws_url, token=live_stack.token(user())) as client:
+async def test_typed_error_for_an_invalid_payload(live_stack: Stack) -> None:
+    async with StreamerClient(live_stack.ws_url, token=live_stack.issue_token(user())) as client:
         with pytest.raises(StreamerError) as caught:
             await client.request("generate_report", {"duration_s": 9999}, id="bad-1")
         with pytest.raises(StreamerError) as unknown:
@@ -89,13 +89,13 @@ async def test_typed_error_for_an_invalid_payload(live_stack: LiveStack) -> None
     assert unknown.value.code == "INVALID_ACTION"
 
 
-async def test_resumes_after_the_client_socket_is_dropped_mid_job(live_stack: LiveStack) -> None:
+async def test_resumes_after_the_client_socket_is_dropped_mid_job(live_stack: Stack) -> None:
     events = Recorder()
     tokens: list[str] = []
     name = user()
 
     def get_token() -> str:
-        tokens.append(live_stack.token(name))
+        tokens.append(live_stack.issue_token(name))
         return tokens[-1]
 
     async with StreamerClient(
@@ -135,14 +135,14 @@ async def test_resumes_after_the_client_socket_is_dropped_mid_job(live_stack: Li
     assert client.pending_ids == []
 
 
-async def test_resumes_when_the_network_drops_every_connection(live_stack: LiveStack) -> None:
+async def test_resumes_when_the_network_drops_every_connection(live_stack: Stack) -> None:
     """The socket dies on the server's side (a proxy cuts it): same outcome."""
     events = Recorder()
     port = int(live_stack.base_url.rsplit(":", 1)[1])
     async with DroppingProxy(port) as proxy:
         url = f"ws://127.0.0.1:{proxy.port}/ws"
         async with StreamerClient(
-            url, token=live_stack.token(user()), backoff=FAST, **events.kwargs()
+            url, token=live_stack.issue_token(user()), backoff=FAST, **events.kwargs()
         ) as client:
             started = asyncio.Event()
             job = asyncio.create_task(
@@ -160,8 +160,8 @@ async def test_resumes_when_the_network_drops_every_connection(live_stack: LiveS
     assert events.states.count("reconnecting") >= 1
 
 
-async def test_cancelling_the_task_cancels_the_request(live_stack: LiveStack) -> None:
-    async with StreamerClient(live_stack.ws_url, token=live_stack.token(user())) as client:
+async def test_cancelling_the_task_cancels_the_request(live_stack: Stack) -> None:
+    async with StreamerClient(live_stack.ws_url, token=live_stack.issue_token(user())) as client:
         acked = asyncio.Event()
         job = asyncio.create_task(
             client.request(
@@ -185,8 +185,8 @@ async def test_cancelling_the_task_cancels_the_request(live_stack: LiveStack) ->
         assert record["error"]["code"] == "CANCELLED"
 
 
-async def test_explicit_cancel_rejects_the_pending_request(live_stack: LiveStack) -> None:
-    async with StreamerClient(live_stack.ws_url, token=live_stack.token(user())) as client:
+async def test_explicit_cancel_rejects_the_pending_request(live_stack: Stack) -> None:
+    async with StreamerClient(live_stack.ws_url, token=live_stack.issue_token(user())) as client:
         acked = asyncio.Event()
         job = asyncio.create_task(
             client.request(
@@ -205,7 +205,7 @@ async def test_explicit_cancel_rejects_the_pending_request(live_stack: LiveStack
         assert caught.value.request_id == "cancel-2"
 
 
-async def test_invalid_token_is_refused_without_retrying_forever(live_stack: LiveStack) -> None:
+async def test_invalid_token_is_refused_without_retrying_forever(live_stack: Stack) -> None:
     events = Recorder()
     client = StreamerClient(live_stack.ws_url, token="not-a-jwt", backoff=FAST, **events.kwargs())
     with pytest.raises(StreamerError) as caught:
@@ -220,7 +220,7 @@ async def test_invalid_token_is_refused_without_retrying_forever(live_stack: Liv
     assert after.value.code == "CLOSED"
 
 
-async def test_invalid_token_from_get_token_is_retried_once(live_stack: LiveStack) -> None:
+async def test_invalid_token_from_get_token_is_retried_once(live_stack: Stack) -> None:
     calls: list[int] = []
 
     def get_token() -> str:
