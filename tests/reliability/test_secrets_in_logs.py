@@ -109,6 +109,7 @@ async def use_credentials(stack: Stack) -> None:
         assert status == expected, answer
 
 
+@pytest.mark.e2e
 async def test_no_secret_in_any_process_log(e2e: Environment, figures: dict[str, str]) -> None:
     """Every log file of this session's processes, its own DEBUG stack's included."""
     with running_stack(e2e, "secrets", workers=1, env={"LOG_LEVEL": "DEBUG"}) as stack:
