@@ -382,9 +382,14 @@ class Stack:
         return self.e2e.endpoint
 
     @property
-    def base_url(self) -> str:
+    def base(self) -> str:
         """``http://127.0.0.1:<port>`` of the first server."""
         return self.servers[0].url
+
+    @property
+    def ws(self) -> str:
+        """``ws://127.0.0.1:<port>`` of the first server (append the path)."""
+        return self.base.replace("http://", "ws://", 1)
 
     @property
     def ws_url(self) -> str:

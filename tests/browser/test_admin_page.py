@@ -54,7 +54,7 @@ async def test_admin_disconnects_a_live_client(
             "--scenario",
             "admin",
             "--base-url",
-            browser_stack.base_url,
+            browser_stack.base,
             "--artifacts",
             str(ARTIFACTS),
             "--chromium",

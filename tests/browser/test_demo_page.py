@@ -38,7 +38,7 @@ def run_scenario(
         "--scenario",
         name,
         "--base-url",
-        stack.base_url,
+        stack.base,
         "--artifacts",
         str(ARTIFACTS),
         "--chromium",

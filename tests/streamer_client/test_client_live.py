@@ -138,7 +138,7 @@ async def test_resumes_after_the_client_socket_is_dropped_mid_job(live_stack: St
 async def test_resumes_when_the_network_drops_every_connection(live_stack: Stack) -> None:
     """The socket dies on the server's side (a proxy cuts it): same outcome."""
     events = Recorder()
-    port = int(live_stack.base_url.rsplit(":", 1)[1])
+    port = int(live_stack.base.rsplit(":", 1)[1])
     async with DroppingProxy(port) as proxy:
         url = f"ws://127.0.0.1:{proxy.port}/ws"
         async with StreamerClient(

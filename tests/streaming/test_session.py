@@ -1,10 +1,12 @@
-"""DeliveryGuard: the per-connection ordering guarantees of PROTOCOL.md §2.2."""
+"""streaming/session.py: DeliveryGuard (the per-connection ordering guarantees of
+PROTOCOL.md §2.2), the tenant connection counts, opening a session."""
 
 from __future__ import annotations
 
 import pytest
 
-from streaming.session import DeliveryGuard
+from connections.manager import Target
+from streaming.session import DeliveryGuard, TenantCounts
 
 pytestmark = pytest.mark.usefixtures("asgi_settings")
 
@@ -119,3 +121,40 @@ def test_terminal_clears_progress_entry() -> None:
     guard.allow("progress", "r", 30)
     guard.allow("complete", "r", None)
     assert "r" not in guard._progress
+
+
+# --- connection counts ------------------------------------------------------------------
+
+
+def test_tenant_counts(monkeypatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr("streaming.session.time.monotonic", lambda: now[0])
+    counts = TenantCounts(ttl_s=2.0, max_tenants=2)
+    assert counts.get("a") is None
+    counts.bump("a", 1)  # nothing cached: nothing to adjust
+    assert counts.get("a") is None
+    counts.put("a", 5)
+    counts.bump("a", 1)
+    assert counts.get("a") == 6
+    counts.bump("a", -10)
+    assert counts.get("a") == 0, "never negative"
+    now[0] += 2.5
+    assert counts.get("a") is None, "stale after ttl"
+    counts.put("b", 1)
+    counts.put("c", 1)  # over max_tenants: the cache starts over
+    assert counts.get("a") is None and counts.get("c") == 1
+
+
+# --- opening a session ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_open_session_target(live) -> None:
+    from streaming.auth import Identity
+    from streaming.session import close_session, open_session
+
+    identity = Identity("acme", "alice", frozenset())
+    session = await open_session(identity, connection_id="c1", transport="channels", address="a")
+    assert session.target == Target("c1", "channels", "a")
+    assert session.limiter.capacity == 100
+    await close_session(session)

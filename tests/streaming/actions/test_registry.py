@@ -141,3 +141,55 @@ def test_which_failures_are_retryable(
     retry_on: tuple[type[BaseException], ...], exc: BaseException, retryable: bool
 ) -> None:
     assert ActionSpec("x", print, retry_on=retry_on).is_retryable(exc) is retryable
+
+
+# --- registering and validating -------------------------------------------------------
+
+
+class Sized(BaseModel):
+    width: int
+    height: int = 1
+
+
+def test_register_and_lookup() -> None:
+    local = ActionRegistry()
+
+    @action("img.resize", mode="async", schema=Sized, retry_on=(ConnectionError,), registry=local)
+    def resize(job, payload):
+        return payload.width
+
+    spec = local.get("img.resize")
+    assert spec.handler is resize and spec.mode == "async" and not spec.is_coroutine
+    assert local.names() == ["img.resize"]
+    assert spec.validate({"width": 3}).width == 3
+    assert spec.is_retryable(ConnectionError()) and spec.is_retryable(RetryableError())
+    assert not spec.is_retryable(ValueError())
+    local.unregister("img.resize")
+    local.unregister("img.resize")  # idempotent
+    with pytest.raises(ProtocolError) as info:
+        local.get("img.resize")
+    assert info.value.code.value == "INVALID_ACTION"
+
+
+def test_validation_lists_every_field() -> None:
+    spec = ActionSpec("x", lambda ctx, p: p, schema=Sized)
+    with pytest.raises(ProtocolError) as info:
+        spec.validate({"width": "wide", "height": "tall"})
+    fields = [e["field"] for e in info.value.details["errors"]]
+    assert fields == ["payload.width", "payload.height"]
+    assert ActionSpec("y", lambda ctx, p: p).validate({"any": 1}) == {"any": 1}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ActionSpec("dup", lambda: None),
+        ActionSpec("z", lambda: None, max_attempts=0),
+        ActionSpec("z", lambda: None, timeout_s=0),
+    ],
+)
+def test_register_rejects(spec) -> None:
+    local = ActionRegistry()
+    local.register(ActionSpec("dup", lambda: None))
+    with pytest.raises(ValueError):
+        local.register(spec)
