@@ -1,9 +1,9 @@
 """Fixtures of the reliability suite: faults, load and hostile input.
 
-The process-level machinery is the end-to-end suite's (tests/e2e/conftest.py): the
-session ``e2e`` (in-memory dynalite, tenants, JWT secret) is re-exported here, and the
-fault modules build storage of their own with ``environment(on_disk=True)`` so that
-they can kill it without disturbing anyone else.
+The processes are started by the one launcher, bench/stack.py: the session ``e2e``
+(tests/fixtures/live.py: in-memory dynalite, tenants, JWT secret) serves most modules,
+and the fault modules build storage of their own with ``environment(on_disk=True)`` so
+that they can kill it without disturbing anyone else.
 
 ``figures`` records what a test measured (requests, disconnects, faults injected,
 anything lost, memory); they are printed at the end of the run under "reliability

@@ -1,6 +1,6 @@
 """Hostile clients against real servers on real sockets (``manage.py serve`` on
-127.0.0.1), for what the in-process tests (tests/unit/realtime/test_handshake.py,
-tests/unit/apigw/, tests/unit/admin/) cannot show or do not cover:
+127.0.0.1), for what the in-process tests (tests/streaming/test_consumer_handshake.py,
+the API Gateway and admin tests) cannot show or do not cover:
 
 * JWT attacks on a server configured for RS256 with issuer and audience: ``alg: none``,
   HS256 signed with the RS256 public key, an embedded ``jwk``, unknown and path-like
@@ -17,7 +17,7 @@ tests/unit/apigw/, tests/unit/admin/) cannot show or do not cover:
   non-staff users, over real HTTP;
 * ``Origin``: a foreign origin is refused, the server's own hosts and no Origin are
   accepted;
-* (the servers log at DEBUG: test_zz_secrets_in_logs.py then finds no token, key or
+* (the servers log at DEBUG: test_secrets_in_logs.py then finds no token, key or
   password used here in any log).
 """
 
