@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import E2E, Stack, check_request_stream, http_get, p50_ms, running_stack
+from bench.stack import Environment, Stack, http_get, running_stack
+from bench.wsclient import check_request_stream, p50_ms
 
 pytestmark = pytest.mark.e2e
 
@@ -18,7 +19,7 @@ QUICK = {"duration_s": 0, "steps": 1, "max_requests": 0, "include_connections": 
 
 
 @pytest.fixture(scope="module")
-def stack(e2e: E2E) -> Iterator[Stack]:
+def stack(e2e: Environment) -> Iterator[Stack]:
     with running_stack(
         e2e,
         "redis",
