@@ -192,6 +192,8 @@ class WebhookSender:
         if at >= delivery.deadline_at:
             return None
         number = delivery.attempt_count + 1
-        delay_s = min(MAX_RETRY_DELAY_S, retry_delay_s(number, self.retry_base_s, MAX_RETRY_DELAY_S))
+        delay_s = min(
+            MAX_RETRY_DELAY_S, retry_delay_s(number, self.retry_base_s, MAX_RETRY_DELAY_S)
+        )
         delay_ms = int(delay_s * 1000)
         return min(at + delay_ms, delivery.deadline_at)

@@ -124,7 +124,9 @@ class Command(BaseCommand):
         def stop_worker() -> Any:
             stop.set()
             if worker_task:
-                return defer.Deferred.fromFuture(asyncio.ensure_future(asyncio.gather(*worker_task)))
+                return defer.Deferred.fromFuture(
+                    asyncio.ensure_future(asyncio.gather(*worker_task))
+                )
             return None
 
         reactor.addSystemEventTrigger("before", "shutdown", stop_worker)  # type: ignore[attr-defined,arg-type]
