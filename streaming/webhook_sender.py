@@ -86,7 +86,6 @@ class WebhookSender:
         self.tenants = tenants
         self.http = urllib3.PoolManager(
             retries=False,
-            redirect=False,
             timeout=urllib3.Timeout(connect=min(timeout_s, 5.0), read=timeout_s),
             maxsize=concurrency,
         )
@@ -177,7 +176,11 @@ class WebhookSender:
         }
         try:
             response = self.http.request(
-                "POST", policy.webhook_url, body=delivery.body.encode(), headers=headers
+                "POST",
+                policy.webhook_url,
+                body=delivery.body.encode(),
+                headers=headers,
+                redirect=False,
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             reason = "timed out" if isinstance(exc, urllib3.exceptions.TimeoutError) else "failed"
