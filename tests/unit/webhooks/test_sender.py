@@ -46,8 +46,8 @@ def ended(outcome: str, user: str = "alice") -> RequestRecord:
     return request_store.fail(key, "PROCESSING_FAILED", "disk full", worker_id="w1")
 
 
-async def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def until(check: Callable[[], Any], within_s: float = 15.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + within_s
     while True:
         value = await asyncio.to_thread(check)
         if value:

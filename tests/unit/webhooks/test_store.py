@@ -172,7 +172,7 @@ def test_resend_makes_a_failed_delivery_due_again_under_the_same_id(
     again = store.resend(delivery_id, now=later)
     assert (again.delivery_id, again.status) == (delivery_id, DeliveryStatus.PENDING)
     assert again.deadline_at == later + RETRY_WINDOW_MS
-    assert again.attempts == claimed.attempts + [Attempt(T0, 500)]
+    assert again.attempts == [*claimed.attempts, Attempt(T0, 500)]
     assert delivery_id in due_ids(store, later)
 
 
