@@ -78,7 +78,7 @@ class WebhookSender:
         self.sender_id = sender_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.concurrency = concurrency
         # A claim outlives the longest attempt, so a live sender never loses its claim.
-        self.lease_ms = int(max(lease_s, timeout_s * 2 + 5) * 1000)
+        self.lease_ms = int(max(lease_s, timeout_s * 2 + 2) * 1000)
         self.poll_interval_s = poll_interval_s
         self.retry_base_s = retry_base_s
         self.grace_s = grace_s
