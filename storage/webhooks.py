@@ -191,8 +191,8 @@ class WebhookStore:
         body: str,
         now: int | None = None,
     ) -> bool:
-        """Store a new PENDING delivery, due now. False when it was already stored (the
-        same event written twice), which leaves the stored one untouched."""
+        """Store a new PENDING delivery, due now (one conditional UpdateItem). False when
+        it was already stored (the same event written twice), which leaves it untouched."""
         for name, value in (
             ("delivery_id", delivery_id),
             ("tenant_id", tenant_id),
@@ -202,25 +202,26 @@ class WebhookStore:
         ):
             require_text(name, value, 256)
         at = now_ms() if now is None else now
-        item = M(
-            delivery_id,
-            tenant_id=tenant_id,
-            user_id=user_id,
-            request_id=request_id,
-            event_type=event_type,
-            body=body,
-            status=DeliveryStatus.PENDING.value,
-            created_at=at,
-            deadline_at=at + RETRY_WINDOW_MS,
-            attempt_count=0,
-            attempts=[],
-            due_shard=_shard(delivery_id),
-            next_attempt_at=at,
-            ttl=datetime.fromtimestamp((at + RETENTION_MS) / 1000, tz=UTC),
-        )
+        # UpdateItem, not PutItem: the roles that end requests (deploy/cloudformation.yaml)
+        # need only UpdateItem on this table, the one write they already make elsewhere.
+        actions = [
+            M.tenant_id.set(tenant_id),
+            M.user_id.set(user_id),
+            M.request_id.set(request_id),
+            M.event_type.set(event_type),
+            M.body.set(body),
+            M.status.set(DeliveryStatus.PENDING.value),
+            M.created_at.set(at),
+            M.deadline_at.set(at + RETRY_WINDOW_MS),
+            M.attempt_count.set(0),
+            M.attempts.set([]),
+            M.due_shard.set(_shard(delivery_id)),
+            M.next_attempt_at.set(at),
+            M.ttl.set(datetime.fromtimestamp((at + RETENTION_MS) / 1000, tz=UTC)),
+        ]
         try:
             with storage_errors("webhooks.add"):
-                item.save(condition=M.delivery_id.does_not_exist())
+                M(delivery_id).update(actions=actions, condition=M.delivery_id.does_not_exist())
         except PynamoDBException as exc:
             if is_conditional_failure(exc):
                 return False

@@ -20,7 +20,6 @@ import orjson
 
 from connections.storage_pool import run_storage
 from connections.tenants import get_tenant_policy
-from storage.errors import StoreError
 from storage.requests.model import RequestRecord, RequestStatus
 from storage.webhooks import delivery_id_for, webhook_store
 
@@ -69,9 +68,10 @@ def record_event(record: RequestRecord) -> str | None:
 
 
 async def request_ended(record: RequestRecord) -> None:
-    """Hook: ``record`` has just reached COMPLETED, FAILED or CANCELLED. Never raises: a
-    storage failure here is logged and must not keep the terminal frame from clients."""
+    """Hook: ``record`` has just reached COMPLETED, FAILED or CANCELLED. Never raises:
+    whatever fails here (storage down, a role without access to the table, the tenant
+    database) is logged and must not keep the terminal frame from clients."""
     try:
         await run_storage(record_event, record)
-    except StoreError:
+    except Exception:
         log.exception("webhook event of request %s not stored", record.key.as_string())
