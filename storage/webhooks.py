@@ -29,6 +29,7 @@ from typing import Any
 
 from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
 from pynamodb.exceptions import DoesNotExist, PynamoDBException
+from pynamodb.expressions.update import Action
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -204,7 +205,7 @@ class WebhookStore:
         at = now_ms() if now is None else now
         # UpdateItem, not PutItem: the roles that end requests (deploy/cloudformation.yaml)
         # need only UpdateItem on this table, the one write they already make elsewhere.
-        actions = [
+        actions: list[Action] = [
             M.tenant_id.set(tenant_id),
             M.user_id.set(user_id),
             M.request_id.set(request_id),
@@ -268,7 +269,7 @@ class WebhookStore:
         PENDING again at ``next_attempt_at``, or FAILED when that is None. None when the
         claim was lost meanwhile (its lease ran out, or an admin resent it)."""
         kept = [*(a.as_dict() for a in claimed.attempts), attempt.as_dict()]
-        actions: list[Any] = [
+        actions: list[Action] = [
             M.attempts.set(kept[-MAX_ATTEMPTS_KEPT:]),
             M.attempt_count.add(1),
             M.claimed_by.remove(),
