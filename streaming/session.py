@@ -56,19 +56,28 @@ class DeliveryGuard:
             return True
         if request_id in self._finished:
             return False
-        if frame_type == "progress":
+        if frame_type == "acknowledgment":
+            # A watching connection can be told about one request twice (request.watch
+            # lists the live ones while a new one is announced): the first one counts.
+            if request_id in self._progress:
+                return False
+            self._remember_progress(request_id, -1.0)
+        elif frame_type == "progress":
             last = self._progress.get(request_id, -1.0)
             pct = float(percentage or 0.0)
             if pct < last:
                 return False
-            self._progress[request_id] = pct
-            self._progress.move_to_end(request_id)
-            if len(self._progress) > self.MAX_REMEMBERED:
-                # requests whose terminal frame never came here: forget the stalest
-                self._progress.popitem(last=False)
+            self._remember_progress(request_id, pct)
         elif frame_type in TERMINAL_TYPES:
             self.mark_final(request_id)
         return True
+
+    def _remember_progress(self, request_id: str, pct: float) -> None:
+        self._progress[request_id] = pct
+        self._progress.move_to_end(request_id)
+        if len(self._progress) > self.MAX_REMEMBERED:
+            # requests whose terminal frame never came here: forget the stalest
+            self._progress.popitem(last=False)
 
     def mark_final(self, request_id: str) -> None:
         """No more frames about this request on this connection."""
