@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from connections.manager import manager, watch_key
 from connections.storage_pool import run_storage
@@ -36,7 +36,7 @@ LIVE_SCAN = 100
 
 class WatchPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 @action("request.watch", schema=WatchPayload)
