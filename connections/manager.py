@@ -25,8 +25,7 @@ from connections.labels import BoundedLabels
 from connections.transports import ConnectionGone, TransportError, get_transport
 from protocol import codec
 from storage.connection import ConnectionInfo, connection_store
-from storage.errors import NotFound, StoreError, ValidationError
-from storage.requests.model import RequestKey, make_owner
+from storage.errors import NotFound, StoreError
 from storage.subscription import subscription_store
 
 log = logging.getLogger(__name__)
@@ -40,21 +39,6 @@ SENDS = BoundedLabels(
 )
 
 SUBSCRIBER_CACHE_S = 1.0
-
-
-def watch_key(tenant_id: str, user_id: str) -> str:
-    """The subscription key under which a user's watching connections (``request.watch``)
-    are stored: they get the frames of every request of that user. It cannot be a
-    request's key: those start with the tenant id, a slug, never with ``~``."""
-    return f"~watch#{make_owner(tenant_id, user_id)}"
-
-
-def _owner_watch_key(request_key: str) -> str | None:
-    try:
-        key = RequestKey.from_string(request_key)
-    except ValidationError:
-        return None
-    return f"~watch#{key.owner}"
 
 
 @dataclass(frozen=True)
@@ -164,23 +148,15 @@ class ConnectionManager:
         origin: Target | None = None,
         fresh: bool = False,
     ) -> SendReport:
-        """Send a frame about a request to its sender, every subscribed connection and
-        every connection watching its user (``request.watch``), once each.
+        """Send a frame about a request to its sender and every subscribed connection.
 
-        Subscribers and watchers are cached for a second (progress frames); ``fresh``
-        re-reads them, which terminal frames do so that a late subscriber still gets
-        the end.
+        Subscribers are cached for a second (progress frames); ``fresh`` re-reads them,
+        which terminal frames do so that a late subscriber still gets the end.
         """
-        found = list(await self.subscribers(request_key, fresh=fresh))
-        watchers = _owner_watch_key(request_key)
-        if watchers is not None:
-            found += await self.subscribers(watchers, fresh=fresh)
-        if origin is not None:
-            found.insert(0, origin)
-        unique: dict[str, Target] = {}
-        for target in found:
-            unique.setdefault(target.connection_id, target)
-        return await self.broadcast(unique.values(), frame)
+        targets = await self.subscribers(request_key, fresh=fresh)
+        if origin is not None and all(t.connection_id != origin.connection_id for t in targets):
+            targets = [origin, *targets]
+        return await self.broadcast(targets, frame)
 
     async def subscribers(self, request_key: str, *, fresh: bool = False) -> list[Target]:
         """The targets subscribed to a request (cached for SUBSCRIBER_CACHE_S)."""

@@ -142,6 +142,8 @@ class Session:
     inbound: TokenBucket = field(default_factory=inbound_bucket)
     subscriptions: set[str] = field(default_factory=set)
     guard: DeliveryGuard = field(default_factory=DeliveryGuard)
+    # Turned on by request.watch: other processes may have subscribed this connection.
+    watched: bool = False
 
     @classmethod
     def start(
@@ -237,11 +239,13 @@ async def active_policy(tenant_id: str) -> TenantPolicy:
 
 async def close_session(session: Session) -> None:
     """Forget the connection: one delete, plus one batch delete of its subscriptions
-    when it made any."""
+    when it made any (all of them, found by a query, when it watched: request.watch)."""
 
     def _close() -> None:
         connection_store.delete(session.connection_id)
-        if session.subscriptions:
+        if session.watched:
+            subscription_store.delete_by_connection(session.connection_id)
+        elif session.subscriptions:
             subscription_store.delete_many(session.connection_id, session.subscriptions)
 
     tenant_counts.bump(session.identity.tenant_id, -1)

@@ -241,10 +241,12 @@ async def test_watch_follows_a_request_started_by_another_client(live_stack: Liv
     name = user()
     announced: list[Any] = []
     progress: list[float] = []
+    heard = asyncio.Event()
 
     def on_request(watched: Any) -> None:
         watched.on_progress(lambda p: progress.append(p.percentage))
         announced.append(watched)
+        heard.set()
 
     async with (
         StreamerClient(
@@ -256,8 +258,7 @@ async def test_watch_follows_a_request_started_by_another_client(live_stack: Liv
         result = await tab.request(
             "generate_report", {"duration_s": 0.5, "steps": 5, "max_requests": 0}, id="seen-1"
         )
-        while not announced:  # frames to two sockets need not arrive in order
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(heard.wait(), 10)  # two sockets: no order between them
         assert [(w.request_id, w.action) for w in announced] == [("seen-1", "generate_report")]
         assert await asyncio.wait_for(announced[0].result, 10) == result
         assert progress and progress[-1] == 100

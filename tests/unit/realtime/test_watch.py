@@ -8,12 +8,13 @@ import asyncio
 
 import pytest
 
-from connections.manager import manager, watch_key
+from connections.manager import manager
 from protocol import frames
 from storage.requests import RequestKey, request_store
 from storage.subscription import subscription_store
+from streaming.actions.builtin import origin_of
 from streaming.session import DeliveryGuard
-from streaming.watchers import announce_request
+from streaming.watchers import announce_request, watch_key
 
 from .helpers import connected, make_token
 
@@ -29,11 +30,16 @@ def key(request_id: str, user: str = "alice") -> RequestKey:
 
 
 async def finish(request_id: str, user: str = "alice") -> None:
-    """What the worker sends for a request: progress, then the terminal frame."""
-    request_key = key(request_id, user).as_string()
-    await manager.send_to_request(request_key, frames.progress(request_id, 50, "half"))
+    """What the worker sends for a request: progress, then the terminal frame, to its
+    origin and its subscribers."""
+    record = await asyncio.to_thread(request_store.get, key(request_id, user))
+    origin = origin_of(record)
+    request_key = record.key.as_string()
     await manager.send_to_request(
-        request_key, frames.complete(request_id, {"ok": True}), fresh=True
+        request_key, frames.progress(request_id, 50, "half"), origin=origin
+    )
+    await manager.send_to_request(
+        request_key, frames.complete(request_id, {"ok": True}), origin=origin, fresh=True
     )
 
 
@@ -113,21 +119,31 @@ async def test_the_starting_connection_gets_each_frame_once_even_when_watching(l
 async def test_unwatching_and_disconnecting_stop_the_frames(live) -> None:
     watchers = watch_key("acme", "alice")
     async with connected(ALICE) as tab:
+        await tab.request("generate_report", QUICK, id="kept")
+        await tab.request("generate_report", QUICK, id="watched")
         async with connected(ALICE) as watcher:
-            await watcher.data("request.watch")
-            assert len(subscription_store.list_by_request(watchers)) == 1
+            await watcher.data("request.status", {"request_id": "kept"})
+            assert (await watcher.data("request.watch"))["requests"] == ["kept", "watched"]
+            await watcher.recv(), await watcher.recv()
+            (conn,) = [s.connection_id for s in subscription_store.list_by_request(watchers)]
             assert await watcher.data("request.watch", {"enabled": False}) == {
                 "watching": False,
                 "requests": [],
             }
             assert subscription_store.list_by_request(watchers) == []
+            # What the client subscribed to itself stays; what watching added goes.
+            left = {s.request_key for s in subscription_store.list_by_connection(conn)}
+            assert left == {key("kept").as_string()}
             await tab.request("generate_report", QUICK, id="after")
             await finish("after")
+            await finish("watched")
             assert await watcher.silent(0.1)
             await watcher.data("request.watch")
-            await watcher.recv()  # "after" is still running: announced
-        # The socket closed: its watch went with it.
-        assert subscription_store.list_by_request(watchers) == []
+            await tab.request("generate_report", QUICK, id="later")
+            assert (await watcher.recv())["request_id"] in {"kept", "after"}
+        # The socket closed: every subscription watching made went with it, even the
+        # one another connection's request added.
+        assert subscription_store.list_by_connection(conn) == []
 
 
 @pytest.mark.parametrize("payload", [{"enabled": "yes"}, {"enabled": None}, [1]])
