@@ -257,3 +257,34 @@ async def test_the_same_ending_recorded_twice_is_one_delivery(tenant: Tenant) ->
     body = orjson.loads(page.items[0].body)
     assert body["data"]["request_id"] == record.request_id
     assert Attempt  # imported for the type of stored attempts
+
+
+@pytest.mark.parametrize("failing", ["due", "claim", "record_attempt"])
+async def test_storage_outages_lose_nothing(
+    tenant: Tenant,
+    receiver: Receiver,
+    run_sender: Callable[..., WebhookSender],
+    monkeypatch: pytest.MonkeyPatch,
+    failing: str,
+) -> None:
+    """The outbox unreachable while polling, claiming or storing an outcome: the sender
+    keeps running, and once storage is back the delivery is delivered (the claim of an
+    unstored outcome runs out, so it is sent again under the same id)."""
+    from storage.errors import StorageUnavailable
+    from storage.webhooks import WebhookStore
+
+    delivery_id = await asyncio.to_thread(record_event, await asyncio.to_thread(ended, "completed"))
+    real = getattr(WebhookStore, failing)
+    outages = {"left": 2}
+
+    def flaky(self: WebhookStore, *args: Any, **kwargs: Any) -> Any:
+        if outages["left"]:
+            outages["left"] -= 1
+            raise StorageUnavailable("storage unavailable during webhooks")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(WebhookStore, failing, flaky)
+    run_sender(lease_s=0.3, timeout_s=0.1)
+    await until(lambda: delivered(delivery_id))
+    assert outages["left"] == 0
+    assert {p.headers["webhook-id"] for p in receiver.received} == {delivery_id}
