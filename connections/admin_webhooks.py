@@ -19,7 +19,7 @@ import orjson
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
-from connections.admin_live import ListQuery, LiveAdminViews
+from connections.admin_live import ListQuery, LiveAdminViews, status_filter
 from connections.admin_support import PAGE_SIZE, format_age, format_ms, log_admin_action
 from storage.base import Page
 from storage.errors import NotFound, StoreError, ValidationError
@@ -74,16 +74,7 @@ class WebhookAdminViews(LiveAdminViews[Delivery, str]):
         ]
 
     def list_context(self, query: ListQuery, error: str) -> dict[str, Any]:
-        status = query.extra["status"]
-        return {
-            "status": status,
-            "statuses": [s.value for s in DeliveryStatus],
-            "status_links": [{"label": "All", "url": query.url(status=""), "on": not status}]
-            + [
-                {"label": s.value, "url": query.url(status=s.value), "on": status == s.value}
-                for s in DeliveryStatus
-            ],
-        }
+        return status_filter(query, [s.value for s in DeliveryStatus])
 
     def bulk_action(self, request: HttpRequest, action: str, selected: list[str]) -> None:
         for delivery_id in selected:
