@@ -15,6 +15,7 @@ from standardwebhooks import Webhook
 
 from connections.webhook_config import new_webhook_secret
 from storage import base
+from storage.errors import StorageUnavailable
 from storage.requests.store import request_store
 from storage.webhooks import DeliveryStatus, webhook_store
 from tests.e2e.conftest import E2E
@@ -26,6 +27,16 @@ QUICK = {"duration_s": 0, "steps": 1, "max_requests": 0, "include_connections": 
 SENDER_ARGS = ("--retry-base", "0.3", "--poll-interval", "0.1", "--timeout", "1", "--lease", "1")
 # The same options for the sender inside process_requests.
 WORKER_ARGS = tuple(a.replace("--", "--webhook-") for a in SENDER_ARGS)
+
+
+def patiently(call, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """A storage call of this test process, retried while a loaded dynalite times out."""
+    for _ in range(10):
+        try:
+            return call(*args, **kwargs)
+        except StorageUnavailable:
+            time.sleep(1)
+    return call(*args, **kwargs)
 
 
 def wait_until(check, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
@@ -51,7 +62,8 @@ def test_a_killed_sender_loses_nothing(e2e: E2E) -> None:
         worker.wait_for_output("running")
         base.configure(base.StoreConfig(endpoint_url=e2e.endpoint, table_prefix=e2e.prefix))
         request_id = f"hook-{uuid.uuid4().hex[:8]}"
-        request_store.enqueue(
+        patiently(
+            request_store.enqueue,
             tenant_id="hooks",
             user_id="alice",
             request_id=request_id,
@@ -65,7 +77,7 @@ def test_a_killed_sender_loses_nothing(e2e: E2E) -> None:
         receiver.default = 204
         receiver.hold.set()
         receiver.hold = None
-        (delivery,) = webhook_store.list_by_tenant("hooks").items
+        (delivery,) = patiently(webhook_store.list_by_tenant, "hooks").items
         assert delivery.status is DeliveryStatus.PENDING
         assert [a.status_code for a in delivery.attempts] == [503, 503]
 
@@ -73,7 +85,8 @@ def test_a_killed_sender_loses_nothing(e2e: E2E) -> None:
         sender.wait_for_output("running")
         done = wait_until(
             lambda: (
-                (d := webhook_store.get(delivery.delivery_id)).status is DeliveryStatus.DELIVERED
+                (d := patiently(webhook_store.get, delivery.delivery_id)).status
+                is DeliveryStatus.DELIVERED
                 and d
             ),
             "delivered by the new sender",
