@@ -25,6 +25,8 @@ class TenantPolicy:
     max_active_requests: int = 1000
     max_active_requests_per_user: int = 20
     max_running: int | None = None  # None: the worker's default share of its slots
+    webhook_url: str = ""  # empty: no webhooks
+    webhook_secret: str = ""
 
 
 MAX_CACHED_TENANTS = 10_000
@@ -56,6 +58,8 @@ def get_tenant_policy(tenant_id: str) -> TenantPolicy | None:
             max_active_requests_per_user=tenant.max_active_requests_per_user
             or settings.STREAMER_MAX_ACTIVE_REQUESTS_PER_USER,
             max_running=tenant.max_running,
+            webhook_url=tenant.webhook_url,
+            webhook_secret=tenant.webhook_secret,
         )
     with _lock:
         _cache[tenant_id] = policy

@@ -26,7 +26,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from connections.admin_live import ListQuery, LiveAdminViews, listed
+from connections.admin_live import ListQuery, LiveAdminViews, listed, status_filter
 from connections.admin_support import (
     PAGE_SIZE,
     format_age,
@@ -155,16 +155,7 @@ class RequestAdminViews(LiveAdminViews[RequestRecord, RequestKey]):
         return [self._row(record, now) for record in items]
 
     def list_context(self, query: ListQuery, error: str) -> dict[str, Any]:
-        status = query.extra["status"]
-        return {
-            "status": status,
-            "statuses": [s.value for s in RequestStatus],
-            "status_links": [{"label": "All", "url": query.url(status=""), "on": not status}]
-            + [
-                {"label": s.value, "url": query.url(status=s.value), "on": status == s.value}
-                for s in RequestStatus
-            ],
-        }
+        return status_filter(query, [s.value for s in RequestStatus])
 
     def _row(self, record: RequestRecord, now: int) -> dict[str, Any]:
         return {

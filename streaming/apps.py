@@ -19,6 +19,7 @@ class StreamingConfig(AppConfig):
             auth,
             builtin,
             report,
+            watch,
         )
 
         base.configure(base.current_config())

@@ -23,6 +23,7 @@ from streaming.metrics import ERRORS, FRAMES_IN
 from streaming.queue import wake_worker
 from streaming.ratelimit import utf8_size
 from streaming.session import Session
+from streaming.watchers import announce_request
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ class Pipeline:
                 "A request with this id already exists",
                 {"status": exc.existing_status},
             ) from None
+        await announce_request(record, session.target)
         await wake_worker(record.key.as_string())
         return frames.acknowledgment(request.id, "Request queued")
 

@@ -61,15 +61,25 @@ class DeliveryGuard:
             return True
         if request_id in self._finished:
             return False
-        if frame_type == "progress":
+        if frame_type == "acknowledgment":
+            # A watching connection can be told about one request twice (request.watch
+            # lists the live ones while a new one is announced): the first one counts.
+            if request_id in self._progress:
+                return False
+            self._remember_progress(request_id, -1.0)
+        elif frame_type == "progress":
             last = self._progress.get(request_id, -1.0)
             pct = float(percentage or 0.0)
             if pct < last:
                 return False
-            self._progress[request_id] = pct
+            self._remember_progress(request_id, pct)
         elif frame_type in TERMINAL_TYPES:
             self.mark_final(request_id)
         return True
+
+    def _remember_progress(self, request_id: str, pct: float) -> None:
+        # the LRU cache forgets the stalest (requests whose terminal frame never came here)
+        self._progress[request_id] = pct
 
     def mark_final(self, request_id: str) -> None:
         """No more frames about this request on this connection."""
@@ -134,6 +144,8 @@ class Session:
     inbound: TokenBucket = field(default_factory=inbound_bucket)
     subscriptions: set[str] = field(default_factory=set)
     guard: DeliveryGuard = field(default_factory=DeliveryGuard)
+    # Turned on by request.watch: other processes may have subscribed this connection.
+    watched: bool = False
 
     @classmethod
     def start(
@@ -229,11 +241,13 @@ async def active_policy(tenant_id: str) -> TenantPolicy:
 
 async def close_session(session: Session) -> None:
     """Forget the connection: one delete, plus one batch delete of its subscriptions
-    when it made any."""
+    when it made any (all of them, found by a query, when it watched: request.watch)."""
 
     def _close() -> None:
         connection_store.delete(session.connection_id)
-        if session.subscriptions:
+        if session.watched:
+            subscription_store.delete_by_connection(session.connection_id)
+        elif session.subscriptions:
             subscription_store.delete_many(session.connection_id, session.subscriptions)
 
     tenant_counts.bump(session.identity.tenant_id, -1)

@@ -41,6 +41,7 @@ from streaming.jobs import JobCancelled, JobContext
 from streaming.metrics import QUEUE_WAIT_SECONDS, REQUEST_SECONDS, WORKER_JOBS
 from streaming.progress import ProgressReporter
 from streaming.queue import WAKE_CHANNEL, WORKERS_GROUP
+from streaming.webhooks import request_ended
 
 log = logging.getLogger(__name__)
 
@@ -431,6 +432,7 @@ class Worker:
             return  # cancelled meanwhile, or our lease was taken: the winner reports
         self.completed += 1
         REQUEST_SECONDS.labels(record.action, "COMPLETED").observe(_age_s(record))
+        await request_ended(done)
         await send_terminal(done, frames.complete(done.request_id, result, metadata=done.metadata))
 
     async def _fail(
@@ -445,6 +447,7 @@ class Worker:
         except InvalidTransition:
             return
         REQUEST_SECONDS.labels(record.action, "FAILED").observe(_age_s(record))
+        await request_ended(done)
         await send_terminal(done, frames.error(done.request_id, code, message))
 
     async def _retry(self, record: RequestRecord, ctx: JobContext) -> None:

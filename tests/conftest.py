@@ -33,6 +33,7 @@ pytest_plugins = [
     "tests.fixtures.admin",
     "tests.fixtures.apigw",
     "tests.fixtures.live",
+    "tests.fixtures.webhooks",
 ]
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

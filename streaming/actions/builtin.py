@@ -18,6 +18,7 @@ from storage.subscription import subscription_store
 from streaming.actions.registry import action
 from streaming.pipeline import ActionContext
 from streaming.queue import notify_cancelled
+from streaming.webhooks import request_ended
 
 REQUEST_ID = Field(min_length=1, max_length=128)
 
@@ -112,6 +113,7 @@ async def cancel_request(key: RequestKey) -> RequestRecord:
     is sent then).
     """
     record = await run_storage(request_store.cancel, key)
+    await request_ended(record)
     await notify_cancelled(key.as_string())
     await send_terminal(
         record, frames.error(record.request_id, ErrorCode.CANCELLED, "Request cancelled")

@@ -110,3 +110,10 @@ def test_several_jobs_echo_and_past_requests(
     browser_stack: Stack, browser_driver: Path, chromium: str
 ) -> None:
     run_scenario("overview", browser_stack, browser_driver, chromium)
+
+
+def test_reports_started_by_the_server_or_another_tab_show_up_through_watch(
+    browser_stack: Stack, browser_driver: Path, chromium: str
+) -> None:
+    outcome = run_scenario("watch", browser_stack, browser_driver, chromium)
+    assert len(set(outcome["ids"])) == 2

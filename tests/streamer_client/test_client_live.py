@@ -233,3 +233,36 @@ async def test_invalid_token_from_get_token_is_retried_once(live_stack: Stack) -
     assert caught.value.code == "UNAUTHORIZED"
     assert len(calls) == 2
     await client.close()
+
+
+async def test_watch_follows_a_request_started_by_another_client(live_stack: Stack) -> None:
+    """Two clients of one user: the watching one is told of the other's request (an
+    acknowledgment with its action), sees its progress and gets its result."""
+    name = user()
+    announced: list[Any] = []
+    progress: list[float] = []
+    heard = asyncio.Event()
+
+    def on_request(watched: Any) -> None:
+        watched.on_progress(lambda p: progress.append(p.percentage))
+        announced.append(watched)
+        heard.set()
+
+    async with (
+        StreamerClient(
+            live_stack.ws_url, token=live_stack.token(name), on_request=on_request
+        ) as watcher,
+        StreamerClient(live_stack.ws_url, token=live_stack.token(name)) as tab,
+    ):
+        assert await watcher.watch() == {"watching": True, "requests": []}
+        result = await tab.request(
+            "generate_report", {"duration_s": 0.5, "steps": 5, "max_requests": 0}, id="seen-1"
+        )
+        await asyncio.wait_for(heard.wait(), 10)  # two sockets: no order between them
+        assert [(w.request_id, w.action) for w in announced] == [("seen-1", "generate_report")]
+        assert await asyncio.wait_for(announced[0].result, 10) == result
+        assert progress and progress[-1] == 100
+        assert progress == sorted(progress)
+        assert await watcher.watch(False) == {"watching": False, "requests": []}
+        await tab.request("generate_report", {"duration_s": 0, "steps": 1}, id="unseen")
+        assert len(announced) == 1
