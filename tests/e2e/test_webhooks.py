@@ -13,12 +13,12 @@ import orjson
 import pytest
 from standardwebhooks import Webhook
 
+from bench.stack import Environment
 from connections.webhook_config import new_webhook_secret
 from storage import base
 from storage.errors import StorageUnavailable
 from storage.requests.store import request_store
 from storage.webhooks import DeliveryStatus, webhook_store
-from tests.e2e.conftest import E2E
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +49,7 @@ def wait_until(check, what: str, timeout: float = 60.0):  # type: ignore[no-unty
     raise AssertionError(f"{what} not reached within {timeout}s")
 
 
-def test_a_killed_sender_loses_nothing(e2e: E2E) -> None:
+def test_a_killed_sender_loses_nothing(e2e: Environment) -> None:
     secret = new_webhook_secret()
     with Receiver(default=503) as receiver:
         e2e.manage(
