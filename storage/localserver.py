@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DYNALITE = REPO_ROOT / "localdb" / "node_modules" / "dynalite" / "cli.js"
 
 
