@@ -17,7 +17,6 @@ from collections import OrderedDict
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
-from django.conf import settings
 
 from connections.expiry import close_one
 from connections.manager import Target, manager
@@ -37,7 +36,7 @@ from streaming.auth import (
     extract_token,
     verify_token,
 )
-from streaming.consumer import get_pipeline
+from streaming.pipeline import get_pipeline
 from streaming.session import Session, active_policy, open_session
 from streaming.worker import Worker
 
@@ -243,9 +242,7 @@ async def handle_stream_event(
     """Run the requests a DynamoDB Streams batch announces. The claim is the same
     conditional update as ``process_requests``, so a duplicate delivery never runs a
     request twice."""
-    worker = worker or Worker(
-        lease_s=settings.STREAMER_LEASE_S, shards=settings.STREAMER_QUEUE_SHARDS
-    )
+    worker = worker or Worker.from_settings()
     keys = runnable_keys(event)
     results = await asyncio.gather(*(worker.run_one(key) for key in keys))
     return {"claimed": sum(results), "seen": len(keys)}

@@ -31,20 +31,10 @@ from streaming.auth import (
 )
 from streaming.metrics import CONNECTIONS, CONNECTS, FRAMES_OUT, SLOW_CONSUMERS
 from streaming.outbox import Outbox, server_buffer_probe
-from streaming.pipeline import Pipeline
+from streaming.pipeline import get_pipeline
 from streaming.session import Session, close_session, open_session
 
 log = logging.getLogger(__name__)
-
-_pipeline: Pipeline | None = None
-
-
-def get_pipeline() -> Pipeline:
-    """The process-wide pipeline, built from settings on first use."""
-    global _pipeline
-    if _pipeline is None:
-        _pipeline = Pipeline(max_frame_bytes=settings.STREAMER_MAX_FRAME_BYTES)
-    return _pipeline
 
 
 class StreamerConsumer(AsyncWebsocketConsumer):

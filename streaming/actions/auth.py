@@ -18,9 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from protocol.errors import ErrorCode, ProtocolError
 from storage.connection import connection_store
 from storage.errors import NotFound
-from streaming.actions.registry import action
+from streaming.actions.registry import ActionContext, action
 from streaming.auth import MAX_TOKEN_BYTES, TOKEN_EXPIRED, AuthFailure, verify_token
-from streaming.pipeline import ActionContext
 from streaming.session import active_policy
 
 

@@ -30,12 +30,11 @@ class Command(BaseCommand):
         parser.add_argument("--grace", type=float, default=10.0, help="shutdown grace, seconds")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        worker = Worker(
+        worker = Worker.from_settings(
             concurrency=max(1, options["concurrency"]),
             lease_s=options["lease"],
             poll_interval_s=options["poll_interval"],
             grace_s=options["grace"],
-            shards=settings.STREAMER_QUEUE_SHARDS,
         )
         asyncio.run(self._run(worker))
         self.stdout.write(f"worker {worker.worker_id} stopped after {worker.completed} requests")

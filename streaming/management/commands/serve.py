@@ -50,12 +50,7 @@ class Command(BaseCommand):
 
             warm_up()
             if with_worker:
-                worker = Worker(
-                    concurrency=options["concurrency"],
-                    lease_s=settings.STREAMER_LEASE_S,
-                    poll_interval_s=settings.STREAMER_POLL_INTERVAL_S,
-                    shards=settings.STREAMER_QUEUE_SHARDS,
-                )
+                worker = Worker.from_settings(concurrency=options["concurrency"])
                 worker_task.append(asyncio.get_event_loop().create_task(worker.run(stop)))
             self.stdout.write(
                 f"serving on http://{options['host']}:{options['port']}/ "

@@ -13,7 +13,7 @@ import pytest
 from channels.layers import channel_layers
 from moto import mock_aws
 
-import streaming.consumer
+import streaming.pipeline
 import streaming.session
 from connections import tenants as tenant_cache
 from connections.manager import manager
@@ -109,7 +109,7 @@ def _reset_process_state() -> None:
     """Forget what the process caches between connections (layers, pipeline, tenant
     policies and connection counts, subscriber lists)."""
     channel_layers.backends = {}
-    streaming.consumer._pipeline = None
+    streaming.pipeline._pipeline = None
     manager._subscribers.clear()
     tenant_cache.forget_tenant()
     counts = getattr(streaming.session, "tenant_counts", None)

@@ -20,12 +20,11 @@ from streaming.actions.builtin import (
     RequestRef,
     StatusPayload,
     echo,
-    origin_of,
     request_cancel,
     request_list,
     request_status,
-    send_terminal,
 )
+from streaming.lifecycle import origin_of, send_terminal
 from streaming.session import DeliveryGuard
 from tests.unit.worker.helpers import TENANT, FakeSocket, new_request_id, submit
 
