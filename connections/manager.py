@@ -22,6 +22,7 @@ from django.conf import settings
 from prometheus_client import Counter
 
 from connections.labels import BoundedLabels
+from connections.storage_pool import run_storage
 from connections.transports import ConnectionGone, TransportError, get_transport
 from protocol import codec
 from storage.connection import ConnectionInfo, connection_store
@@ -95,21 +96,19 @@ class ConnectionManager:
         """Send to one connection; reads its record only when the caller has none."""
         if record is None:
             try:
-                record = await asyncio.to_thread(connection_store.get, connection_id)
+                record = await run_storage(connection_store.get, connection_id)
             except NotFound:
                 return False
         return await self.send_to_target(Target.of(record), frame) == "delivered"
 
     async def send_to_user(self, tenant_id: str, user_id: str, frame: dict[str, Any]) -> SendReport:
         """Send to every connection of one user (one index query)."""
-        infos = await asyncio.to_thread(
-            lambda: list(connection_store.iter_by_user(tenant_id, user_id))
-        )
+        infos = await run_storage(lambda: list(connection_store.iter_by_user(tenant_id, user_id)))
         return await self.broadcast([Target.of(i) for i in infos], frame)
 
     async def send_to_tenant(self, tenant_id: str, frame: dict[str, Any]) -> SendReport:
         """Send to every connection of a tenant (index query, paged)."""
-        infos = await asyncio.to_thread(lambda: list(connection_store.iter_by_tenant(tenant_id)))
+        infos = await run_storage(lambda: list(connection_store.iter_by_tenant(tenant_id)))
         return await self.broadcast([Target.of(i) for i in infos], frame)
 
     async def broadcast(self, targets: Iterable[Target | str], frame: dict[str, Any]) -> SendReport:
@@ -119,7 +118,7 @@ class ConnectionManager:
         for target in targets:
             if isinstance(target, str):
                 try:
-                    info = await asyncio.to_thread(connection_store.get, target)
+                    info = await run_storage(connection_store.get, target)
                 except NotFound:
                     continue
                 target = Target.of(info)
@@ -164,7 +163,7 @@ class ConnectionManager:
         hit = self._subscribers.get(request_key)
         if hit is not None and hit[0] > now and not fresh:
             return hit[1]
-        subs = await asyncio.to_thread(subscription_store.list_by_request, request_key)
+        subs = await run_storage(subscription_store.list_by_request, request_key)
         targets = [Target(s.connection_id, s.transport, s.address) for s in subs]
         if len(self._subscribers) > 10_000:
             self._subscribers = {k: v for k, v in self._subscribers.items() if v[0] > now}
@@ -183,7 +182,7 @@ class ConnectionManager:
         its transport failed. Reads the record only when the caller has none."""
         if record is None:
             try:
-                record = await asyncio.to_thread(connection_store.get, connection_id)
+                record = await run_storage(connection_store.get, connection_id)
             except NotFound:
                 return False
         try:
@@ -206,7 +205,7 @@ class ConnectionManager:
                 subscription_store.delete_by_connection(connection_id)
 
         try:
-            await asyncio.to_thread(_forget)
+            await run_storage(_forget)
         except StoreError as exc:
             log.warning("could not forget connection %s: %s", connection_id, exc)
 

@@ -4,11 +4,11 @@ request (a notification, a refresh hint). Used by ``manage.py send_message`` and
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from connections.manager import SendReport, manager
+from connections.storage_pool import run_storage
 from protocol import codec
 from protocol.frames import now_ms
 from storage.connection import connection_store
@@ -54,7 +54,7 @@ async def publish(audience: Audience, frame: dict[str, Any]) -> SendReport:
     """Send ``frame`` to ``audience``; a connection of another tenant is not reached."""
     if audience.connection_id:
         try:
-            info = await asyncio.to_thread(connection_store.get, audience.connection_id)
+            info = await run_storage(connection_store.get, audience.connection_id)
         except NotFound:
             return SendReport()
         if info.tenant_id != audience.tenant_id:

@@ -188,6 +188,8 @@ class ApiGatewayTransport(Transport):
     async def _with_retries(self, address: str, call: Any) -> None:
         throttled = False
         for attempt in range(1, self.max_attempts + 1):
+            # Management API posts, not storage: they stay off the storage pool, so a
+            # slow API Gateway endpoint never queues storage calls behind its posts.
             future = asyncio.ensure_future(asyncio.to_thread(call))
             self._in_flight.add(future)
             try:
