@@ -1,25 +1,29 @@
 """streaming/lifecycle.py: enqueue without a socket, the shard count from settings, the
-record TTL from settings, progress rates from settings (Worker.from_settings)."""
+record TTL from settings, progress rates from settings (Worker.from_settings), the
+sender of a request (origin_of) and its terminal frame (send_terminal)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from django.test import override_settings
 
 from connections import tenants as tenant_cache
-from connections.manager import Target
+from connections.manager import Target, manager
 from connections.models import Tenant
+from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError
 from storage.requests.model import RequestKey, RequestStatus, make_owner, shard_for
 from storage.requests.store import RequestStore, request_store
+from storage.subscription import subscription_store
 from streaming import lifecycle
 from streaming.actions.registry import ActionRegistry, action
 from streaming.worker import Worker
-from tests.unit.worker.helpers import TENANT, new_request_id
+from tests.unit.worker.helpers import TENANT, new_request_id, submit
 
 
 @pytest.fixture
@@ -275,3 +279,51 @@ async def test_progress_rates_come_from_settings(
         assert shown == [2, 100]
     else:
         assert len(shown) > 2
+
+
+@pytest.mark.parametrize(
+    ("connection_id", "transport", "address", "expected"),
+    [
+        ("c1", "channels", "chan!1", Target("c1", "channels", "chan!1")),
+        (
+            "c1",
+            "apigw",
+            "https://x/@connections/1",
+            Target("c1", "apigw", "https://x/@connections/1"),
+        ),
+        ("", "channels", "chan!1", None),  # enqueued without a connection (a back end)
+        ("c1", "", "", None),
+    ],
+)
+def test_origin_of(connection_id: str, transport: str, address: str, expected: Any) -> None:
+    record = SimpleNamespace(
+        connection_id=connection_id, origin_transport=transport, origin_address=address
+    )
+    assert lifecycle.origin_of(record) == expected  # type: ignore[arg-type]
+
+
+async def test_send_terminal_rereads_subscribers_so_a_late_one_gets_the_end(
+    store: RequestStore, make_socket: Any
+) -> None:
+    sender, late = await make_socket(), await make_socket()
+    record = await submit(sender, "t.any", wake=False)
+    key = record.key.as_string()
+    await manager.send_to_request(
+        key, frames.progress(record.request_id, 10), origin=lifecycle.origin_of(record)
+    )
+    await asyncio.to_thread(
+        subscription_store.subscribe, key, late.connection_id, "channels", late.channel
+    )
+    await manager.send_to_request(
+        key, frames.progress(record.request_id, 20), origin=lifecycle.origin_of(record)
+    )
+    await lifecycle.send_terminal(record, frames.complete(record.request_id, {"ok": 1}))
+    await sender.drain()
+    await late.drain()
+    assert [f["type"] for f in sender.about(record.request_id)] == [
+        "acknowledgment",
+        "progress",
+        "progress",
+        "complete",
+    ]
+    assert [f["type"] for f in late.about(record.request_id)] == ["complete"]
