@@ -17,7 +17,7 @@ from connections.manager import Target, manager
 from connections.models import Tenant
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError
-from storage.requests.model import RequestKey, RequestStatus, make_owner, shard_for
+from storage.requests.model import RequestKey, RequestRecord, RequestStatus, make_owner, shard_for
 from storage.requests.store import RequestStore, request_store
 from storage.subscription import subscription_store
 from streaming import lifecycle
@@ -66,20 +66,28 @@ def _request_id_on_shard(user: str, shards: int, at_least: int) -> str:
     raise AssertionError("unreachable")
 
 
+async def _enqueue(
+    actions: ActionRegistry, user: str, request_id: str, payload: dict[str, Any], **extra: Any
+) -> RequestRecord:
+    """lifecycle.enqueue of ``lc.double`` (unless ``extra`` names another action)."""
+    args: dict[str, Any] = {"action": "lc.double", **extra}
+    return await lifecycle.enqueue(
+        tenant_id=TENANT,
+        user_id=user,
+        payload=payload,
+        request_id=request_id,
+        actions=actions,
+        **args,
+    )
+
+
 @pytest.mark.parametrize("shards", [1, 7, 16])
 async def test_enqueue_uses_the_configured_shards_and_a_worker_polling_them_runs_it(
     store: RequestStore, registered: ActionRegistry, tenant: str, user: str, shards: int
 ) -> None:
     request_id = _request_id_on_shard(user, shards, at_least=min(4, shards - 1))
     with override_settings(STREAMER_QUEUE_SHARDS=shards):
-        record = await lifecycle.enqueue(
-            tenant_id=tenant,
-            user_id=user,
-            action="lc.double",
-            payload={"n": 21},
-            request_id=request_id,
-            actions=registered,
-        )
+        record = await _enqueue(registered, user, request_id, {"n": 21})
         assert record.due_shard == shard_for(record.key.owner, request_id, shards)
         worker = Worker.from_settings(actions=registered, poll_interval_s=0.05)
         assert worker.shards == shards
@@ -96,14 +104,7 @@ async def test_with_7_shards_a_4_shard_poller_misses_what_a_7_shard_poller_finds
     """The bug this fixes: enqueue always wrote 4 shards while pollers read the setting."""
     request_id = _request_id_on_shard(user, 7, at_least=4)
     with override_settings(STREAMER_QUEUE_SHARDS=7):
-        await lifecycle.enqueue(
-            tenant_id=tenant,
-            user_id=user,
-            action="lc.double",
-            payload={"n": 1},
-            request_id=request_id,
-            actions=registered,
-        )
+        await _enqueue(registered, user, request_id, {"n": 1})
     four = await asyncio.to_thread(store.list_due, shards=4)
     seven = await asyncio.to_thread(store.list_due, shards=7)
     assert request_id not in {r.request_id for r in four}
@@ -151,14 +152,7 @@ async def test_enqueue_refuses_a_duplicate_and_a_full_quota(
     store: RequestStore, registered: ActionRegistry, tenant: str, user: str
 ) -> None:
     async def enqueue(request_id: str) -> Any:
-        return await lifecycle.enqueue(
-            tenant_id=tenant,
-            user_id=user,
-            action="lc.double",
-            payload={"n": 1},
-            request_id=request_id,
-            actions=registered,
-        )
+        return await _enqueue(registered, user, request_id, {"n": 1})
 
     one = new_request_id()
     await enqueue(one)
@@ -178,15 +172,8 @@ async def test_enqueue_with_an_origin_delivers_the_end_there(
 ) -> None:
     sock = await make_socket(user)
     origin = Target(sock.connection_id, "channels", sock.channel)
-    record = await lifecycle.enqueue(
-        tenant_id=tenant,
-        user_id=user,
-        action="lc.double",
-        payload={"n": 2},
-        request_id=new_request_id(),
-        metadata={"trace": "t-1"},
-        origin=origin,
-        actions=registered,
+    record = await _enqueue(
+        registered, user, new_request_id(), {"n": 2}, metadata={"trace": "t-1"}, origin=origin
     )
     assert lifecycle.origin_of(record) == origin
     worker = Worker.from_settings(actions=registered, shards=4)
@@ -200,14 +187,7 @@ async def test_requeue_uses_the_configured_shards(
 ) -> None:
     request_id = _request_id_on_shard(user, 7, at_least=4)
     with override_settings(STREAMER_QUEUE_SHARDS=7):
-        record = await lifecycle.enqueue(
-            tenant_id=tenant,
-            user_id=user,
-            action="lc.double",
-            payload={"n": 1},
-            request_id=request_id,
-            actions=registered,
-        )
+        record = await _enqueue(registered, user, request_id, {"n": 1})
         await lifecycle.cancel(record.key)
         again = await lifecycle.requeue(record.key)
     assert again.status is RequestStatus.PENDING
@@ -259,14 +239,13 @@ async def test_progress_rates_come_from_settings(
 
     sock = await make_socket(user)
     with override_settings(STREAMER_PROGRESS_FRAMES_PER_S=frames_per_s, STREAMER_QUEUE_SHARDS=4):
-        record = await lifecycle.enqueue(
-            tenant_id=tenant,
-            user_id=user,
+        record = await _enqueue(
+            actions,
+            user,
+            new_request_id(),
+            {},
             action="lc.progress",
-            payload={},
-            request_id=new_request_id(),
             origin=Target(sock.connection_id, "channels", sock.channel),
-            actions=actions,
         )
         worker = Worker.from_settings(actions=actions)
         assert worker.progress_frames_per_s == frames_per_s
