@@ -196,6 +196,7 @@ async def _message(event: dict[str, Any], context: dict[str, Any]) -> dict[str, 
         # No timer runs in Lambda: an expired token is noticed at the next frame (or by
         # the sweep, connections.expiry) and the socket is deleted, frame unanswered.
         sessions.drop(session.connection_id)
+        apigw_edge.forgotten(session)
         await close_one(session.connection_id, session.transport, session.address)
         return {"statusCode": 401, "body": TOKEN_EXPIRED}
     body = event.get("body")

@@ -67,6 +67,7 @@ class Edge:
             raise
         CONNECTS.labels("accepted").inc()
         CONNECTIONS.inc()
+        session.opened_here = True
         return session
 
     async def receive(
@@ -93,13 +94,16 @@ class Edge:
     async def disconnect(self, session: Session) -> None:
         """The socket closed: give the tenant's connection count back and delete the
         connection and the subscriptions this session made."""
-        CONNECTIONS.dec()
-        tenant_counts.bump(session.identity.tenant_id, -1)
+        self.forgotten(session)
         await close_session(session)
 
     def forgotten(self, session: Session) -> None:
         """The socket closed and the caller removes its records itself (API Gateway
-        removes every subscription, made through any container): only the counts."""
+        removes every subscription, made through any container): only the counts, and
+        only once, by the process that counted the connect."""
+        if not session.opened_here:
+            return
+        session.opened_here = False
         CONNECTIONS.dec()
         tenant_counts.bump(session.identity.tenant_id, -1)
 

@@ -134,6 +134,8 @@ class Session:
     subscriptions: set[str] = field(default_factory=set)
     guard: DeliveryGuard = field(default_factory=DeliveryGuard)
     last_touch: float = field(default_factory=time.monotonic)  # last ``last_seen`` write
+    # Opened by this process (counted in its metrics), not rebuilt from the stored record.
+    opened_here: bool = False
 
     @classmethod
     def start(
