@@ -254,6 +254,7 @@ class RequestStore:
     """
 
     heal_cooldown_s = 2.0
+    record_ttl_s = RECORD_TTL_S
 
     def __init__(self, *, heal_cooldown_s: float = 2.0, record_ttl_s: int = RECORD_TTL_S) -> None:
         self.heal_cooldown_s = heal_cooldown_s
