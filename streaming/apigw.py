@@ -44,7 +44,8 @@ _MAX_CACHED = 10_000
 
 
 class _SessionCache:
-    """Warm containers keep sessions (record + rate limiter) for a minute, bounded."""
+    """Sessions of this container, bounded: fresh for a minute, then re-checked against
+    the stored record and tenant policy (``_session_for``), keeping their state."""
 
     def __init__(self) -> None:
         self._items: OrderedDict[str, tuple[float, Session]] = OrderedDict()
