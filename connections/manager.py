@@ -23,6 +23,7 @@ from prometheus_client import Counter
 
 from connections.caches import expiring_cache
 from connections.labels import BoundedLabels
+from connections.storage_pool import run_storage
 from connections.transports import ConnectionGone, TransportError, get_transport
 from protocol import codec
 from storage.connection import ConnectionInfo, connection_store
@@ -101,21 +102,19 @@ class ConnectionManager:
         """Send to one connection; reads its record only when the caller has none."""
         if record is None:
             try:
-                record = await asyncio.to_thread(connection_store.get, connection_id)
+                record = await run_storage(connection_store.get, connection_id)
             except NotFound:
                 return False
         return await self.send_to_target(Target.of(record), frame) == "delivered"
 
     async def send_to_user(self, tenant_id: str, user_id: str, frame: dict[str, Any]) -> SendReport:
         """Send to every connection of one user (one index query)."""
-        infos = await asyncio.to_thread(
-            lambda: list(connection_store.iter_by_user(tenant_id, user_id))
-        )
+        infos = await run_storage(lambda: list(connection_store.iter_by_user(tenant_id, user_id)))
         return await self.broadcast([Target.of(i) for i in infos], frame)
 
     async def send_to_tenant(self, tenant_id: str, frame: dict[str, Any]) -> SendReport:
         """Send to every connection of a tenant (index query, paged)."""
-        infos = await asyncio.to_thread(lambda: list(connection_store.iter_by_tenant(tenant_id)))
+        infos = await run_storage(lambda: list(connection_store.iter_by_tenant(tenant_id)))
         return await self.broadcast([Target.of(i) for i in infos], frame)
 
     async def broadcast(self, targets: Iterable[Target | str], frame: dict[str, Any]) -> SendReport:
@@ -125,7 +124,7 @@ class ConnectionManager:
         for target in targets:
             if isinstance(target, str):
                 try:
-                    info = await asyncio.to_thread(connection_store.get, target)
+                    info = await run_storage(connection_store.get, target)
                 except NotFound:
                     continue
                 target = Target.of(info)
@@ -171,7 +170,7 @@ class ConnectionManager:
                 hit: list[Target] | None = self._subscribers.get(request_key)
             if hit is not None:
                 return hit
-        subs = await asyncio.to_thread(subscription_store.list_by_request, request_key)
+        subs = await run_storage(subscription_store.list_by_request, request_key)
         targets = [Target(s.connection_id, s.transport, s.address) for s in subs]
         with self._subscribers_lock:
             self._subscribers[request_key] = targets
@@ -189,7 +188,7 @@ class ConnectionManager:
         its transport failed. Reads the record only when the caller has none."""
         if record is None:
             try:
-                record = await asyncio.to_thread(connection_store.get, connection_id)
+                record = await run_storage(connection_store.get, connection_id)
             except NotFound:
                 return False
         try:
@@ -212,7 +211,7 @@ class ConnectionManager:
                 subscription_store.delete_by_connection(connection_id)
 
         try:
-            await asyncio.to_thread(_forget)
+            await run_storage(_forget)
         except StoreError as exc:
             log.warning("could not forget connection %s: %s", connection_id, exc)
 

@@ -25,6 +25,10 @@ class StreamingConfig(AppConfig):
         base.configure(base.current_config())
         from django.conf import settings
 
+        from storage.requests.store import request_store
+
+        request_store.record_ttl_s = settings.STREAMER_REQUEST_TTL_S
+
         if settings.STREAMER_BENCH_ENDPOINTS:
             from streaming import benchmarks
 

@@ -17,15 +17,11 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from connections.storage_pool import run_storage
-from connections.tenants import get_tenant_policy
+from protocol.errors import ErrorCode, ProtocolError
 from storage.errors import StoreError
-from storage.requests.quota import QuotaExceeded, QuotaLimits
-from storage.requests.store import request_store
+from streaming import lifecycle
 from streaming.actions.report import ReportPayload
-from streaming.queue import wake_worker
 from streaming.views import DEMO_TENANT, DEMO_USER_COOKIE
-from streaming.watchers import announce_request
 
 
 @csrf_exempt
@@ -45,26 +41,17 @@ async def dev_start_report(request: HttpRequest) -> JsonResponse:
         payload = ReportPayload(duration_s=duration, steps=max(1, min(100, int(duration * 4))))
     except (ValueError, TypeError, orjson.JSONDecodeError):
         return JsonResponse({"error": "duration_s: a number of seconds from 0 to 600"}, status=400)
-    policy = await run_storage(get_tenant_policy, DEMO_TENANT)
-    limits = None
-    if policy is not None:
-        limits = QuotaLimits(
-            per_user=policy.max_active_requests_per_user, per_tenant=policy.max_active_requests
-        )
     try:
-        record = await run_storage(
-            request_store.enqueue,
+        record = await lifecycle.enqueue(
             tenant_id=DEMO_TENANT,
             user_id=user,
-            request_id=f"srv-{uuid.uuid4().hex[:12]}",
             action="generate_report",
             payload=payload.model_dump(),
-            limits=limits,
+            request_id=f"srv-{uuid.uuid4().hex[:12]}",
         )
-    except QuotaExceeded:
-        return JsonResponse({"error": "too many active requests"}, status=429)
+    except ProtocolError as exc:
+        status = 429 if exc.code is ErrorCode.QUOTA_EXCEEDED else 400
+        return JsonResponse({"error": exc.message}, status=status)
     except StoreError:
         return JsonResponse({"error": "storage unavailable"}, status=503)
-    await announce_request(record)
-    await wake_worker(record.key.as_string())
     return JsonResponse({"request_id": record.request_id}, status=202)

@@ -5,7 +5,6 @@ Shared by the Channels consumer and the API Gateway entry points.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -17,6 +16,7 @@ from django.conf import settings
 
 from connections.caches import deadline_cache
 from connections.manager import Target
+from connections.storage_pool import run_storage
 from connections.tenants import TenantPolicy, get_tenant_policy
 from storage.connection import ConnectionInfo, connection_store
 from storage.errors import StorageUnavailable
@@ -146,6 +146,9 @@ class Session:
     guard: DeliveryGuard = field(default_factory=DeliveryGuard)
     # Turned on by request.watch: other processes may have subscribed this connection.
     watched: bool = False
+    last_touch: float = field(default_factory=time.monotonic)  # last ``last_seen`` write
+    # Opened by this process (counted in its metrics), not rebuilt from the stored record.
+    opened_here: bool = False
 
     @classmethod
     def start(
@@ -165,6 +168,16 @@ class Session:
             limiter=TokenBucket(policy.rate_limit_frames, policy.rate_limit_window_s),
             policy=policy,
         )
+
+    def refresh(self, identity: Identity, policy: TenantPolicy) -> None:
+        """Take a re-read identity and tenant policy (API Gateway re-checks them now and
+        then) and keep the rest of the session's state; the rate limiter restarts only
+        when the tenant's limits changed."""
+        limits = (policy.rate_limit_frames, policy.rate_limit_window_s)
+        if limits != (self.policy.rate_limit_frames, self.policy.rate_limit_window_s):
+            self.limiter = TokenBucket(*limits)
+        self.identity = identity
+        self.policy = policy
 
     @property
     def target(self) -> Target:
@@ -202,7 +215,7 @@ async def open_session(
         if policy.max_connections:
             count = tenant_counts.get(tenant)
             if count is None:
-                fresh = await asyncio.to_thread(connection_store.count_by_tenant, tenant)
+                fresh = await run_storage(connection_store.count_by_tenant, tenant)
                 # A concurrent connect may have refreshed it meanwhile, with its own
                 # reservation counted: keep that one.
                 count = tenant_counts.get(tenant)
@@ -216,7 +229,7 @@ async def open_session(
             tenant_counts.bump(tenant, 1)
             reserved = True
         await check_room(identity, policy.max_connections_per_user)
-        await asyncio.to_thread(connection_store.save, info)
+        await run_storage(connection_store.save, info)
         await confirm(identity, connection_id, policy.max_connections_per_user)
         if not reserved:
             tenant_counts.bump(tenant, 1)
@@ -241,7 +254,8 @@ async def active_policy(tenant_id: str) -> TenantPolicy:
 
 async def close_session(session: Session) -> None:
     """Forget the connection: one delete, plus one batch delete of its subscriptions
-    when it made any (all of them, found by a query, when it watched: request.watch)."""
+    when it made any (all of them, found by a query, when it watched: request.watch; the
+    tenant's count is given back by ``streaming.edge``)."""
 
     def _close() -> None:
         connection_store.delete(session.connection_id)
@@ -250,9 +264,8 @@ async def close_session(session: Session) -> None:
         elif session.subscriptions:
             subscription_store.delete_many(session.connection_id, session.subscriptions)
 
-    tenant_counts.bump(session.identity.tenant_id, -1)
     try:
-        await asyncio.to_thread(_close)
+        await run_storage(_close)
     except StorageUnavailable:
         log.warning(
             "could not delete connection %s; cleanup_connections will", session.connection_id

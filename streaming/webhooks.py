@@ -1,7 +1,7 @@
 """Webhook events: when a request ends, its tenant's endpoint is owed one signed POST.
 
 :func:`request_ended` is the hook the places that end a request call right after the
-final write (worker ``_complete``/``_fail``, ``cancel_request``). It stores the event in
+final write (``streaming.lifecycle`` complete, fail and cancel). It stores the event in
 the outbox (``storage/webhooks.py``) when the tenant has an endpoint; the sender
 (``streaming/webhook_sender.py``) delivers it. The body is fixed here, once:
 

@@ -225,6 +225,8 @@ class ApiGatewayTransport(Transport):
 
     async def _attempt(self, address: str, call: Any) -> None:
         """One call; raises what it means (:class:`_Retryable` when worth a retry)."""
+        # Management API posts, not storage: they stay off the storage pool, so a slow
+        # API Gateway endpoint never queues storage calls behind its posts.
         future = asyncio.ensure_future(asyncio.to_thread(call))
         self._in_flight.add(future)
         try:

@@ -125,8 +125,8 @@ def _check_percentage(value: Any) -> float:
     return float(min(100.0, max(0.0, value)))
 
 
-def _ttl_for(ended_at: int) -> datetime:
-    return datetime.fromtimestamp(ended_at // 1000 + RECORD_TTL_S, tz=UTC)
+def _ttl_for(ended_at: int, ttl_s: int) -> datetime:
+    return datetime.fromtimestamp(ended_at // 1000 + ttl_s, tz=UTC)
 
 
 def _owned_by(condition: Condition, worker_id: str | None) -> Condition:
@@ -134,12 +134,13 @@ def _owned_by(condition: Condition, worker_id: str | None) -> Condition:
     return condition if worker_id is None else condition & (M.lease_owner == worker_id)
 
 
-def _final_actions(status: RequestStatus, now: int) -> list[Action]:
-    """What every move to a final state writes: the item leaves the ``due`` index."""
+def _final_actions(status: RequestStatus, now: int, ttl_s: int) -> list[Action]:
+    """What every move to a final state writes: the item leaves the ``due`` index and
+    expires ``ttl_s`` seconds after it ended."""
     return [
         M.status.set(status.value),
         M.ended_at.set(now),
-        M.ttl.set(_ttl_for(now)),
+        M.ttl.set(_ttl_for(now, ttl_s)),
         M.due_shard.remove(),
         M.due_at.remove(),
         M.lease_owner.remove(),
@@ -231,9 +232,13 @@ class RequestStore:
     """
 
     heal_cooldown_s = 2.0
+    record_ttl_s = RECORD_TTL_S
 
-    def __init__(self, *, heal_cooldown_s: float = 2.0) -> None:
+    def __init__(self, *, heal_cooldown_s: float = 2.0, record_ttl_s: int = RECORD_TTL_S) -> None:
         self.heal_cooldown_s = heal_cooldown_s
+        #: Seconds an ended request stays before DynamoDB's TTL removes it
+        #: (``STREAMER_REQUEST_TTL_S`` sets it for the process-wide store).
+        self.record_ttl_s = record_ttl_s
 
     @functools.cached_property
     def quotas(self) -> QuotaStore:
@@ -472,7 +477,7 @@ class RequestStore:
         now = _check_now(now)
         condition = _owned_by(M.status == S.PROCESSING.value, worker_id)
         actions = [
-            *_final_actions(S.COMPLETED, now),
+            *_final_actions(S.COMPLETED, now, self.record_ttl_s),
             M.percentage.set(100),
             M.result.set(result) if result is not None else M.result.remove(),
             M.error.remove(),
@@ -500,7 +505,7 @@ class RequestStore:
         condition = (M.status == S.RETRYING.value) | _owned_by(
             M.status == S.PROCESSING.value, worker_id
         )
-        actions = [*_final_actions(S.FAILED, now), M.error.set(error)]
+        actions = [*_final_actions(S.FAILED, now, self.record_ttl_s), M.error.set(error)]
         return self._ended(self._transition(key, actions, condition, "fail"))
 
     def schedule_retry(
@@ -543,7 +548,10 @@ class RequestStore:
         """
         _check_key(key)
         now = _check_now(now)
-        actions = [*_final_actions(S.CANCELLED, now), M.error.set(dict(CANCELLED_ERROR))]
+        actions = [
+            *_final_actions(S.CANCELLED, now, self.record_ttl_s),
+            M.error.set(dict(CANCELLED_ERROR)),
+        ]
         return self._ended(self._transition(key, actions, M.status.is_in(*_LIVE), "cancel"))
 
     def requeue(

@@ -17,7 +17,7 @@ from storage.requests.model import RequestRecord, RequestStatus
 from storage.requests.store import request_store
 from storage.subscription import subscription_store
 from streaming import admin_views
-from streaming.queue import WAKE_CHANNEL
+from streaming.lifecycle import WAKE_CHANNEL
 from tests.support.admin import T0, key, messages_of, new_channel, nothing_sent, receive
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("admin_state")]

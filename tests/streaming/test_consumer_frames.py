@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import streaming.consumer
+import streaming.pipeline
 import streaming.ratelimit
 from protocol.errors import ErrorCode
 from streaming.actions.registry import action, registry
@@ -61,7 +61,7 @@ def _echo_frame_of_size(size: int) -> str:
 async def test_frame_size_limit(live, settings, limit, size, accepted) -> None:
     if limit is not None:
         settings.STREAMER_MAX_FRAME_BYTES = limit
-        streaming.consumer._pipeline = None
+        streaming.pipeline._pipeline = None
     text = _echo_frame_of_size(size)
     assert len(text.encode()) == size
     async with connected() as client:
@@ -79,7 +79,7 @@ async def test_frame_size_limit(live, settings, limit, size, accepted) -> None:
 
 async def test_size_limit_counts_utf8_bytes(live, settings) -> None:
     settings.STREAMER_MAX_FRAME_BYTES = 1 * KIB
-    streaming.consumer._pipeline = None
+    streaming.pipeline._pipeline = None
     text = json.dumps({"action": "echo", "payload": {"s": "é" * 600}}, ensure_ascii=False)
     assert len(text) < KIB < len(text.encode())
     async with connected() as client:

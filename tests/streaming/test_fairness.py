@@ -17,7 +17,7 @@ from storage.requests.model import RequestRecord, RequestStatus
 from storage.requests.store import RequestStore
 from streaming.actions.registry import ActionRegistry, action
 from streaming.fairness import interleave_by_tenant, lookup_share, share_for
-from streaming.queue import wake_worker
+from streaming.lifecycle import wake_worker
 from streaming.worker import Worker
 from tests.streaming.test_worker import RecordingStore, make_worker
 from tests.support.worker import eventually, new_request_id, running, set_max_running

@@ -11,8 +11,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 
 from streaming.jobs import JobCancelled, JobContext
+from streaming.lifecycle import WAKE_CHANNEL, WORKERS_GROUP, notify_cancelled, wake_worker
 from streaming.progress import ProgressReporter
-from streaming.queue import WAKE_CHANNEL, WORKERS_GROUP, notify_cancelled, wake_worker
 
 pytestmark = pytest.mark.usefixtures("channel_layer", "tenant_db")
 
@@ -114,8 +114,8 @@ async def test_wake_worker_never_raises(
     layer: Any,
     logged: str,
 ) -> None:
-    monkeypatch.setattr("streaming.queue.get_channel_layer", lambda alias="default": layer)
-    caplog.set_level(logging.WARNING, logger="streaming.queue")
+    monkeypatch.setattr("streaming.lifecycle.get_channel_layer", lambda alias="default": layer)
+    caplog.set_level(logging.WARNING, logger="streaming.lifecycle")
     await wake_worker("acme#alice#r1")
     assert logged in caplog.text
     if not logged:
@@ -132,7 +132,7 @@ async def test_notify_cancelled_never_raises(
     layer: Any,
     logged: str,
 ) -> None:
-    monkeypatch.setattr("streaming.queue.get_channel_layer", lambda alias="default": layer)
-    caplog.set_level(logging.WARNING, logger="streaming.queue")
+    monkeypatch.setattr("streaming.lifecycle.get_channel_layer", lambda alias="default": layer)
+    caplog.set_level(logging.WARNING, logger="streaming.lifecycle")
     await notify_cancelled("acme#alice#r1")
     assert logged in caplog.text

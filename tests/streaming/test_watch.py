@@ -12,7 +12,7 @@ from connections.manager import manager
 from protocol import frames
 from storage.requests import RequestKey, request_store
 from storage.subscription import subscription_store
-from streaming.actions.builtin import origin_of
+from streaming.lifecycle import origin_of
 from streaming.session import DeliveryGuard
 from streaming.watchers import announce_request, watch_key
 from tests.support.sockets import connected, make_token

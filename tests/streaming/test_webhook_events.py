@@ -15,8 +15,8 @@ from connections.webhook_config import new_webhook_secret
 from storage.errors import StorageUnavailable
 from storage.requests.store import RequestStore
 from storage.webhooks import WebhookStore, delivery_id_for, webhook_store
-from streaming.actions.builtin import cancel_request
 from streaming.actions.registry import ActionRegistry, FinalError, action
+from streaming.lifecycle import cancel as cancel_request
 from tests.streaming.test_worker import make_worker
 from tests.support.worker import TENANT, eventually, running, submit
 

@@ -22,9 +22,9 @@ from storage.base import now_ms
 from storage.errors import StorageUnavailable
 from storage.requests.model import DEFAULT_SHARDS, RequestKey, RequestRecord, RequestStatus
 from storage.requests.store import RequestStore
-from streaming.actions.builtin import RequestRef, request_cancel, send_terminal
+from streaming.actions.builtin import RequestRef, request_cancel
 from streaming.actions.registry import ActionRegistry, FinalError, RetryableError, action
-from streaming.queue import WAKE_CHANNEL, notify_cancelled
+from streaming.lifecycle import WAKE_CHANNEL, notify_cancelled, send_terminal
 from streaming.worker import Worker, default_worker_id, retry_delay_s
 from tests.support.worker import (
     TENANT,

@@ -18,7 +18,7 @@ from connections.models import Tenant
 from protocol import frames
 from storage.requests.model import RequestRecord
 from storage.requests.store import RequestStore, request_store
-from streaming.queue import wake_worker
+from streaming.lifecycle import wake_worker
 from streaming.worker import Worker
 
 TENANT = "acme"

@@ -39,12 +39,11 @@ class Command(BaseCommand):
         add_sender_arguments(parser, prefix="webhook-")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        worker = Worker(
+        worker = Worker.from_settings(
             concurrency=max(1, options["concurrency"]),
             lease_s=options["lease"],
             poll_interval_s=options["poll_interval"],
             grace_s=options["grace"],
-            shards=settings.STREAMER_QUEUE_SHARDS,
         )
         sender = None if options["no_webhooks"] else sender_from_options(options, "webhook-")
         asyncio.run(self._run(worker, sender))

@@ -51,12 +51,7 @@ class Command(BaseCommand):
 
             warm_up()
             if with_worker:
-                worker = Worker(
-                    concurrency=options["concurrency"],
-                    lease_s=settings.STREAMER_LEASE_S,
-                    poll_interval_s=settings.STREAMER_POLL_INTERVAL_S,
-                    shards=settings.STREAMER_QUEUE_SHARDS,
-                )
+                worker = Worker.from_settings(concurrency=options["concurrency"])
                 loop = asyncio.get_event_loop()
                 worker_task.append(loop.create_task(worker.run(stop)))
                 # The in-process worker's companion: this process also sends webhooks.

@@ -1,5 +1,5 @@
-"""The built-in request.* actions the worker relies on: origin_of, send_terminal,
-request.status (resume), request.cancel, request.list, echo."""
+"""The built-in request.* actions: request.status (resume), request.cancel,
+request.list, echo."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from connections.manager import Target, manager
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError
 from storage.requests.model import RequestStatus
@@ -20,12 +19,11 @@ from streaming.actions.builtin import (
     RequestRef,
     StatusPayload,
     echo,
-    origin_of,
     request_cancel,
     request_list,
     request_status,
-    send_terminal,
 )
+from streaming.lifecycle import send_terminal
 from streaming.session import DeliveryGuard
 from tests.support.worker import TENANT, FakeSocket, new_request_id, submit
 
@@ -41,54 +39,6 @@ def ctx_for(sock: FakeSocket) -> Any:
         guard=DeliveryGuard(),
     )
     return SimpleNamespace(tenant_id=TENANT, user_id=sock.user_id, session=session)
-
-
-@pytest.mark.parametrize(
-    ("connection_id", "transport", "address", "expected"),
-    [
-        ("c1", "channels", "chan!1", Target("c1", "channels", "chan!1")),
-        (
-            "c1",
-            "apigw",
-            "https://x/@connections/1",
-            Target("c1", "apigw", "https://x/@connections/1"),
-        ),
-        ("", "channels", "chan!1", None),  # enqueued without a connection (a back end)
-        ("c1", "", "", None),
-    ],
-)
-def test_origin_of(connection_id: str, transport: str, address: str, expected: Any) -> None:
-    record = SimpleNamespace(
-        connection_id=connection_id, origin_transport=transport, origin_address=address
-    )
-    assert origin_of(record) == expected  # type: ignore[arg-type]
-
-
-async def test_send_terminal_rereads_subscribers_so_a_late_one_gets_the_end(
-    store: RequestStore, make_socket: Any
-) -> None:
-    sender, late = await make_socket(), await make_socket()
-    record = await submit(sender, "t.any", wake=False)
-    key = record.key.as_string()
-    await manager.send_to_request(
-        key, frames.progress(record.request_id, 10), origin=origin_of(record)
-    )
-    await asyncio.to_thread(
-        subscription_store.subscribe, key, late.connection_id, "channels", late.channel
-    )
-    await manager.send_to_request(
-        key, frames.progress(record.request_id, 20), origin=origin_of(record)
-    )
-    await send_terminal(record, frames.complete(record.request_id, {"ok": 1}))
-    await sender.drain()
-    await late.drain()
-    assert [f["type"] for f in sender.about(record.request_id)] == [
-        "acknowledgment",
-        "progress",
-        "progress",
-        "complete",
-    ]
-    assert [f["type"] for f in late.about(record.request_id)] == ["complete"]
 
 
 async def test_request_status_subscribes_a_reconnected_client(

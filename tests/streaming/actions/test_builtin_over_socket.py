@@ -346,7 +346,7 @@ async def test_send_to_request_reaches_origin_once(live) -> None:
         await client.request("generate_report", {}, id="o1")
         await client.data("request.status", {"request_id": "o1"})  # subscribed as well
         record = request_store.get(key("o1"))
-        from streaming.actions.builtin import origin_of
+        from streaming.lifecycle import origin_of
 
         origin = origin_of(record)
         assert origin is not None and origin.connection_id == record.connection_id
