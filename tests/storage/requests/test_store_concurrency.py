@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import botocore.client
 import pytest
 from moto.dynamodb.models import DynamoDBBackend
 
@@ -40,7 +41,20 @@ def _atomic_moto_writes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def store(dynamodb: base.StoreConfig) -> RequestStore:
+def store(dynamodb: base.StoreConfig, monkeypatch: pytest.MonkeyPatch) -> RequestStore:
+    if dynamodb.endpoint_url is None:
+        # moto's in-memory tables are not thread-safe (a query racing a write raises
+        # RuntimeError) and it checks a condition and writes in two steps: its calls are
+        # serialized, as DynamoDB applies each item write atomically. The races themselves
+        # run unserialized against dynalite, the other parameter.
+        original = botocore.client.BaseClient._make_api_call
+        lock = threading.Lock()
+
+        def atomic(self: Any, operation_name: str, api_params: Any) -> Any:
+            with lock:
+                return original(self, operation_name, api_params)
+
+        monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", atomic)
     return RequestStore()
 
 
