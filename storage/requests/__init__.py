@@ -13,6 +13,7 @@ from storage.requests.model import (
     make_owner,
     shard_for,
 )
+from storage.requests.output import OutputConflict, OutputStore, output_store
 from storage.requests.store import CANCELLED_ERROR, RequestStore, request_store
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "CANCELLED_ERROR",
     "DEFAULT_SHARDS",
     "FINAL",
+    "OutputConflict",
+    "OutputStore",
     "RECORD_TTL_S",
     "RequestKey",
     "RequestModel",
@@ -27,6 +30,7 @@ __all__ = [
     "RequestStatus",
     "RequestStore",
     "make_owner",
+    "output_store",
     "request_store",
     "shard_for",
 ]

@@ -175,6 +175,7 @@ class RequestRecord:
     due_at: int | None = None
     ttl: int | None = None
     requeued_at: int | None = None
+    output_seq: int = 0
 
     @property
     def key(self) -> RequestKey:
@@ -198,6 +199,8 @@ class RequestRecord:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
         }
+        if self.output_seq:  # absent: no output chunk written yet
+            data["output_seq"] = self.output_seq
         if self.status is RequestStatus.COMPLETED:
             data["result"] = self.result
         elif self.status in (RequestStatus.FAILED, RequestStatus.CANCELLED):
@@ -295,6 +298,8 @@ class RequestModel(Model):
     ttl = TTLAttribute(null=True)
     # When an admin last sent a FAILED/CANCELLED request back to PENDING (store.requeue).
     requeued_at = NumberAttribute(null=True)
+    # The seq of the last output chunk stored (storage/requests/output.py).
+    output_seq = NumberAttribute(null=True)
 
     by_created = ByCreatedIndex()
     due = DueIndex()
@@ -332,6 +337,7 @@ class RequestModel(Model):
             due_at=_int_or_none(self.due_at),
             ttl=int(ttl.timestamp()) if ttl is not None else None,
             requeued_at=_int_or_none(self.requeued_at),
+            output_seq=int(self.output_seq or 0),
         )
 
 
