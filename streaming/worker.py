@@ -39,6 +39,7 @@ from streaming.actions.registry import ActionRegistry, ActionSpec, FinalError, r
 from streaming.fairness import PolicyLookup, interleave_by_tenant, lookup_shares
 from streaming.jobs import JobCancelled, JobContext
 from streaming.metrics import QUEUE_WAIT_SECONDS, REQUEST_SECONDS, WORKER_JOBS
+from streaming.output import OutputLost, OutputWriter
 from streaming.progress import ProgressReporter
 from streaming.queue import WAKE_CHANNEL, WORKERS_GROUP
 
@@ -311,6 +312,12 @@ class Worker:
             attempt=record.attempts,
             reporter=reporter,
             metadata=record.metadata,
+            output=OutputWriter(
+                asyncio.get_running_loop(),
+                record.key,
+                lambda chunks: self._publish_output(record, chunks),
+                stored_bytes=record.output_bytes,
+            ),
         )
         task = asyncio.create_task(self._execute(record, ctx))
         self.jobs[key.as_string()] = (task, ctx)
@@ -339,6 +346,7 @@ class Worker:
             await self._run_handler(record, ctx)
         except asyncio.CancelledError:
             await ctx.reporter.close(flush=False)
+            await self._close_output(ctx, flush=False)
             raise
         except Exception:
             log.exception("worker failed to finish request %s", record.request_id)
@@ -382,6 +390,7 @@ class Worker:
             await self._fail(record, ctx, ErrorCode.TIMEOUT, "The request ran past its time limit")
         except JobCancelled:
             await ctx.reporter.close(flush=False)
+            await self._close_output(ctx, flush=False)
         except FinalError as exc:
             await self._fail(
                 record, ctx, ErrorCode.PROCESSING_FAILED, str(exc)[:500] or "Processing failed"
@@ -423,6 +432,7 @@ class Worker:
         if ctx.reporter.percentage < 100:
             ctx.reporter.report(100.0, "Done")
         await ctx.reporter.close()
+        await self._close_output(ctx)
         try:
             done = await asyncio.to_thread(
                 self.store.complete, record.key, result, worker_id=self.worker_id
@@ -438,6 +448,7 @@ class Worker:
     ) -> None:
         self._finishing.add(record.key.as_string())
         await ctx.reporter.close()
+        await self._close_output(ctx)
         try:
             done = await asyncio.to_thread(
                 self.store.fail, record.key, code.value, message, worker_id=self.worker_id
@@ -450,6 +461,7 @@ class Worker:
     async def _retry(self, record: RequestRecord, ctx: JobContext) -> None:
         self._finishing.add(record.key.as_string())
         await ctx.reporter.close()
+        await self._close_output(ctx)
         await self._save_progress(record.key, ctx)
         delay = retry_delay_s(record.attempts, self.retry_base_s)
         retry_at = now_ms() + int(delay * 1000)
@@ -484,6 +496,28 @@ class Worker:
 
         frame = frames.progress(record.request_id, percentage, message, details)
         await manager.send_to_request(record.key.as_string(), frame, origin=origin_of(record))
+
+    async def _publish_output(self, record: RequestRecord, chunks: list[tuple[int, Any]]) -> None:
+        """Send stored chunks as ``output`` frames, in order, to the sender and every
+        subscriber as of now (read afresh once per batch: a client that subscribed
+        before its replay read must get every chunk that read did not see)."""
+        from connections.manager import manager
+
+        key, origin = record.key.as_string(), origin_of(record)
+        for index, (seq, data) in enumerate(chunks):
+            frame = frames.output(record.request_id, seq, data)
+            await manager.send_to_request(key, frame, origin=origin, fresh=index == 0)
+
+    @staticmethod
+    async def _close_output(ctx: JobContext, *, flush: bool = True) -> None:
+        """Store (and send) the output the handler wrote before any terminal frame;
+        without ``flush`` (cancelled), drop what is not stored yet."""
+        if ctx.output is None:
+            return
+        try:
+            await ctx.output.close(flush=flush)
+        except OutputLost:
+            log.warning("output of %s was taken over by another writer", ctx.request_id)
 
     async def _persist_progress(
         self, record: RequestRecord, percentage: float, message: str, details: dict | None

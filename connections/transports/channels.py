@@ -11,6 +11,9 @@ from connections.transports.base import Transport, TransportError
 
 FRAME_MESSAGE = "streamer.frame"
 CLOSE_MESSAGE = "streamer.close"
+# Set (never sent to the client) on an ``output`` frame replayed from storage: "more",
+# or "last" on the last of a replay (streaming/replay.py).
+REPLAY_MARK = "_replay"
 
 
 class ChannelsTransport(Transport):
@@ -31,6 +34,8 @@ class ChannelsTransport(Transport):
             "frame_type": frame.get("type"),
             "request_id": frame.get("request_id"),
             "percentage": frame.get("percentage"),
+            "seq": frame.get("seq"),
+            "replay": frame.get(REPLAY_MARK),
         }
         await self._send(address, message)
 

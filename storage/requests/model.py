@@ -176,6 +176,7 @@ class RequestRecord:
     ttl: int | None = None
     requeued_at: int | None = None
     output_seq: int = 0
+    output_bytes: int = 0
 
     @property
     def key(self) -> RequestKey:
@@ -300,6 +301,7 @@ class RequestModel(Model):
     requeued_at = NumberAttribute(null=True)
     # The seq of the last output chunk stored (storage/requests/output.py).
     output_seq = NumberAttribute(null=True)
+    output_bytes = NumberAttribute(null=True)  # their size, for the 8 MiB limit
 
     by_created = ByCreatedIndex()
     due = DueIndex()
@@ -338,6 +340,7 @@ class RequestModel(Model):
             ttl=int(ttl.timestamp()) if ttl is not None else None,
             requeued_at=_int_or_none(self.requeued_at),
             output_seq=int(self.output_seq or 0),
+            output_bytes=int(self.output_bytes or 0),
         )
 
 

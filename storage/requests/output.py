@@ -133,20 +133,26 @@ class OutputStore:
             writes += 1
             seq += len(run)
         if writes:
-            self.mark_written(key, seq - 1)
+            self.mark_written(key, seq - 1, sum(len(chunk) for chunk in chunks))
             writes += 1
         return writes
 
-    def mark_written(self, key: RequestKey, last_seq: int) -> None:
-        """Raise the record's ``output_seq`` to ``last_seq`` (never lowers it; nothing
-        when the record is gone)."""
+    def mark_written(self, key: RequestKey, last_seq: int, added_bytes: int = 0) -> None:
+        """Raise the record's ``output_seq`` to ``last_seq`` and add ``added_bytes`` to
+        its ``output_bytes`` (never lowers the seq; nothing when the record is gone)."""
         item = RequestModel(key.owner, key.request_id)
         condition = RequestModel.owner.exists() & (
             RequestModel.output_seq.does_not_exist() | (RequestModel.output_seq < last_seq)
         )
         try:
             with storage_call("output.mark_written"):
-                item.update(actions=[RequestModel.output_seq.set(last_seq)], condition=condition)
+                item.update(
+                    actions=[
+                        RequestModel.output_seq.set(last_seq),
+                        RequestModel.output_bytes.add(added_bytes),
+                    ],
+                    condition=condition,
+                )
         except ConditionFailed:
             pass
 

@@ -151,7 +151,9 @@ def test_bad_chunks_are_refused(data: Any, message: str) -> None:
         encode_chunk(data)
 
 
-@pytest.mark.parametrize(("first", "after", "limit"), [(0, None, None), (None, -1, 5), (None, 0, 0)])
+@pytest.mark.parametrize(
+    ("first", "after", "limit"), [(0, None, None), (None, -1, 5), (None, 0, 0)]
+)
 def test_bad_arguments_are_refused(first: Any, after: Any, limit: Any) -> None:
     store = OutputStore()
     with pytest.raises(ValidationError):

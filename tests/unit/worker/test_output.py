@@ -1,0 +1,212 @@
+"""Output streams through the real worker: moto for storage, the in-memory channel layer
+for delivery to a fake socket (what a browser would see)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from protocol.errors import ErrorCode
+from storage.requests.model import RequestKey, RequestStatus
+from storage.requests.output import MAX_CHUNK_BYTES, OutputStore, output_store
+from storage.requests.store import RequestStore
+from streaming.actions.builtin import cancel_request
+from streaming.actions.registry import ActionRegistry, RetryableError, action
+from streaming.jobs import JobCancelled
+from streaming.output import OutputTooLarge, OutputWriter
+from streaming.worker import Worker
+from tests.unit.worker.helpers import eventually, running, submit
+
+
+def make_worker(store: RequestStore, actions: ActionRegistry) -> Worker:
+    return Worker(
+        store=store,
+        actions=actions,
+        concurrency=4,
+        poll_interval_s=0.05,
+        shards=1,
+        retry_base_s=0.01,
+    )
+
+
+def outputs_and_terminal(frames: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The ``output`` frames of a stream, checking that nothing follows its terminal."""
+    kinds = [f["type"] for f in frames]
+    assert kinds[-1] in ("complete", "error"), kinds[-5:]
+    assert kinds.count("complete") + kinds.count("error") == 1
+    return [f for f in frames if f["type"] == "output"], kinds[-1]
+
+
+def stored_stream(key: RequestKey) -> list[tuple[int, Any]]:
+    return list(output_store.iter_after(key, 0))
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_ten_thousand_chunks_arrive_in_order_and_complete(
+    store: RequestStore, actions: ActionRegistry, make_socket: Any, kind: str
+) -> None:
+    count = 10_000
+
+    def chunk(i: int) -> Any:
+        return f"line {i}" if i % 2 else {"row": i}
+
+    if kind == "sync":
+
+        @action("t.out", mode="async", registry=actions)
+        def out(job: Any, payload: dict[str, Any]) -> int:
+            for i in range(1, count + 1):
+                job.write(chunk(i))
+            return count
+
+    else:
+
+        @action("t.out", mode="async", registry=actions)
+        async def out(job: Any, payload: dict[str, Any]) -> int:
+            for i in range(1, count + 1):
+                job.write(chunk(i))
+                if i % 500 == 0:
+                    await asyncio.sleep(0)  # lets flushes run while it writes
+            return count
+
+    sock = await make_socket()
+    async with running(make_worker(store, actions)):
+        record = await submit(sock, "t.out")
+        frames, terminal = outputs_and_terminal(await sock.until_terminal(record.request_id, 60))
+
+    assert terminal == "complete"
+    assert [f["seq"] for f in frames] == list(range(1, count + 1))
+    assert [f["data"] for f in frames] == [chunk(i) for i in range(1, count + 1)]
+    assert stored_stream(record.key) == [(i, chunk(i)) for i in range(1, count + 1)]
+    final = await asyncio.to_thread(store.get, record.key)
+    assert final.public()["output_seq"] == count
+
+
+async def test_a_retry_continues_after_the_stored_chunks(
+    store: RequestStore, actions: ActionRegistry, make_socket: Any
+) -> None:
+    @action("t.flaky", mode="async", registry=actions)
+    async def flaky(job: Any, payload: dict[str, Any]) -> str:
+        for i in range(3):
+            job.write(f"attempt {job.attempt} line {i}")
+        if job.attempt == 1:
+            raise RetryableError("later")
+        return "done"
+
+    sock = await make_socket()
+    async with running(make_worker(store, actions)):
+        record = await submit(sock, "t.flaky")
+        frames, terminal = outputs_and_terminal(await sock.until_terminal(record.request_id))
+
+    assert terminal == "complete"
+    expected = [f"attempt {a} line {i}" for a in (1, 2) for i in range(3)]
+    assert [(f["seq"], f["data"]) for f in frames] == list(enumerate(expected, start=1))
+    assert stored_stream(record.key) == list(enumerate(expected, start=1))
+
+
+@pytest.mark.parametrize(
+    ("chunk", "code", "message"),
+    [
+        ("x" * MAX_CHUNK_BYTES, ErrorCode.PROCESSING_FAILED, "at most 65536 bytes"),
+        (["a list"], ErrorCode.INTERNAL_ERROR, "Internal error"),
+        (b"bytes", ErrorCode.INTERNAL_ERROR, "Internal error"),
+    ],
+)
+async def test_a_bad_chunk_fails_the_request_and_keeps_what_came_before(
+    store: RequestStore,
+    actions: ActionRegistry,
+    make_socket: Any,
+    chunk: Any,
+    code: ErrorCode,
+    message: str,
+) -> None:
+    @action("t.bad", mode="async", registry=actions)
+    async def bad(job: Any, payload: dict[str, Any]) -> None:
+        job.write("before")
+        job.write(chunk)
+
+    sock = await make_socket()
+    async with running(make_worker(store, actions)):
+        record = await submit(sock, "t.bad")
+        frames, terminal = outputs_and_terminal(await sock.until_terminal(record.request_id))
+
+    assert terminal == "error"
+    error = sock.about(record.request_id)[-1]["error"]
+    assert (error["code"], message in error["message"]) == (code.value, True)
+    assert [(f["seq"], f["data"]) for f in frames] == [(1, "before")]
+    assert stored_stream(record.key) == [(1, "before")]
+
+
+async def test_the_stream_limit_counts_earlier_attempts(store: RequestStore) -> None:
+    key = RequestKey("acme", "alice", "limit")
+    sent: list[tuple[int, Any]] = []
+
+    async def publish(chunks: list[tuple[int, Any]]) -> None:
+        sent.extend(chunks)
+
+    writer = OutputWriter(asyncio.get_running_loop(), key, publish, stored_bytes=90, max_bytes=100)
+    writer.write("12345678")  # 10 bytes as JSON: exactly the limit
+    with pytest.raises(OutputTooLarge, match="at most 100 bytes"):
+        writer.write("x")
+    await writer.close()
+    assert sent == [(1, "12345678")]
+
+
+async def test_cancelled_handler_writes_nothing_more(
+    store: RequestStore, actions: ActionRegistry, make_socket: Any
+) -> None:
+    started = asyncio.Event()
+    raised: list[BaseException] = []
+
+    @action("t.long", mode="async", registry=actions)
+    def long(job: Any, payload: dict[str, Any]) -> None:
+        job.write("first")
+        loop.call_soon_threadsafe(started.set)
+        try:
+            while True:
+                job.write("more")
+                job.cancelled.wait(0.01)
+        except JobCancelled as exc:
+            raised.append(exc)
+            raise
+
+    loop = asyncio.get_running_loop()
+    sock = await make_socket()
+    worker = make_worker(store, actions)
+    async with running(worker):
+        record = await submit(sock, "t.long")
+        await started.wait()
+        await cancel_request(record.key)
+        frames, terminal = outputs_and_terminal(await sock.until_terminal(record.request_id))
+        await eventually(lambda: not worker.jobs, what="job stopped")
+        await sock.drain()
+
+    assert terminal == "error" and sock.about(record.request_id)[-1]["type"] == "error"
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    assert raised and isinstance(raised[0], JobCancelled)
+    final = await asyncio.to_thread(store.get, record.key)
+    assert final.status is RequestStatus.CANCELLED
+
+
+async def test_writes_from_many_threads_get_consecutive_seqs(store: RequestStore) -> None:
+    key = RequestKey("acme", "alice", "threads")
+    sent: list[tuple[int, Any]] = []
+
+    async def publish(chunks: list[tuple[int, Any]]) -> None:
+        sent.extend(chunks)
+
+    writer = OutputWriter(asyncio.get_running_loop(), key, publish, flush_interval_s=0.01)
+
+    def write_many(name: str) -> None:
+        for i in range(500):
+            writer.write(f"{name}-{i}")
+
+    threads = [threading.Thread(target=write_many, args=(n,)) for n in "abcd"]
+    await asyncio.gather(*(asyncio.to_thread(t.run) for t in threads))
+    await writer.close()
+    assert [seq for seq, _ in sent] == list(range(1, 2001))
+    for name in "abcd":  # each thread's chunks in its own order
+        assert [d for _, d in sent if d.startswith(name)] == [f"{name}-{i}" for i in range(500)]
+    assert list(OutputStore().iter_after(key, 0)) == sent
