@@ -119,12 +119,14 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         """A frame pushed to this socket from a worker or another process."""
         if self.session is None or self.outbox is None:
             return
-        if not self.session.guard.allow(
-            message.get("frame_type"), message.get("request_id"), message.get("percentage")
-        ):
-            return
-        FRAMES_OUT.labels(message.get("frame_type") or "other").inc()
-        await self.outbox.put(message["text"])
+        for text in self.session.guard.admit(message):
+            FRAMES_OUT.labels(message.get("frame_type") or "other").inc()
+            await self.outbox.put(text)
+
+    async def streamer_frames(self, message: dict[str, Any]) -> None:
+        """Several frames pushed at once, in order (a batch of a request's output)."""
+        for frame_message in message["frames"]:
+            await self.streamer_frame(frame_message)
 
     async def streamer_close(self, message: dict[str, Any]) -> None:
         """Close this socket on request (admin disconnect, tenant disabled)."""

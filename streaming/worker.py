@@ -40,6 +40,7 @@ from streaming.fairness import PolicyLookup, interleave_by_tenant, lookup_shares
 from streaming.jobs import JobCancelled, JobContext
 from streaming.metrics import QUEUE_WAIT_SECONDS, REQUEST_SECONDS, WORKER_JOBS
 from streaming.output import OutputLost, OutputWriter
+from streaming.output_delivery import OutputPublisher
 from streaming.progress import ProgressReporter
 from streaming.queue import WAKE_CHANNEL, WORKERS_GROUP
 
@@ -315,7 +316,7 @@ class Worker:
             output=OutputWriter(
                 asyncio.get_running_loop(),
                 record.key,
-                lambda chunks: self._publish_output(record, chunks),
+                OutputPublisher(record),
                 stored_bytes=record.output_bytes,
             ),
         )
@@ -496,17 +497,6 @@ class Worker:
 
         frame = frames.progress(record.request_id, percentage, message, details)
         await manager.send_to_request(record.key.as_string(), frame, origin=origin_of(record))
-
-    async def _publish_output(self, record: RequestRecord, chunks: list[tuple[int, Any]]) -> None:
-        """Send stored chunks as ``output`` frames, in order, to the sender and every
-        subscriber as of now (read afresh once per batch: a client that subscribed
-        before its replay read must get every chunk that read did not see)."""
-        from connections.manager import manager
-
-        key, origin = record.key.as_string(), origin_of(record)
-        for index, (seq, data) in enumerate(chunks):
-            frame = frames.output(record.request_id, seq, data)
-            await manager.send_to_request(key, frame, origin=origin, fresh=index == 0)
 
     @staticmethod
     async def _close_output(ctx: JobContext, *, flush: bool = True) -> None:
