@@ -55,12 +55,14 @@ class ChannelsTransport(Transport):
 
 
 def _frame_message(frame: dict[str, Any], text: str) -> dict[str, Any]:
-    return {
+    message = {
         "type": FRAME_MESSAGE,
         "text": text,
         "frame_type": frame.get("type"),
         "request_id": frame.get("request_id"),
         "percentage": frame.get("percentage"),
-        "seq": frame.get("seq"),
-        "replay": frame.get(REPLAY_MARK),
     }
+    if "seq" in frame:  # output frames: their order, and whether a replay sent them
+        message["seq"] = frame["seq"]
+        message["replay"] = frame.get(REPLAY_MARK)
+    return message
