@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from streaming.output import OutputWriter
+from streaming.output import OutputWriter, check_chunk
 from streaming.progress import ProgressReporter
 
 
@@ -30,6 +30,8 @@ class JobContext:
     metadata: dict[str, Any] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     output: OutputWriter | None = None
+    # Without an output stream (a context built outside a worker) chunks are kept here.
+    written: list[Any] = field(default_factory=list)
 
     def report(
         self, percentage: float, message: str = "", details: dict[str, Any] | None = None
@@ -48,8 +50,10 @@ class JobContext:
         JobCancelled once the request is cancelled."""
         self.check()
         if self.output is None:
-            raise RuntimeError("this job has no output stream")
-        self.output.write(data)
+            check_chunk(data)
+            self.written.append(data)
+        else:
+            self.output.write(data)
 
     def check(self) -> None:
         """Raise JobCancelled if the request was cancelled."""

@@ -50,6 +50,17 @@ class OutputLost(Exception):
     """The stream was taken over by another writer (this worker lost the request)."""
 
 
+def check_chunk(data: Any) -> bytes:
+    """The chunk as stored; OutputTooLarge past 64 KiB, TypeError unless it is a string
+    or a JSON object (what a handler gets for a bad chunk)."""
+    try:
+        return encode_chunk(data)
+    except ValidationError as exc:
+        if "at most" in str(exc):
+            raise OutputTooLarge(str(exc)) from None
+        raise TypeError(str(exc)) from None
+
+
 class OutputWriter:
     """Thread-safe: ``write`` may be called from the event loop or a handler thread."""
 
@@ -90,12 +101,7 @@ class OutputWriter:
 
     def write(self, data: Any) -> None:
         """Buffer one chunk (a string or a JSON object) for the next flush."""
-        try:
-            encoded = encode_chunk(data)
-        except ValidationError as exc:
-            if "at most" in str(exc):
-                raise OutputTooLarge(str(exc)) from None
-            raise TypeError(str(exc)) from None
+        encoded = check_chunk(data)
         with self._lock:
             if self.lost or self._closed:
                 return

@@ -11,6 +11,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 
 from streaming.jobs import JobCancelled, JobContext
+from streaming.output import OutputTooLarge
 from streaming.progress import ProgressReporter
 from streaming.queue import WAKE_CHANNEL, WORKERS_GROUP, notify_cancelled, wake_worker
 
@@ -134,3 +135,29 @@ async def test_notify_cancelled_never_raises(
     caplog.set_level(logging.WARNING, logger="streaming.queue")
     await notify_cancelled("acme#alice#r1")
     assert logged in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("chunk", "error"),
+    [
+        ("x" * 65_536, "OutputTooLarge"),
+        ([1], "TypeError"),
+        (b"x", "TypeError"),
+        (None, "TypeError"),
+    ],
+)
+async def test_a_job_without_output_stream_checks_and_keeps_chunks(chunk, error) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def sink(*_args) -> None:
+        return None
+
+    ctx = JobContext("r1", "acme", "alice", "t.job", 1, ProgressReporter(loop, sink, sink))
+    ctx.write("ok")
+    ctx.write({"row": 1})
+    with pytest.raises(error):
+        ctx.write(chunk)
+    assert ctx.written == ["ok", {"row": 1}]
+    ctx.cancelled.set()
+    with pytest.raises(JobCancelled):
+        ctx.write("late")
