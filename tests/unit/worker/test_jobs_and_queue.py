@@ -140,10 +140,10 @@ async def test_notify_cancelled_never_raises(
 @pytest.mark.parametrize(
     ("chunk", "error"),
     [
-        ("x" * 65_536, "OutputTooLarge"),
-        ([1], "TypeError"),
-        (b"x", "TypeError"),
-        (None, "TypeError"),
+        ("x" * 65_536, OutputTooLarge),
+        ([1], TypeError),
+        (b"x", TypeError),
+        (None, TypeError),
     ],
 )
 async def test_a_job_without_output_stream_checks_and_keeps_chunks(chunk, error) -> None:
