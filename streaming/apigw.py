@@ -38,6 +38,7 @@ from streaming.auth import (
     verify_token,
 )
 from streaming.consumer import get_pipeline
+from streaming.output_delivery import send_replays_after_reply
 from streaming.session import Session, active_policy, open_session
 from streaming.worker import Worker
 
@@ -200,6 +201,7 @@ async def _message(event: dict[str, Any], context: dict[str, Any]) -> dict[str, 
     target = Target(session.connection_id, session.transport, session.address)
     for frame in replies:
         await manager.send_to_target(target, frame)
+    await send_replays_after_reply(session.connection_id)
     return {"statusCode": 200}
 
 

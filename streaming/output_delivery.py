@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from connections.manager import Target, manager
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 
 PATIENCE_S = 5.0  # how long a full channel is waited for before the client is skipped
 MESSAGE_BYTES = 256 * 1024  # frames per transport message (a channel-layer message)
+DEFERRED_TRANSPORT = "apigw"  # its handler posts replies itself, then the replays
 _replays: set[asyncio.Task[None]] = set()
+_after_reply: dict[str, list[Coroutine[Any, Any, None]]] = {}
 
 
 class OutputPublisher:
@@ -73,9 +76,20 @@ async def replay_output(session: Session, key: RequestKey, after_seq: int) -> No
     if not first:
         session.guard.end_replay(key.request_id)  # nothing held: all of it comes live
         return
-    task = asyncio.create_task(_send_pages(session.target, key, first))
+    sending = _send_pages(session.target, key, first)
+    if session.transport == DEFERRED_TRANSPORT:
+        _after_reply.setdefault(session.connection_id, []).append(sending)
+        return
+    task = asyncio.create_task(sending)  # the consumer sends its reply first
     _replays.add(task)
     task.add_done_callback(_replays.discard)
+
+
+async def send_replays_after_reply(connection_id: str) -> None:
+    """API Gateway: send the replays a frame asked for once its reply was posted (a
+    Lambda invocation runs nothing after it returns, so it waits for them)."""
+    for sending in _after_reply.pop(connection_id, []):
+        await sending
 
 
 async def _send_pages(target: Target, key: RequestKey, batch: list[tuple[int, Any]]) -> None:
