@@ -4,21 +4,25 @@ for delivery to a fake socket (what a browser would see)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from typing import Any
 
 import pytest
+from channels.layers import InMemoryChannelLayer, channel_layers
 
 from protocol.errors import ErrorCode
+from storage.errors import StorageUnavailable
 from storage.requests.model import RequestKey, RequestStatus
 from storage.requests.output import MAX_CHUNK_BYTES, OutputStore, output_store
 from storage.requests.store import RequestStore
+from streaming import output_delivery
 from streaming.actions.builtin import cancel_request
 from streaming.actions.registry import ActionRegistry, RetryableError, action
 from streaming.jobs import JobCancelled
-from streaming.output import OutputTooLarge, OutputWriter
+from streaming.output import OutputLost, OutputTooLarge, OutputWriter
 from streaming.worker import Worker
-from tests.unit.worker.helpers import eventually, running, submit
+from tests.unit.worker.helpers import FakeSocket, eventually, running, submit
 
 
 def make_worker(store: RequestStore, actions: ActionRegistry) -> Worker:
@@ -210,3 +214,115 @@ async def test_writes_from_many_threads_get_consecutive_seqs(store: RequestStore
     for name in "abcd":  # each thread's chunks in its own order
         assert [d for _, d in sent if d.startswith(name)] == [f"{name}-{i}" for i in range(500)]
     assert list(OutputStore().iter_after(key, 0)) == sent
+
+
+# --- the writer on its own: takeover, storage hiccups, delivery failures ---------------
+
+
+class FlakyOutputs(OutputStore):
+    """The real store, failing the first ``failures`` appends as DynamoDB being down."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    def append(self, key: RequestKey, first_seq: int, chunks: Any) -> int:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StorageUnavailable("injected outage")
+        return super().append(key, first_seq, chunks)
+
+
+async def collect(into: list[tuple[int, Any]], chunks: list[tuple[int, Any]]) -> None:
+    into.extend(chunks)
+
+
+async def test_a_writer_whose_stream_was_taken_over_stops(store: RequestStore) -> None:
+    key = RequestKey("acme", "alice", "takeover")
+    loop = asyncio.get_running_loop()
+    sent_old: list[tuple[int, Any]] = []
+    sent_new: list[tuple[int, Any]] = []
+    old = OutputWriter(loop, key, functools.partial(collect, sent_old))
+    old.write("old 1")
+    await old.flush()
+    new = OutputWriter(loop, key, functools.partial(collect, sent_new))  # the next owner
+    new.write("new 2")
+    await new.flush()
+    old.write("old 2")  # the old owner continues from where it was: seq 2 is taken
+    with pytest.raises(OutputLost):
+        await old.close()
+    old.write("ignored")
+    await new.close()
+    assert stored_stream(key) == [(1, "old 1"), (2, "new 2")]
+    assert (sent_old, sent_new) == ([(1, "old 1")], [(2, "new 2")])
+
+
+@pytest.mark.parametrize(("failures", "stored"), [(1, True), (2, True), (3, False)])
+async def test_chunks_survive_storage_hiccups_until_close(
+    store: RequestStore, failures: int, stored: bool
+) -> None:
+    key = RequestKey("acme", "alice", f"flaky-{failures}")
+    sent: list[tuple[int, Any]] = []
+    writer = OutputWriter(
+        asyncio.get_running_loop(),
+        key,
+        functools.partial(collect, sent),
+        store=FlakyOutputs(failures),
+        flush_interval_s=3600,
+    )
+    writer.write("a")
+    writer.write({"b": 1})
+    await writer.flush()  # storage down: kept for the next flush
+    assert sent == [] and stored_stream(key) == []
+    await writer.close()  # up to two more tries
+    expected = [(1, "a"), (2, {"b": 1})] if stored else []
+    assert stored_stream(key) == expected and sent == expected
+
+
+async def test_a_failing_publish_loses_nothing_stored(store: RequestStore) -> None:
+    key = RequestKey("acme", "alice", "nopublish")
+
+    async def broken(chunks: list[tuple[int, Any]]) -> None:
+        raise RuntimeError("layer down")
+
+    writer = OutputWriter(asyncio.get_running_loop(), key, broken)
+    writer.write("kept")
+    await writer.close()
+    assert stored_stream(key) == [(1, "kept")]
+
+
+async def test_a_page_worth_of_output_is_flushed_at_once(store: RequestStore) -> None:
+    key = RequestKey("acme", "alice", "bulk")
+    sent: list[tuple[int, Any]] = []
+    writer = OutputWriter(
+        asyncio.get_running_loop(), key, functools.partial(collect, sent), flush_interval_s=3600
+    )
+    for i in range(12):  # 12 x 40 KB: past a page, so the hour-long wait is cut short
+        writer.write("x" * 40_000 + str(i))
+    await eventually(lambda: len(sent) >= 7, what="a flush before the interval")
+    await writer.close()
+    assert [seq for seq, _ in sent] == list(range(1, 13))
+
+
+@pytest.mark.parametrize("reader", ["drains", "never reads"])
+async def test_a_full_channel_is_waited_for_then_skipped(
+    store: RequestStore, make_socket: Any, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    monkeypatch.setattr(output_delivery, "PATIENCE_S", 0.2)
+    tiny = InMemoryChannelLayer(capacity=1, expiry=60)
+    channel_layers.set("default", tiny)
+    sock = FakeSocket(tiny, await tiny.new_channel("socket."), "alice")
+    record = await submit(sock, "t.none", wake=False)
+    await sock.drain()
+    publisher = output_delivery.OutputPublisher(record)
+    draining = asyncio.create_task(sock.drain(5)) if reader == "drains" else None
+    for seq in range(1, 4):
+        await publisher([(seq, f"chunk {seq}")])
+    if draining is not None:
+        await draining
+    else:
+        await sock.drain()
+    got = [f["seq"] for f in sock.about(record.request_id) if f["type"] == "output"]
+    if reader == "drains":
+        assert got == [1, 2, 3] and publisher.skipped == set()
+    else:  # the first fits; the second waits, then the client is skipped for good
+        assert got == [1] and publisher.skipped == {sock.connection_id}
