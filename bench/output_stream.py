@@ -35,8 +35,8 @@ from storage.requests.model import RequestKey  # noqa: E402
 from storage.requests.output import MAX_CHUNK_BYTES, encode_chunk, output_store  # noqa: E402
 from storage.requests.store import request_store  # noqa: E402
 from streaming.actions.registry import ActionRegistry, action  # noqa: E402
+from streaming.lifecycle import wake_worker  # noqa: E402
 from streaming.output import OutputWriter  # noqa: E402
-from streaming.queue import wake_worker  # noqa: E402
 from streaming.worker import Worker  # noqa: E402
 
 

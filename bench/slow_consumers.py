@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import socket
-import statistics
 import sys
 import time
 import urllib.request
@@ -36,9 +35,9 @@ SLOW_CONSUMER = 4408
 #: Kernel receive buffer of a never-reading socket: small, so the backlog shows up in
 #: the server process rather than in the kernel.
 SINK_RCVBUF = 16 * 1024
-#: Publishes (or rounds of echo frames) per second: each sink then gets ~3.6 MB/s.
-PUMP_PER_S = 20
-ECHO_MSG = '{"action":"echo","payload":{"n":1}}'
+#: Publishes (or rounds of echo frames) per second: each sink then gets ~0.3 MB/s, 30 MB/s
+#: in all for 100 sinks (a flood that outruns any reader, without saturating 2 cores).
+PUMP_PER_S = 5
 
 
 def rss_kib(pid: int) -> int:
@@ -101,16 +100,29 @@ class Sink:
         return self.ws.close_code
 
 
-async def echo_p50_ms(url: str, n: int) -> float:
-    """p50 of ``n`` echo round trips on one well-behaved socket."""
-    async with websockets.connect(url, compression=None, max_size=None) as ws:
-        samples = []
-        for _ in range(n):
-            started = time.perf_counter()
-            await ws.send(ECHO_MSG)
-            await ws.recv()
-            samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+async def echo_p50_ms(url: str, n: int | None = None) -> EchoProbe:
+    """Start an echo probe in a process of its own (bench/echo_probe.py): ``n`` round trips,
+    or until :meth:`EchoProbe.result` is awaited."""
+    args = [sys.executable, "-m", "bench.echo_probe", url]
+    if n is not None:
+        args += ["--count", str(n)]
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    return EchoProbe(proc)
+
+
+class EchoProbe:
+    """A running echo probe process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    async def result(self) -> tuple[float | None, int]:
+        """Stop the probe (when it runs until told) and return (p50 ms, samples)."""
+        out, _ = await self.proc.communicate(b"")
+        answer = json.loads(out.decode().strip().splitlines()[-1])
+        return answer["p50_ms"], answer["n"]
 
 
 async def flood(
@@ -129,7 +141,7 @@ async def flood(
 
     ``publish(frame)`` pushes one frame to every sink (server-side publishes); without
     it each sink floods itself with echo frames of ``frame_bytes``."""
-    baseline_p50 = await echo_p50_ms(echo_url, echo_n)
+    baseline_p50, _ = await (await echo_p50_ms(echo_url, echo_n)).result()
     sinks = [await Sink.open(url) for url in sink_urls]
     closed_before = slow_consumers_closed(base_url)
     rss_before = peak = rss_kib(pid)
@@ -145,19 +157,8 @@ async def flood(
                 await asyncio.gather(*(s.send(echo_payload) for s in sinks))
             await asyncio.sleep(1 / PUMP_PER_S)
 
-    async def echo_meanwhile() -> list[float]:
-        async with websockets.connect(echo_url, compression=None, max_size=None) as ws:
-            samples = []
-            while not stop.is_set():
-                sent = time.perf_counter()
-                await ws.send(ECHO_MSG)
-                await ws.recv()
-                samples.append((time.perf_counter() - sent) * 1000)
-                await asyncio.sleep(0.01)
-            return samples
-
     pumping = asyncio.ensure_future(pump())
-    echoing = asyncio.ensure_future(echo_meanwhile())
+    echoing = await echo_p50_ms(echo_url)
     try:
         while time.monotonic() - started < max_s:
             peak = max(peak, rss_kib(pid))
@@ -167,11 +168,11 @@ async def flood(
     finally:
         stop.set()
         await asyncio.gather(pumping, return_exceptions=True)
-    during = await echoing
+    during_p50, during_n = await echoing.result()
     flood_s = time.monotonic() - started
     peak = max(peak, rss_kib(pid))
     codes = await asyncio.gather(*(s.drain() for s in sinks))
-    after_p50 = await echo_p50_ms(echo_url, echo_n)
+    after_p50, _ = await (await echo_p50_ms(echo_url, echo_n)).result()
     return {
         "sockets": len(sinks),
         "closed_4408": sum(1 for c in codes if c == SLOW_CONSUMER),
@@ -180,10 +181,10 @@ async def flood(
         "rss_before_mib": round(rss_before / 1024, 1),
         "rss_peak_mib": round(peak / 1024, 1),
         "rss_growth_mib": round((peak - rss_before) / 1024, 1),
-        "echo_p50_ms_idle": round(baseline_p50, 3),
-        "echo_p50_ms_during": round(statistics.median(during), 3) if during else None,
-        "echo_samples_during": len(during),
-        "echo_p50_ms_after": round(after_p50, 3),
+        "echo_p50_ms_idle": round(baseline_p50 or 0, 3),
+        "echo_p50_ms_during": round(during_p50, 3) if during_p50 else None,
+        "echo_samples_during": during_n,
+        "echo_p50_ms_after": round(after_p50 or 0, 3),
     }
 
 

@@ -316,6 +316,33 @@ const scenarios = {
     return { id, status };
   },
 
+  /** request.watch: a report started by the server (the demo button) and one started
+   * in a second tab of the same user both appear and complete on the first tab. */
+  async watch({ page, baseUrl }) {
+    const user = uniqueUser("watch");
+    await page.goto(`${baseUrl}/?user=${user}`);
+    await waitConnected(page);
+    await page.fill("#duration", "1");
+    await page.click("#server-report");
+    const fromServer = await until(() => job(page, 0), "the server's report on the page");
+    check(/started elsewhere/.test(await page.$eval("#jobs > li .job-title", (e) => e.textContent)), "titled as started elsewhere");
+    const other = await page.context().newPage();
+    await other.goto(`${baseUrl}/?user=${user}`);
+    await waitConnected(other);
+    const fromTab = await startReport(other, 1);
+    for (const id of [fromServer.id, fromTab]) {
+      const done = await until(async () => {
+        const j = await jobById(page, id);
+        return j && j.state === "completed" ? j : null;
+      }, `report ${id} completed on the watching tab`, 20000);
+      check(done.value === 100, `bar full for ${id}`);
+      check(done.settled === 1, `settled once: ${id}`);
+    }
+    await stateShot(page, "watched");
+    await other.close();
+    return { ids: [fromServer.id, fromTab] };
+  },
+
   /** Everything at once, for a look at the whole page: echo, three jobs (one
    * cancelled), past requests. */
   async overview({ page, baseUrl }) {

@@ -13,8 +13,10 @@ Every change is written to Django's admin log.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
@@ -104,7 +106,8 @@ class TenantAdmin(admin.ModelAdmin):
     list_per_page = 50
     actions = ("enable_tenants", "disable_tenants", "create_api_key")
     inlines = (ApiKeyInline,)
-    readonly_fields = ("created_at", "live_connections")
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    readonly_fields = ("created_at", "live_connections", "webhook_deliveries")
     fieldsets = (
         (None, {"fields": ("id", "name", "active")}),
         (
@@ -121,6 +124,7 @@ class TenantAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("Webhooks", {"fields": ("webhook_url", "webhook_secret", "webhook_deliveries")}),
         ("Live", {"fields": ("live_connections", "created_at")}),
     )
 
@@ -134,6 +138,13 @@ class TenantAdmin(admin.ModelAdmin):
         changelist = super().get_changelist_instance(request)
         connection_counts([tenant.id for tenant in changelist.result_list])
         return changelist
+
+    @admin.display(description="deliveries")
+    def webhook_deliveries(self, obj: Tenant) -> str:
+        if not obj.pk or obj._state.adding:
+            return "—"
+        url = reverse("admin:connections_webhook_list") + "?" + urlencode({"tenant": obj.pk})
+        return format_html('<a href="{}">Webhook deliveries of {}</a>', url, obj.pk)
 
     @admin.display(description="live connections")
     def live_connections(self, obj: Tenant) -> str:

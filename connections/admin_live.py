@@ -57,6 +57,19 @@ class ListQuery:
         return query_string(**{"tenant": self.tenant, "user": self.user, **self.extra, **changes})
 
 
+def status_filter(query: ListQuery, statuses: Iterable[str]) -> dict[str, Any]:
+    """Context of a list page's status filter (``query.extra["status"]``): the chosen
+    status, every status, and the sidebar links ("All" first)."""
+    status = query.extra["status"]
+    values = list(statuses)
+    return {
+        "status": status,
+        "statuses": values,
+        "status_links": [{"label": "All", "url": query.url(status=""), "on": not status}]
+        + [{"label": v, "url": query.url(status=v), "on": status == v} for v in values],
+    }
+
+
 def listed(
     load: Callable[[], Iterable[T]], row: Callable[[T], dict[str, Any]], what: str
 ) -> tuple[list[dict[str, Any]], str]:

@@ -26,6 +26,7 @@ from django.http import HttpRequest
 from connections.manager import manager
 from connections.models import Tenant
 from connections.publishing import build_frame
+from connections.storage_pool import run_storage
 from storage.connection import ConnectionInfo, connection_store
 from storage.errors import StoreError
 
@@ -230,7 +231,7 @@ async def close_tenant_connections(
     at most 64 at a time). A storage failure while listing them is reported, not raised.
     """
     try:
-        infos = await asyncio.to_thread(lambda: list(connection_store.iter_by_tenant(tenant_id)))
+        infos = await run_storage(lambda: list(connection_store.iter_by_tenant(tenant_id)))
     except StoreError as exc:
         return CloseReport(error=str(exc))
     semaphore = asyncio.Semaphore(_CLOSE_CONCURRENCY)

@@ -11,7 +11,7 @@ class ConnectionsConfig(AppConfig):
         from connections import signals  # noqa: F401
 
         # Import the models so they register before configure().
-        from storage import base, connection, subscription  # noqa: F401
+        from storage import base, connection, subscription, webhooks  # noqa: F401
 
         base.configure(
             base.StoreConfig(

@@ -10,10 +10,10 @@ removes its record and subscriptions.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from connections.manager import manager
+from connections.storage_pool import run_storage
 from connections.transports import ConnectionGone, TransportError, get_transport
 from storage.base import now_ms
 from storage.connection import connection_store
@@ -28,9 +28,7 @@ async def close_expired(leeway_ms: int = 0) -> int:
     """Close every connection whose token expired more than ``leeway_ms`` ago; returns
     how many were closed. A transport failure is logged and the record still removed
     (its socket is unusable past the token's expiry anyway)."""
-    expired = await asyncio.to_thread(
-        lambda: list(connection_store.iter_expired(now_ms() - leeway_ms))
-    )
+    expired = await run_storage(lambda: list(connection_store.iter_expired(now_ms() - leeway_ms)))
     for connection_id, transport, address in expired:
         await close_one(connection_id, transport, address)
     return len(expired)

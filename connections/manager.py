@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +21,9 @@ from typing import Any
 from django.conf import settings
 from prometheus_client import Counter
 
+from connections.caches import expiring_cache
 from connections.labels import BoundedLabels
+from connections.storage_pool import run_storage
 from connections.transports import ConnectionGone, TransportError, get_transport
 from protocol import codec
 from storage.connection import ConnectionInfo, connection_store
@@ -39,6 +41,8 @@ SENDS = BoundedLabels(
 )
 
 SUBSCRIBER_CACHE_S = 1.0
+#: Requests whose subscribers one manager caches at most (least recently used go).
+MAX_CACHED_REQUESTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,14 @@ class SendReport:
 
 
 class ConnectionManager:
-    """Delivers frames; safe to share between tasks of one event loop."""
+    """Delivers frames; safe to share between tasks of one event loop (its subscriber
+    cache also between threads)."""
 
     def __init__(self, concurrency: int = 256) -> None:
         self.concurrency = concurrency
-        self._subscribers: dict[str, tuple[float, list[Target]]] = {}
+        # Read at each store, so a changed SUBSCRIBER_CACHE_S applies to new entries.
+        self._subscribers = expiring_cache(MAX_CACHED_REQUESTS, lambda: SUBSCRIBER_CACHE_S)
+        self._subscribers_lock = threading.Lock()  # the manager is shared across threads
 
     async def send_to_target(
         self, target: Target, frame: dict[str, Any], text: str | None = None
@@ -106,21 +113,19 @@ class ConnectionManager:
         """Send to one connection; reads its record only when the caller has none."""
         if record is None:
             try:
-                record = await asyncio.to_thread(connection_store.get, connection_id)
+                record = await run_storage(connection_store.get, connection_id)
             except NotFound:
                 return False
         return await self.send_to_target(Target.of(record), frame) == "delivered"
 
     async def send_to_user(self, tenant_id: str, user_id: str, frame: dict[str, Any]) -> SendReport:
         """Send to every connection of one user (one index query)."""
-        infos = await asyncio.to_thread(
-            lambda: list(connection_store.iter_by_user(tenant_id, user_id))
-        )
+        infos = await run_storage(lambda: list(connection_store.iter_by_user(tenant_id, user_id)))
         return await self.broadcast([Target.of(i) for i in infos], frame)
 
     async def send_to_tenant(self, tenant_id: str, frame: dict[str, Any]) -> SendReport:
         """Send to every connection of a tenant (index query, paged)."""
-        infos = await asyncio.to_thread(lambda: list(connection_store.iter_by_tenant(tenant_id)))
+        infos = await run_storage(lambda: list(connection_store.iter_by_tenant(tenant_id)))
         return await self.broadcast([Target.of(i) for i in infos], frame)
 
     async def broadcast(self, targets: Iterable[Target | str], frame: dict[str, Any]) -> SendReport:
@@ -130,7 +135,7 @@ class ConnectionManager:
         for target in targets:
             if isinstance(target, str):
                 try:
-                    info = await asyncio.to_thread(connection_store.get, target)
+                    info = await run_storage(connection_store.get, target)
                 except NotFound:
                     continue
                 target = Target.of(info)
@@ -171,15 +176,15 @@ class ConnectionManager:
 
     async def subscribers(self, request_key: str, *, fresh: bool = False) -> list[Target]:
         """The targets subscribed to a request (cached for SUBSCRIBER_CACHE_S)."""
-        now = time.monotonic()
-        hit = self._subscribers.get(request_key)
-        if hit is not None and hit[0] > now and not fresh:
-            return hit[1]
-        subs = await asyncio.to_thread(subscription_store.list_by_request, request_key)
+        if not fresh:
+            with self._subscribers_lock:
+                hit: list[Target] | None = self._subscribers.get(request_key)
+            if hit is not None:
+                return hit
+        subs = await run_storage(subscription_store.list_by_request, request_key)
         targets = [Target(s.connection_id, s.transport, s.address) for s in subs]
-        if len(self._subscribers) > 10_000:
-            self._subscribers = {k: v for k, v in self._subscribers.items() if v[0] > now}
-        self._subscribers[request_key] = (now + SUBSCRIBER_CACHE_S, targets)
+        with self._subscribers_lock:
+            self._subscribers[request_key] = targets
         return targets
 
     async def disconnect(
@@ -194,7 +199,7 @@ class ConnectionManager:
         its transport failed. Reads the record only when the caller has none."""
         if record is None:
             try:
-                record = await asyncio.to_thread(connection_store.get, connection_id)
+                record = await run_storage(connection_store.get, connection_id)
             except NotFound:
                 return False
         try:
@@ -217,7 +222,7 @@ class ConnectionManager:
                 subscription_store.delete_by_connection(connection_id)
 
         try:
-            await asyncio.to_thread(_forget)
+            await run_storage(_forget)
         except StoreError as exc:
             log.warning("could not forget connection %s: %s", connection_id, exc)
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from connections.webhook_config import (
+    new_webhook_secret,
+    validate_webhook_secret,
+    validate_webhook_url,
+)
+
 
 class Tenant(models.Model):
     """A tenant owns users (token ``tenant_id`` claim), connections and requests."""
@@ -54,6 +60,20 @@ class Tenant(models.Model):
         help_text="Requests of this tenant one worker runs at once (its share of the worker's "
         "slots); empty uses the server default (half of each worker's slots).",
     )
+    webhook_url = models.URLField(
+        max_length=500,
+        blank=True,
+        validators=[validate_webhook_url],
+        help_text="HTTPS endpoint that gets a signed POST when a request ends; empty: no "
+        "webhooks. Plain http only to a loopback address with DJANGO_DEBUG on.",
+    )
+    webhook_secret = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[validate_webhook_secret],
+        help_text="Standard Webhooks secret (whsec_…) that signs the POSTs; left empty with "
+        "an endpoint set, a new one is generated.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -61,6 +81,12 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.id
+
+    def clean(self) -> None:
+        """An endpoint without a secret gets a new secret (POSTs are always signed)."""
+        super().clean()
+        if self.webhook_url and not self.webhook_secret:
+            self.webhook_secret = new_webhook_secret()
 
 
 class ApiKey(models.Model):

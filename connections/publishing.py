@@ -9,12 +9,12 @@ anything rather than report a delivery that cannot happen."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from connections.layers import reaches
 from connections.manager import SendReport, Target, manager
+from connections.storage_pool import run_storage
 from connections.transports import InvalidTransportError, get_transport
 from protocol import codec
 from protocol.frames import now_ms
@@ -73,18 +73,16 @@ async def audience_connections(audience: Audience) -> list[ConnectionInfo]:
     part of it."""
     if audience.connection_id:
         try:
-            info = await asyncio.to_thread(connection_store.get, audience.connection_id)
+            info = await run_storage(connection_store.get, audience.connection_id)
         except NotFound:
             return []
         return [info] if info.tenant_id == audience.tenant_id else []
     if audience.user_id:
         user_id = audience.user_id
-        return await asyncio.to_thread(
+        return await run_storage(
             lambda: list(connection_store.iter_by_user(audience.tenant_id, user_id))
         )
-    return await asyncio.to_thread(
-        lambda: list(connection_store.iter_by_tenant(audience.tenant_id))
-    )
+    return await run_storage(lambda: list(connection_store.iter_by_tenant(audience.tenant_id)))
 
 
 def out_of_reach(infos: list[ConnectionInfo]) -> list[ConnectionInfo]:

@@ -4,11 +4,11 @@ in the common case (the cache lives for ``STREAMER_TENANT_CACHE_S`` seconds)."""
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 
 from django.conf import settings
 
+from connections.caches import expiring_cache
 from connections.models import Tenant
 
 
@@ -25,19 +25,23 @@ class TenantPolicy:
     max_active_requests: int = 1000
     max_active_requests_per_user: int = 20
     max_running: int | None = None  # None: the worker's default share of its slots
+    webhook_url: str = ""  # empty: no webhooks
+    webhook_secret: str = ""
 
 
-_cache: dict[str, tuple[float, TenantPolicy | None]] = {}
+MAX_CACHED_TENANTS = 10_000
+_MISSING = object()
+# Shared by every thread of the process (sync_to_async runs lookups in threads).
+_cache = expiring_cache(MAX_CACHED_TENANTS, lambda: settings.STREAMER_TENANT_CACHE_S)
 _lock = threading.Lock()
 
 
 def get_tenant_policy(tenant_id: str) -> TenantPolicy | None:
     """The tenant's policy, or None when it does not exist (cached briefly, misses too)."""
-    now = time.monotonic()
     with _lock:
-        hit = _cache.get(tenant_id)
-    if hit is not None and hit[0] > now:
-        return hit[1]
+        hit = _cache.get(tenant_id, _MISSING)
+    if hit is not _MISSING:
+        return hit  # type: ignore[no-any-return]
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     policy = None
     if tenant is not None:
@@ -54,11 +58,11 @@ def get_tenant_policy(tenant_id: str) -> TenantPolicy | None:
             max_active_requests_per_user=tenant.max_active_requests_per_user
             or settings.STREAMER_MAX_ACTIVE_REQUESTS_PER_USER,
             max_running=tenant.max_running,
+            webhook_url=tenant.webhook_url,
+            webhook_secret=tenant.webhook_secret,
         )
     with _lock:
-        if len(_cache) > 10_000:
-            _cache.clear()
-        _cache[tenant_id] = (now + settings.STREAMER_TENANT_CACHE_S, policy)
+        _cache[tenant_id] = policy
     return policy
 
 

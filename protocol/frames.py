@@ -41,15 +41,21 @@ def response(
     return frame
 
 
-def acknowledgment(request_id: str, message: str = "Request queued") -> Frame:
-    """An asynchronous action was stored durably and will run."""
-    return {
+def acknowledgment(
+    request_id: str, message: str = "Request queued", *, action: str | None = None
+) -> Frame:
+    """An asynchronous action was stored durably and will run. ``action`` is set on the
+    acknowledgment a watching connection gets for a request it did not start (1.1)."""
+    frame: Frame = {
         "type": "acknowledgment",
         "timestamp": now_ms(),
         "request_id": request_id,
         "status": "queued",
         "message": message,
     }
+    if action is not None:
+        frame["action"] = action
+    return frame
 
 
 def clamp_percentage(percentage: float) -> float:

@@ -1,5 +1,6 @@
 """What every DynamoDB model and store shares: where the tables are, time, cursors and
-the translation of PynamoDB/botocore failures into our typed errors.
+the owner key (failures are mapped in :mod:`storage.error_mapping`, arguments checked
+in :mod:`storage.validators`).
 
 Models register themselves with :func:`register_model`; :func:`configure` points all of
 them at an endpoint and table prefix (done from settings at start-up, and by tests for
@@ -10,22 +11,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import botocore.session
 import orjson
 import pynamodb.connection.base as pynamodb_connection_base
-from botocore.exceptions import BotoCoreError
-from botocore.exceptions import ClientError as BotoClientError
 from prometheus_client import Counter
-from pynamodb.exceptions import PynamoDBConnectionError, PynamoDBException
 from pynamodb.models import Model
 
 from protocol.frames import now_ms as now_ms  # stored times are epoch ms, like frame timestamps
-from storage.errors import StorageUnavailable, ValidationError
+from storage.errors import ValidationError
 
 M = TypeVar("M", bound=type[Model])
 T = TypeVar("T")
@@ -42,6 +38,10 @@ class StoreConfig:
     table_prefix: str = "streamer"
     connect_timeout_s: int = 2
     read_timeout_s: int = 5
+    #: Retries after the first call of each DynamoDB request. They are botocore's own
+    #: ``standard`` retry mode (exponential backoff with jitter, throttling and 5xx
+    #: only): PynamoDB's default ``retry_configuration`` passes
+    #: ``total_max_attempts = 1 + max_retry_attempts`` to the client.
     max_retry_attempts: int = 2
 
 
@@ -119,11 +119,11 @@ class Page(Generic[T]):
     cursor: str | None
 
 
-def require_text(name: str, value: str | None, max_length: int = 1024) -> str:
-    """Validate an id-like argument before any network call."""
-    if not isinstance(value, str) or not value or len(value) > max_length:
-        raise ValidationError(f"{name} must be a non-empty string of at most {max_length} chars")
-    return value
+def owner_of(tenant_id: str, user_id: str) -> str:
+    """The key of a user's items (``"{tenant_id}#{user_id}"``): the ``by_user`` index of
+    connections and the hash key of requests. Tenant ids hold no ``#``
+    (:func:`storage.validators.require_tenant`), so it splits at its first ``#``."""
+    return f"{tenant_id}#{user_id}"
 
 
 def encode_cursor(last_evaluated_key: dict[str, Any] | None) -> str | None:
@@ -145,52 +145,6 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ValidationError("invalid cursor")
     return value
-
-
-_THROTTLING = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-}
-
-
-def is_conditional_failure(exc: BaseException) -> bool:
-    """True when a PynamoDB error was caused by a failed ConditionExpression."""
-    cause = getattr(exc, "cause", None) or exc.__cause__
-    code = getattr(exc, "cause_response_code", None)
-    if code is None and isinstance(cause, BotoClientError):
-        code = cause.response.get("Error", {}).get("Code")
-    return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
-
-
-@contextlib.contextmanager
-def storage_errors(operation: str) -> Iterator[None]:
-    """Translate transport-level failures into :class:`StorageUnavailable`.
-
-    Connection refusals, timeouts and throttling (after botocore's bounded retries)
-    become StorageUnavailable with a message that carries no library text. Everything
-    else — a failed ConditionExpression above all — is re-raised untouched for the
-    caller to map (PynamoDB's PutError/UpdateError/… all subclass its
-    PynamoDBConnectionError, so the class alone says nothing).
-    """
-    try:
-        yield
-    except PynamoDBException as exc:
-        if is_conditional_failure(exc):
-            raise
-        cause = getattr(exc, "cause", None) or exc.__cause__
-        code = getattr(exc, "cause_response_code", None)
-        if (
-            code in _THROTTLING
-            or isinstance(cause, BotoCoreError | OSError)
-            or (code is None and isinstance(exc, PynamoDBConnectionError))
-        ):
-            raise StorageUnavailable(f"storage unavailable during {operation}") from exc
-        raise
-    except (BotoCoreError, OSError) as exc:
-        raise StorageUnavailable(f"storage unavailable during {operation}") from exc
 
 
 DYNAMODB_CALLS = Counter(

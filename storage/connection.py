@@ -21,6 +21,7 @@ that nobody cleaned up expire on their own where the endpoint supports TTL.
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -33,7 +34,7 @@ from pynamodb.attributes import (
     TTLAttribute,
     UnicodeAttribute,
 )
-from pynamodb.exceptions import DeleteError, DoesNotExist, UpdateError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.indexes import (
     AllProjection,
     GlobalSecondaryIndex,
@@ -46,13 +47,22 @@ from storage.base import (
     Page,
     decode_cursor,
     encode_cursor,
-    is_conditional_failure,
     now_ms,
+    owner_of,
     register_model,
-    require_text,
-    storage_errors,
 )
+from storage.batching import delete_in_batches
+from storage.error_mapping import ConditionFailed, storage_call
 from storage.errors import NotFound, ValidationError
+from storage.validators import (
+    MAX_CONNECTION_ID,
+    MAX_USER_ID,
+    require_choice,
+    require_int,
+    require_strings,
+    require_tenant,
+    require_text,
+)
 
 #: Transports a connection can be held by.
 TRANSPORTS = frozenset({"channels", "apigw"})
@@ -67,18 +77,13 @@ MAX_USER_AGENT = 512
 #: Longest address (channel name or API Gateway endpoint URL).
 MAX_ADDRESS = 2048
 
-_BATCH = 25  # DynamoDB BatchWriteItem limit
+_BATCH = 25  # DynamoDB BatchWriteItem limit: deletes per call, and per progress report
 _ITER_PAGE = 100  # page size of the iter_* fan-out queries
 
 
 def stale_shard_of(connection_id: str) -> str:
     """The ``by_last_seen`` shard ("0".."7") of a connection: stable across processes."""
     return str(zlib.crc32(connection_id.encode("utf-8")) % STALE_SHARDS)
-
-
-def owner_of(tenant_id: str, user_id: str) -> str:
-    """The ``by_user`` hash key of a user."""
-    return f"{tenant_id}#{user_id}"
 
 
 def _ttl_at(ms: int) -> datetime:
@@ -198,38 +203,26 @@ def _to_info(model: ConnectionModel) -> ConnectionInfo:
 
 
 def _require_time(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{name} must be a non-negative integer of epoch milliseconds")
-    return value
+    return require_int(name, value, 0)
 
 
 def _require_limit(limit: Any) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE}")
-    return limit
+    return require_int("limit", limit, 1, MAX_PAGE)
 
 
-def _require_tenant(tenant_id: str) -> str:
-    require_text("tenant_id", tenant_id, 256)
-    if "#" in tenant_id:
-        # owner = tenant#user must be unambiguous.
-        raise ValidationError("tenant_id must not contain '#'")
-    return tenant_id
+def _connection_id(value: Any) -> str:
+    return require_text("connection_id", value, MAX_CONNECTION_ID)
 
 
 def _validate(info: ConnectionInfo) -> None:
     if not isinstance(info, ConnectionInfo):
         raise ValidationError("info must be a ConnectionInfo")
-    require_text("connection_id", info.connection_id, 256)
-    _require_tenant(info.tenant_id)
-    require_text("user_id", info.user_id, 256)
-    if info.transport not in TRANSPORTS:
-        raise ValidationError(f"transport must be one of {sorted(TRANSPORTS)}")
+    _connection_id(info.connection_id)
+    require_tenant(info.tenant_id)
+    require_text("user_id", info.user_id, MAX_USER_ID)
+    require_choice("transport", info.transport, TRANSPORTS)
     require_text("address", info.address, MAX_ADDRESS)
-    if not isinstance(info.permissions, tuple | list) or not all(
-        isinstance(p, str) and p for p in info.permissions
-    ):
-        raise ValidationError("permissions must be a sequence of non-empty strings")
+    require_strings("permissions", info.permissions)
     _require_time("connected_at", info.connected_at)
     _require_time("last_seen", info.last_seen)
     if not isinstance(info.user_agent, str):
@@ -323,18 +316,18 @@ class ConnectionStore:
             ttl=_ttl_at(last_seen),
             expires_at=stored.expires_at,
         )
-        with storage_errors("connection.save"):
+        with storage_call("connection.save"):
             item.save()
         return stored
 
     def get(self, connection_id: str) -> ConnectionInfo:
         """The connection ``connection_id``; ``NotFound`` when it is not registered."""
-        require_text("connection_id", connection_id, 256)
-        with storage_errors("connection.get"):
-            try:
+        _connection_id(connection_id)
+        try:
+            with storage_call("connection.get"):
                 item = ConnectionModel.get(connection_id)
-            except DoesNotExist as exc:
-                raise NotFound("connection not found") from exc
+        except DoesNotExist as exc:
+            raise NotFound("connection not found") from exc
         return _to_info(item)
 
     def delete(self, connection_id: str, *, at: tuple[str, str] | None = None) -> bool:
@@ -345,17 +338,15 @@ class ConnectionStore:
         removed (in the same conditional call; False otherwise), so an event of one
         transport cannot remove a socket held by another.
         """
-        require_text("connection_id", connection_id, 256)
+        _connection_id(connection_id)
         condition = ConnectionModel.connection_id.exists()
         if at is not None:
             condition &= (ConnectionModel.transport == at[0]) & (ConnectionModel.address == at[1])
-        with storage_errors("connection.delete"):
-            try:
+        try:
+            with storage_call("connection.delete"):
                 ConnectionModel(connection_id).delete(condition=condition)
-            except DeleteError as exc:
-                if is_conditional_failure(exc):
-                    return False
-                raise
+        except ConditionFailed:
+            return False
         return True
 
     def touch(self, connection_id: str, at_ms: int | None = None) -> None:
@@ -364,44 +355,42 @@ class ConnectionStore:
         One conditional UpdateItem: an unknown connection raises ``NotFound`` and no
         partial item is ever created.
         """
-        require_text("connection_id", connection_id, 256)
+        _connection_id(connection_id)
         at = now_ms() if at_ms is None else _require_time("at_ms", at_ms)
-        with storage_errors("connection.touch"):
-            try:
-                ConnectionModel(connection_id).update(
-                    actions=[
-                        ConnectionModel.last_seen.set(at),
-                        ConnectionModel.ttl.set(_ttl_at(at)),
-                    ],
-                    condition=ConnectionModel.connection_id.exists(),
-                )
-            except UpdateError as exc:
-                if is_conditional_failure(exc):
-                    raise NotFound("connection not found") from exc
-                raise
+        self._update_existing(
+            connection_id,
+            [ConnectionModel.last_seen.set(at), ConnectionModel.ttl.set(_ttl_at(at))],
+            "connection.touch",
+        )
 
     def set_token(
         self, connection_id: str, permissions: tuple[str, ...] | list[str], expires_at: int
     ) -> None:
         """Record a refreshed token (``auth.refresh``): its permissions and expiry, in one
         conditional UpdateItem; ``NotFound`` when the connection is not registered."""
-        require_text("connection_id", connection_id, 256)
+        _connection_id(connection_id)
         _require_time("expires_at", expires_at)
-        if not all(isinstance(p, str) and p for p in permissions):
-            raise ValidationError("permissions must be a sequence of non-empty strings")
-        with storage_errors("connection.set_token"):
-            try:
+        require_strings("permissions", permissions)
+        self._update_existing(
+            connection_id,
+            [
+                ConnectionModel.permissions.set(list(permissions)),  # type: ignore[arg-type]
+                ConnectionModel.expires_at.set(expires_at),
+            ],
+            "connection.set_token",
+        )
+
+    @staticmethod
+    def _update_existing(connection_id: str, actions: list[Any], operation: str) -> None:
+        """One UpdateItem conditional on the item existing: NotFound otherwise, and no
+        partial item is ever created."""
+        try:
+            with storage_call(operation):
                 ConnectionModel(connection_id).update(
-                    actions=[
-                        ConnectionModel.permissions.set(list(permissions)),  # type: ignore[arg-type]
-                        ConnectionModel.expires_at.set(expires_at),
-                    ],
-                    condition=ConnectionModel.connection_id.exists(),
+                    actions=actions, condition=ConnectionModel.connection_id.exists()
                 )
-            except UpdateError as exc:
-                if is_conditional_failure(exc):
-                    raise NotFound("connection not found") from exc
-                raise
+        except ConditionFailed as exc:
+            raise NotFound("connection not found") from exc
 
     # -- lists --------------------------------------------------------------------------
 
@@ -412,8 +401,8 @@ class ConnectionStore:
 
         Pass the returned ``cursor`` back to get the next page; it is None on the last.
         """
-        _require_tenant(tenant_id)
-        require_text("user_id", user_id, 256)
+        require_tenant(tenant_id)
+        require_text("user_id", user_id, MAX_USER_ID)
         owner = owner_of(tenant_id, user_id)
         _require_limit(limit)
         start = _index_cursor(cursor, "owner", owner, "connected_at")
@@ -423,7 +412,7 @@ class ConnectionStore:
         self, tenant_id: str, *, limit: int = 50, cursor: str | None = None
     ) -> Page[ConnectionInfo]:
         """One page of a tenant's connections, newest first (see :meth:`list_by_user`)."""
-        _require_tenant(tenant_id)
+        require_tenant(tenant_id)
         _require_limit(limit)
         start = _index_cursor(cursor, "tenant_id", tenant_id, "connected_at")
         return self._page(
@@ -440,7 +429,7 @@ class ConnectionStore:
         operation: str,
     ) -> Page[ConnectionInfo]:
         # Ask for one more than the page so that the last page has no cursor.
-        with storage_errors(f"connection.{operation}"):
+        with storage_call(f"connection.{operation}"):
             rows = list(
                 index.query(
                     hash_value,
@@ -460,34 +449,34 @@ class ConnectionStore:
 
         Arguments are checked at call time; storage is reached when iteration starts.
         """
-        _require_tenant(tenant_id)
+        require_tenant(tenant_id)
         return self._iter(ConnectionModel.by_tenant, tenant_id, "iter_by_tenant")
 
     def iter_by_user(self, tenant_id: str, user_id: str) -> Iterator[ConnectionInfo]:
         """Every connection of a user, newest first, fetched page by page (fan-out)."""
-        _require_tenant(tenant_id)
-        require_text("user_id", user_id, 256)
+        require_tenant(tenant_id)
+        require_text("user_id", user_id, MAX_USER_ID)
         return self._iter(ConnectionModel.by_user, owner_of(tenant_id, user_id), "iter_by_user")
 
     @staticmethod
     def _iter(
         index: GlobalSecondaryIndex[ConnectionModel], hash_value: str, operation: str
     ) -> Iterator[ConnectionInfo]:
-        with storage_errors(f"connection.{operation}"):
+        with storage_call(f"connection.{operation}"):
             for row in index.query(hash_value, scan_index_forward=False, page_size=_ITER_PAGE):
                 yield _to_info(row)
 
     def count_by_tenant(self, tenant_id: str) -> int:
         """How many connections a tenant has (an index query with Select=COUNT)."""
-        _require_tenant(tenant_id)
-        with storage_errors("connection.count_by_tenant"):
+        require_tenant(tenant_id)
+        with storage_call("connection.count_by_tenant"):
             return int(ConnectionModel.by_tenant.count(tenant_id))
 
     def count_by_user(self, tenant_id: str, user_id: str) -> int:
         """How many connections a user has (a ``by_user`` query with Select=COUNT)."""
-        _require_tenant(tenant_id)
-        require_text("user_id", user_id, 256)
-        with storage_errors("connection.count_by_user"):
+        require_tenant(tenant_id)
+        require_text("user_id", user_id, MAX_USER_ID)
+        with storage_call("connection.count_by_user"):
             return int(ConnectionModel.by_user.count(owner_of(tenant_id, user_id)))
 
     # -- cleanup ------------------------------------------------------------------------
@@ -497,7 +486,7 @@ class ConnectionStore:
         before ``before_ms`` (default now): one key-condition query per shard of the
         sparse ``by_expiry`` index, never a scan."""
         cutoff = now_ms() if before_ms is None else _require_time("before_ms", before_ms)
-        with storage_errors("connection.iter_expired"):
+        with storage_call("connection.iter_expired"):
             for shard in range(STALE_SHARDS):
                 for row in ConnectionModel.by_expiry.query(
                     str(shard),
@@ -518,55 +507,39 @@ class ConnectionStore:
         ``older_than_ms`` is an age (for example ``10 * 60 * 1000``), not a timestamp:
         connections whose ``last_seen`` is before ``now - older_than_ms`` go. Each of the
         :data:`STALE_SHARDS` shards of ``by_last_seen`` is queried with a key condition
-        (never a table scan) and the matches are removed with BatchWriteItem, 25 at a
-        time. Returns how many were deleted (with ``dry_run``, how many would be; nothing
-        is deleted). ``on_progress`` receives the running total after each batch (dry run:
-        after each shard).
+        (never a table scan) and the matches are removed with PynamoDB's
+        ``batch_write()`` (BatchWriteItem, 25 at a time). Returns how many were deleted
+        (with ``dry_run``, how many would be; nothing is deleted). ``on_progress``
+        receives the running total after each batch (dry run: after each shard).
 
         A connection that becomes active between the query and its batch delete is
         removed anyway (batch deletes are unconditional); its socket's next write re-saves
         or closes it.
         """
-        if isinstance(older_than_ms, bool) or not isinstance(older_than_ms, int):
-            raise ValidationError("older_than_ms must be a positive integer of milliseconds")
-        if older_than_ms <= 0:
-            raise ValidationError("older_than_ms must be a positive integer of milliseconds")
+        require_int("older_than_ms", older_than_ms, 1)
         if on_progress is not None and not callable(on_progress):
             raise ValidationError("on_progress must be callable")
         cutoff = now_ms() - older_than_ms
-        total = 0
-        with storage_errors("connection.delete_stale"):
-            for shard in range(STALE_SHARDS):
-                condition = ConnectionModel.last_seen < cutoff
-                if dry_run:
-                    total += ConnectionModel.by_last_seen.count(
-                        str(shard), range_key_condition=condition
+        condition = ConnectionModel.last_seen < cutoff
+        with storage_call("connection.delete_stale"):
+            if not dry_run:
+                stale = itertools.chain.from_iterable(
+                    ConnectionModel.by_last_seen.query(
+                        str(shard), range_key_condition=condition, page_size=_ITER_PAGE
                     )
-                    if on_progress is not None:
-                        on_progress(total)
-                    continue
-                batch: list[ConnectionModel] = []
-                for row in ConnectionModel.by_last_seen.query(
-                    str(shard), range_key_condition=condition, page_size=_ITER_PAGE
-                ):
-                    batch.append(row)
-                    if len(batch) == _BATCH:
-                        total += _batch_delete(batch)
-                        batch = []
-                        if on_progress is not None:
-                            on_progress(total)
-                if batch:
-                    total += _batch_delete(batch)
-                    if on_progress is not None:
-                        on_progress(total)
+                    for shard in range(STALE_SHARDS)
+                )
+                return delete_in_batches(
+                    ConnectionModel, stale, batch_size=_BATCH, on_batch=on_progress
+                )
+            total = 0
+            for shard in range(STALE_SHARDS):
+                total += ConnectionModel.by_last_seen.count(
+                    str(shard), range_key_condition=condition
+                )
+                if on_progress is not None:
+                    on_progress(total)
         return total
-
-
-def _batch_delete(rows: list[ConnectionModel]) -> int:
-    with ConnectionModel.batch_write() as writer:
-        for row in rows:
-            writer.delete(row)
-    return len(rows)
 
 
 #: The store every caller uses.

@@ -23,8 +23,9 @@ from typing import Any
 from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
 from pynamodb.models import Model
 
-from storage.base import now_ms, register_model, require_text, storage_errors
-from storage.errors import ValidationError
+from storage.base import now_ms, register_model
+from storage.error_mapping import storage_call
+from storage.validators import MAX_WORKER_ID, require_int, require_text
 
 #: A worker beats this often.
 HEARTBEAT_INTERVAL_S = 10.0
@@ -76,18 +77,12 @@ class Heartbeat:
         }
 
 
-def _check_ms(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{name} must be a non-negative integer")
-    return value
-
-
 def beat(worker_id: str, *, started_at: int, jobs: int, now: int | None = None) -> Heartbeat:
     """Record that ``worker_id`` is alive (one PutItem); returns what was stored."""
-    require_text("worker_id", worker_id, 256)
-    _check_ms("started_at", started_at)
-    _check_ms("jobs", jobs)
-    at = now_ms() if now is None else _check_ms("now", now)
+    require_text("worker_id", worker_id, MAX_WORKER_ID)
+    require_int("started_at", started_at, 0)
+    require_int("jobs", jobs, 0)
+    at = now_ms() if now is None else require_int("now", now, 0)
     item = WorkerHeartbeatModel(
         worker_id,
         last_beat=at,
@@ -95,24 +90,24 @@ def beat(worker_id: str, *, started_at: int, jobs: int, now: int | None = None) 
         jobs=jobs,
         ttl=datetime.fromtimestamp((at + HEARTBEAT_TTL_MS) / 1000, tz=UTC),
     )
-    with storage_errors("heartbeat.beat"):
+    with storage_call("heartbeat.beat"):
         item.save()
     return Heartbeat(worker_id, at, started_at, jobs)
 
 
 def forget(worker_id: str) -> None:
     """Remove a worker's heartbeat (a clean stop); idempotent."""
-    require_text("worker_id", worker_id, 256)
-    with storage_errors("heartbeat.forget"):
+    require_text("worker_id", worker_id, MAX_WORKER_ID)
+    with storage_call("heartbeat.forget"):
         WorkerHeartbeatModel(worker_id).delete()
 
 
 def list_heartbeats(now: int | None = None) -> list[Heartbeat]:
     """Every worker that beat within the last day, most recent beat first (a Scan of a
     tiny table, see the module docstring; at most :data:`MAX_WORKERS`)."""
-    at = now_ms() if now is None else _check_ms("now", now)
+    at = now_ms() if now is None else require_int("now", now, 0)
     oldest = at - HEARTBEAT_TTL_MS
-    with storage_errors("heartbeat.list"):
+    with storage_call("heartbeat.list"):
         rows = list(WorkerHeartbeatModel.scan(limit=MAX_WORKERS))
     beats = [
         Heartbeat(

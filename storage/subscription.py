@@ -14,24 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
-from pynamodb.exceptions import DeleteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from storage.base import (
-    is_conditional_failure,
-    now_ms,
-    register_model,
-    require_text,
-    storage_errors,
-)
+from storage.base import now_ms, register_model
+from storage.batching import delete_in_batches
 from storage.connection import MAX_ADDRESS, TRANSPORTS
+from storage.error_mapping import ConditionFailed, storage_call
 from storage.errors import ValidationError
+from storage.validators import MAX_CONNECTION_ID, require_choice, require_text
 
 #: A subscription expires (DynamoDB TTL) this long after it was made.
 SUBSCRIPTION_TTL_MS = 8 * 24 * 60 * 60 * 1000
 
-_BATCH = 25  # DynamoDB BatchWriteItem limit
 _PAGE = 100  # page size of the list queries
 
 
@@ -89,15 +84,7 @@ def _request_key(value: str) -> str:
 
 
 def _connection_id(value: str) -> str:
-    return require_text("connection_id", value, 256)
-
-
-def _batch_delete(keys: list[tuple[str, str]]) -> int:
-    """Delete (request_key, connection_id) pairs, 25 per BatchWriteItem."""
-    with SubscriptionModel.batch_write() as writer:
-        for request_key, connection_id in keys:
-            writer.delete(SubscriptionModel(request_key, connection_id))
-    return len(keys)
+    return require_text("connection_id", value, MAX_CONNECTION_ID)
 
 
 class SubscriptionStore:
@@ -114,8 +101,7 @@ class SubscriptionStore:
         """Subscribe a connection to a request (one PutItem; subscribing again refreshes it)."""
         _request_key(request_key)
         _connection_id(connection_id)
-        if transport not in TRANSPORTS:
-            raise ValidationError(f"transport must be one of {sorted(TRANSPORTS)}")
+        require_choice("transport", transport, TRANSPORTS)
         require_text("address", address, MAX_ADDRESS)
         created_at = now_ms()
         item = SubscriptionModel(
@@ -126,7 +112,7 @@ class SubscriptionStore:
             created_at=created_at,
             ttl=datetime.fromtimestamp((created_at + SUBSCRIPTION_TTL_MS) / 1000, tz=UTC),
         )
-        with storage_errors("subscription.subscribe"):
+        with storage_call("subscription.subscribe"):
             item.save()
         return Subscription(request_key, connection_id, transport, address, created_at)
 
@@ -134,21 +120,19 @@ class SubscriptionStore:
         """Remove one subscription; True if it existed (idempotent, one call)."""
         _request_key(request_key)
         _connection_id(connection_id)
-        with storage_errors("subscription.unsubscribe"):
-            try:
+        try:
+            with storage_call("subscription.unsubscribe"):
                 SubscriptionModel(request_key, connection_id).delete(
                     condition=SubscriptionModel.request_key.exists()
                 )
-            except DeleteError as exc:
-                if is_conditional_failure(exc):
-                    return False
-                raise
+        except ConditionFailed:
+            return False
         return True
 
     def list_by_request(self, request_key: str) -> list[Subscription]:
         """Every subscriber of a request (all pages of a key query)."""
         _request_key(request_key)
-        with storage_errors("subscription.list_by_request"):
+        with storage_call("subscription.list_by_request"):
             return [
                 _to_subscription(row)
                 for row in SubscriptionModel.query(request_key, page_size=_PAGE)
@@ -157,7 +141,7 @@ class SubscriptionStore:
     def list_by_connection(self, connection_id: str) -> list[Subscription]:
         """Every subscription of a connection (all pages of a ``by_connection`` query)."""
         _connection_id(connection_id)
-        with storage_errors("subscription.list_by_connection"):
+        with storage_call("subscription.list_by_connection"):
             return [
                 _to_subscription(row)
                 for row in SubscriptionModel.by_connection.query(connection_id, page_size=_PAGE)
@@ -166,17 +150,11 @@ class SubscriptionStore:
     def delete_by_connection(self, connection_id: str) -> int:
         """Delete every subscription of a connection; returns how many were deleted."""
         _connection_id(connection_id)
-        total = 0
-        with storage_errors("subscription.delete_by_connection"):
-            batch: list[tuple[str, str]] = []
-            for row in SubscriptionModel.by_connection.query(connection_id, page_size=_PAGE):
-                batch.append((row.request_key, connection_id))
-                if len(batch) == _BATCH:
-                    total += _batch_delete(batch)
-                    batch = []
-            if batch:
-                total += _batch_delete(batch)
-        return total
+        with storage_call("subscription.delete_by_connection"):
+            return delete_in_batches(
+                SubscriptionModel,
+                SubscriptionModel.by_connection.query(connection_id, page_size=_PAGE),
+            )
 
     def delete_many(self, connection_id: str, request_keys: Iterable[str]) -> int:
         """Delete the subscriptions of ``connection_id`` to ``request_keys`` without a query.
@@ -191,8 +169,10 @@ class SubscriptionStore:
         keys = list(dict.fromkeys(_request_key(key) for key in request_keys))
         if not keys:
             return 0
-        with storage_errors("subscription.delete_many"):
-            return _batch_delete([(key, connection_id) for key in keys])
+        with storage_call("subscription.delete_many"):
+            return delete_in_batches(
+                SubscriptionModel, (SubscriptionModel(key, connection_id) for key in keys)
+            )
 
 
 #: The store every caller uses.

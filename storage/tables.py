@@ -9,7 +9,8 @@ from botocore.exceptions import ClientError
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
 
-from storage.base import registered_models, storage_errors
+from storage.base import registered_models
+from storage.error_mapping import storage_call
 
 
 def create_all(report: Callable[[str], None] = lambda _msg: None) -> list[str]:
@@ -21,7 +22,7 @@ def create_all(report: Callable[[str], None] = lambda _msg: None) -> list[str]:
     for model in registered_models():
         name = model.Meta.table_name
         names.append(name)
-        with storage_errors("create_tables"):
+        with storage_call("create_tables"):
             if model.exists():
                 report(f"table {name}: exists")
                 for index, added in _add_missing_indexes(model):
@@ -114,7 +115,7 @@ def _wait_active(model: type[Model], timeout_s: float = 120.0) -> None:
 def delete_all(report: Callable[[str], None] = lambda _msg: None) -> None:
     """Delete every registered table that exists."""
     for model in registered_models():
-        with storage_errors("delete_tables"):
+        with storage_call("delete_tables"):
             if model.exists():
                 model.delete_table()
                 report(f"table {model.Meta.table_name}: deleted")

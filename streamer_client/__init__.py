@@ -21,6 +21,7 @@ from streamer_client.client import (
     Progress,
     StreamerClient,
     StreamerError,
+    WatchedRequest,
     token_expires_at,
 )
 
@@ -34,5 +35,6 @@ __all__ = [
     "Progress",
     "StreamerClient",
     "StreamerError",
+    "WatchedRequest",
     "token_expires_at",
 ]

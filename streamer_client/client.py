@@ -164,6 +164,29 @@ class _Pending:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
+class WatchedRequest:
+    """A request of this user that this client did not start, announced while
+    :meth:`StreamerClient.watch` is on (``on_request``). ``result`` ends like
+    :meth:`StreamerClient.request`: ``await watched.result`` returns the result or raises
+    :class:`StreamerError`."""
+
+    def __init__(self, client: StreamerClient, entry: _Pending, action: str) -> None:
+        self._client = client
+        self._entry = entry
+        self.request_id = entry.id
+        self.action = action
+        self.result: asyncio.Future[Any] = entry.future
+
+    def on_progress(self, callback: ProgressCallback) -> WatchedRequest:
+        """Call ``callback(Progress)`` for its progress from now on; returns ``self``."""
+        self._entry.on_progress = callback
+        return self
+
+    async def cancel(self) -> dict[str, Any]:
+        """Cancel it (it is this user's); returns its public record."""
+        return await self._client.cancel(self.request_id)
+
+
 def token_expires_at(token: str | None) -> float | None:
     """The ``exp`` of a JWT in epoch seconds, or None when it has none or is not a JWT.
 
@@ -217,6 +240,7 @@ class StreamerClient:
         on_state: Callable[[str], Any] | None = None,
         on_message: Callable[[dict[str, Any]], Any] | None = None,
         on_error: Callable[[StreamerError], Any] | None = None,
+        on_request: Callable[[WatchedRequest], Any] | None = None,
         random: Callable[[], float] | None = None,
         connect_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -234,6 +258,7 @@ class StreamerClient:
         self.on_state = on_state
         self.on_message = on_message
         self.on_error = on_error
+        self.on_request = on_request
         self._random = random or _random.random
         self._connect_kwargs = connect_kwargs or {}
 
@@ -255,6 +280,8 @@ class StreamerClient:
         self._opened_at = 0.0
         self._send_lock: asyncio.Lock | None = None
         self._refresher: asyncio.Task[Any] | None = None
+        self._watching = False
+        self._watch_reply: asyncio.Task[Any] | None = None
         self.last_close: tuple[int, str] | None = None
 
     # --- public API ------------------------------------------------------------------
@@ -421,6 +448,39 @@ class StreamerClient:
         ):
             self._settle_from_record(entry, record)
         return record
+
+    async def watch(self, enabled: bool = True) -> dict[str, Any]:
+        """Receive every request of this user on this connection, however it was started
+        (``request.watch``), now and after every reconnection: each one this client did
+        not start is passed to ``on_request`` as a :class:`WatchedRequest`.
+        ``watch(False)`` stops. Returns the server's answer ``{"watching", "requests"}``."""
+        self._watching = bool(enabled)
+        if self._state == OPEN:
+            return await self._internal_request("request.watch", {"enabled": self._watching})
+        if not self._watching:
+            return {"watching": False, "requests": []}
+        await self.connect()  # opening sends request.watch (see _confirm_open)
+        assert self._watch_reply is not None
+        return await self._watch_reply
+
+    def _send_watch(self) -> None:
+        self._watch_reply = self._spawn(self._internal_request("request.watch", {"enabled": True}))
+        # A failed re-watch is retried on the next open; nobody else may look at it.
+        self._watch_reply.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _adopt(self, frame: dict[str, Any]) -> None:
+        """Track a request announced to this watching connection like one it started."""
+        entry = _Pending(
+            id=frame["request_id"],
+            frame={},
+            future=asyncio.get_running_loop().create_future(),
+            sent=True,
+            acked=True,
+        )
+        # A watcher may never look at how it ends: mark an error as retrieved.
+        entry.future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._pending[entry.id] = entry
+        self._emit(self.on_request, WatchedRequest(self, entry, frame["action"]))
 
     # --- connection loop -------------------------------------------------------------
 
@@ -693,6 +753,8 @@ class StreamerClient:
                         request_id=entry.id,
                     ),
                 )
+        if self._watching:
+            self._send_watch()
         if self._refresher is None:
             self._refresher = self._spawn(self._refresh_loop(ws))
         waiters, self._waiters = self._waiters, []
@@ -779,6 +841,13 @@ class StreamerClient:
                     self._cancel_after_ack.discard(request_id)
                 return
             if request_id in self._settled:
+                return
+            if (
+                self._watching
+                and frame.get("type") == "acknowledgment"
+                and isinstance(frame.get("action"), str)
+            ):
+                self._adopt(frame)
                 return
         self._emit(self.on_message, frame)
 

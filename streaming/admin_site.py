@@ -33,11 +33,13 @@ class StreamerAdminSite(AdminSite):
     def get_urls(self) -> list[URLResolver | URLPattern]:
         """The live pages first (Django's catch-all patterns come last)."""
         from connections.admin_views import ConnectionAdminViews
+        from connections.admin_webhooks import WebhookAdminViews
         from streaming.admin_views import RequestAdminViews
 
         return [
             *ConnectionAdminViews(self).get_urls(),
             *RequestAdminViews(self).get_urls(),
+            *WebhookAdminViews(self).get_urls(),
             *super().get_urls(),
         ]
 
@@ -69,6 +71,16 @@ class StreamerAdminSite(AdminSite):
                             "object_name": "Request",
                             "admin_url": reverse(
                                 "admin:streaming_request_list", current_app=self.name
+                            ),
+                            "add_url": None,
+                            "view_only": True,
+                            "perms": {"view": True},
+                        },
+                        {
+                            "name": "Webhook deliveries",
+                            "object_name": "WebhookDelivery",
+                            "admin_url": reverse(
+                                "admin:connections_webhook_list", current_app=self.name
                             ),
                             "add_url": None,
                             "view_only": True,

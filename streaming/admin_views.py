@@ -8,25 +8,23 @@ Requests live in DynamoDB, so, like the live connection pages, these are pages o
 * detail: payload, metadata, progress, result, error, attempts, lease, timings (queue
   wait, run time), origin and subscribers, and the same two actions.
 
-*Cancel* is exactly a client's ``request.cancel`` (:func:`cancel_request`); *retry*
+*Cancel* is exactly a client's ``request.cancel`` (:func:`lifecycle.cancel`); *retry*
 sends a FAILED or CANCELLED request back to PENDING under the same id
-(:func:`requeue_request`, semantics in docs/admin.md). Seeing needs the tenant view
+(:func:`lifecycle.requeue`, semantics in docs/admin.md). Seeing needs the tenant view
 permission, acting needs tenant change; each action is shown as an admin message and
 written to Django's admin log.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
-from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from connections.admin_live import ListQuery, LiveAdminViews, listed
+from connections.admin_live import ListQuery, LiveAdminViews, listed, status_filter
 from connections.admin_support import (
     PAGE_SIZE,
     format_age,
@@ -47,8 +45,7 @@ from storage.errors import (
 from storage.requests.model import FINAL, RequestKey, RequestRecord, RequestStatus
 from storage.requests.store import request_store
 from storage.subscription import subscription_store
-from streaming.actions.builtin import cancel_request
-from streaming.queue import wake_worker
+from streaming import lifecycle
 
 LIST_TEMPLATE = "admin/streaming/request_list.html"
 DETAIL_TEMPLATE = "admin/streaming/request_detail.html"
@@ -58,17 +55,6 @@ ACTIONS = {
     "retry": "Retry selected requests (failed or cancelled)",
 }
 RETRYABLE = frozenset({RequestStatus.FAILED, RequestStatus.CANCELLED})
-
-
-async def requeue_request(key: RequestKey) -> RequestRecord:
-    """Run a FAILED or CANCELLED request again under the same id (``request_store.requeue``)
-    and nudge a worker. Raises NotFound, or InvalidTransition when it is not FAILED or
-    CANCELLED."""
-    record = await asyncio.to_thread(
-        request_store.requeue, key, shards=settings.STREAMER_QUEUE_SHARDS
-    )
-    await wake_worker(key.as_string())
-    return record
 
 
 def _json(value: Any) -> str:
@@ -155,16 +141,7 @@ class RequestAdminViews(LiveAdminViews[RequestRecord, RequestKey]):
         return [self._row(record, now) for record in items]
 
     def list_context(self, query: ListQuery, error: str) -> dict[str, Any]:
-        status = query.extra["status"]
-        return {
-            "status": status,
-            "statuses": [s.value for s in RequestStatus],
-            "status_links": [{"label": "All", "url": query.url(status=""), "on": not status}]
-            + [
-                {"label": s.value, "url": query.url(status=s.value), "on": status == s.value}
-                for s in RequestStatus
-            ],
-        }
+        return status_filter(query, [s.value for s in RequestStatus])
 
     def _row(self, record: RequestRecord, now: int) -> dict[str, Any]:
         return {
@@ -240,11 +217,11 @@ class RequestAdminViews(LiveAdminViews[RequestRecord, RequestKey]):
         label = key.as_string()
         try:
             if action == "cancel":
-                run(cancel_request(key))
+                run(lifecycle.cancel(key))
                 done = f"Request {label} cancelled; its subscribers got the CANCELLED error."
                 logged = "Cancelled"
             else:
-                run(requeue_request(key))
+                run(lifecycle.requeue(key))
                 done = f"Request {label} sent back to PENDING (retry under the same id)."
                 logged = "Retried: FAILED/CANCELLED → PENDING, attempts reset"
         except NotFound:

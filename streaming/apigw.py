@@ -13,14 +13,14 @@ import asyncio
 import base64
 import logging
 import time
-from collections import OrderedDict
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
-from django.conf import settings
+from cachetools import LRUCache
 
 from connections.expiry import close_one
-from connections.manager import Target, manager
+from connections.manager import manager
+from connections.storage_pool import run_storage
 from connections.transports.apigw import SEPARATOR
 from connections.transports.apigw_endpoint import (
     EndpointPolicy,
@@ -30,16 +30,10 @@ from connections.transports.apigw_endpoint import (
 from storage.connection import ConnectionInfo, connection_store
 from storage.errors import NotFound, StorageUnavailable
 from storage.requests.model import RequestKey, RequestStatus
-from streaming.auth import (
-    TOKEN_EXPIRED,
-    AuthFailure,
-    Identity,
-    extract_token,
-    verify_token,
-)
-from streaming.consumer import get_pipeline
+from streaming.auth import TOKEN_EXPIRED, AuthFailure, Identity, extract_token
+from streaming.edge import apigw_edge
 from streaming.output_delivery import send_replays_after_reply
-from streaming.session import Session, active_policy, open_session
+from streaming.session import Session, active_policy
 from streaming.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -51,22 +45,29 @@ _MAX_CACHED = 10_000
 
 
 class _SessionCache:
-    """Warm containers keep sessions (record + rate limiter) for a minute, bounded."""
+    """Sessions of this container, bounded (least recently used forgotten first): fresh
+    for a minute, then re-checked against the stored record and tenant policy
+    (``_session_for``) while keeping their state (rate limiter, delivery guard)."""
 
     def __init__(self) -> None:
-        self._items: OrderedDict[str, tuple[float, Session]] = OrderedDict()
+        # Used by the event loop of the process only (no lock needed). Entries keep
+        # their check time: an expiring cache would drop the state with the freshness.
+        self._items: LRUCache[str, tuple[float, Session]] = LRUCache(_MAX_CACHED)
 
     def get(self, connection_id: str) -> Session | None:
+        """The session when it was checked less than a minute ago."""
         hit = self._items.get(connection_id)
-        if hit is None or hit[0] < time.monotonic():
+        if hit is None or time.monotonic() - hit[0] >= _CACHE_S:
             return None
         return hit[1]
 
     def put(self, session: Session) -> None:
-        self._items[session.connection_id] = (time.monotonic() + _CACHE_S, session)
-        self._items.move_to_end(session.connection_id)
-        while len(self._items) > _MAX_CACHED:
-            self._items.popitem(last=False)
+        self._items[session.connection_id] = (time.monotonic(), session)
+
+    def stale(self, connection_id: str) -> Session | None:
+        """The session whatever its age (its state outlives the re-check)."""
+        hit = self._items.get(connection_id)
+        return None if hit is None else hit[1]
 
     def drop(self, connection_id: str) -> None:
         self._items.pop(connection_id, None)
@@ -124,12 +125,11 @@ async def handle_websocket_event(event: dict[str, Any]) -> dict[str, Any]:
 async def _connect(event: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     identity_info = context.get("identity") or {}
     try:
-        identity = verify_token(extract_token(_query(event), _lower_headers(event)))
-        session = await open_session(
-            identity,
+        address = _address(context)  # a forged endpoint is refused before any token work
+        session = await apigw_edge.connect(
+            extract_token(_query(event), _lower_headers(event)),
             connection_id=context["connectionId"],
-            transport=TRANSPORT,
-            address=_address(context),
+            address=address,
             user_agent=str(identity_info.get("userAgent") or ""),
             source_ip=identity_info.get("sourceIp"),
         )
@@ -146,8 +146,12 @@ async def _disconnect(context: dict[str, Any]) -> dict[str, Any]:
         address = _address(context)
     except EndpointRefused:
         return {"statusCode": 403, "body": "Unknown connection"}
+    session = sessions.get(context["connectionId"])
     sessions.drop(context["connectionId"])
+    if session is not None and (session.transport, session.address) == (TRANSPORT, address):
+        apigw_edge.forgotten(session)
     # Only this API's own record: a forged event naming a daphne socket removes nothing.
+    # Every subscription goes, also those made through other containers.
     await manager.forget(context["connectionId"], at=(TRANSPORT, address))
     return {"statusCode": 200}
 
@@ -161,17 +165,25 @@ def _check_same_socket(transport: str, address: str, event_address: str) -> None
 
 
 async def _session_for(context: dict[str, Any]) -> Session:
+    """The connection's session: cached, or rebuilt from its record when this container
+    has none or its check is older than the cache time. A re-check re-reads the record
+    and the tenant policy but keeps the session's rate limiter, inbound budget and
+    delivery guard, as a socket held by our own servers does."""
     connection_id = context["connectionId"]
     event_address = _address(context)
     session = sessions.get(connection_id)
     if session is not None:
         _check_same_socket(session.transport, session.address, event_address)
         return session
-    info: ConnectionInfo = await asyncio.to_thread(connection_store.get, connection_id)
+    info: ConnectionInfo = await run_storage(connection_store.get, connection_id)
     _check_same_socket(info.transport, info.address, event_address)
     identity = Identity(info.tenant_id, info.user_id, frozenset(info.permissions), info.expires_at)
     policy = await active_policy(info.tenant_id)
-    session = Session.start(identity, info.connection_id, info.transport, info.address, policy)
+    session = sessions.stale(connection_id)
+    if session is not None and session.identity.tenant_id == identity.tenant_id:
+        session.refresh(identity, policy)
+    else:
+        session = Session.start(identity, info.connection_id, info.transport, info.address, policy)
     sessions.put(session)
     return session
 
@@ -187,6 +199,7 @@ async def _message(event: dict[str, Any], context: dict[str, Any]) -> dict[str, 
         # No timer runs in Lambda: an expired token is noticed at the next frame (or by
         # the sweep, connections.expiry) and the socket is deleted, frame unanswered.
         sessions.drop(session.connection_id)
+        apigw_edge.forgotten(session)
         await close_one(session.connection_id, session.transport, session.address)
         return {"statusCode": 401, "body": TOKEN_EXPIRED}
     body = event.get("body")
@@ -197,10 +210,9 @@ async def _message(event: dict[str, Any], context: dict[str, Any]) -> dict[str, 
             data = base64.b64decode(body)
         except ValueError:
             data = b""
-    replies = await get_pipeline().handle(session, data, binary=binary)
-    target = Target(session.connection_id, session.transport, session.address)
+    replies = await apigw_edge.receive(session, data, binary=binary)
     for frame in replies:
-        await manager.send_to_target(target, frame)
+        await manager.send_to_target(session.target, frame)
     await send_replays_after_reply(session.connection_id)
     return {"statusCode": 200}
 
@@ -245,9 +257,7 @@ async def handle_stream_event(
     """Run the requests a DynamoDB Streams batch announces. The claim is the same
     conditional update as ``process_requests``, so a duplicate delivery never runs a
     request twice."""
-    worker = worker or Worker(
-        lease_s=settings.STREAMER_LEASE_S, shards=settings.STREAMER_QUEUE_SHARDS
-    )
+    worker = worker or Worker.from_settings()
     keys = runnable_keys(event)
     results = await asyncio.gather(*(worker.run_one(key) for key in keys))
     return {"claimed": sum(results), "seen": len(keys)}

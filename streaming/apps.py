@@ -19,10 +19,15 @@ class StreamingConfig(AppConfig):
             auth,
             builtin,
             report,
+            watch,
         )
 
         base.configure(base.current_config())
         from django.conf import settings
+
+        from storage.requests.store import request_store
+
+        request_store.record_ttl_s = settings.STREAMER_REQUEST_TTL_S
 
         if settings.STREAMER_BENCH_ENDPOINTS:
             from streaming import benchmarks

@@ -1,8 +1,10 @@
 """The WebSocket consumer at ``/ws``: sockets held by our own daphne servers.
 
-Authentication and session opening happen on connect (close codes of PROTOCOL.md §1,
-sent after accept so browsers can read them); every frame then goes through the shared
-:class:`~streaming.pipeline.Pipeline`. Frames pushed from elsewhere (workers, other
+Authentication, session, metrics and ``last_seen`` are the shared edge's
+(:mod:`streaming.edge`, also used by the API Gateway handlers); this consumer adds what
+only a socket we hold has: close codes sent after accept so browsers can read them
+(PROTOCOL.md §1), backpressure (:mod:`streaming.outbox`), the idle and token-expiry
+timers. Frames pushed from elsewhere (workers, other
 processes) arrive as ``streamer.frame`` channel messages.
 """
 
@@ -18,8 +20,6 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from protocol import codec
-from storage.connection import connection_store
-from storage.errors import StoreError
 from streaming.auth import (
     TOKEN_EXPIRED,
     UNAUTHORIZED,
@@ -27,24 +27,13 @@ from streaming.auth import (
     asgi_headers,
     extract_token,
     parse_query,
-    verify_token,
 )
-from streaming.metrics import CONNECTIONS, CONNECTS, FRAMES_OUT, SLOW_CONSUMERS
+from streaming.edge import channels_edge
+from streaming.metrics import SLOW_CONSUMERS
 from streaming.outbox import Outbox, server_buffer_probe
-from streaming.pipeline import Pipeline
-from streaming.session import Session, close_session, open_session
+from streaming.session import Session
 
 log = logging.getLogger(__name__)
-
-_pipeline: Pipeline | None = None
-
-
-def get_pipeline() -> Pipeline:
-    """The process-wide pipeline, built from settings on first use."""
-    global _pipeline
-    if _pipeline is None:
-        _pipeline = Pipeline(max_frame_bytes=settings.STREAMER_MAX_FRAME_BYTES)
-    return _pipeline
 
 
 class StreamerConsumer(AsyncWebsocketConsumer):
@@ -58,26 +47,19 @@ class StreamerConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         scope = self.scope
         headers = asgi_headers(scope.get("headers", []))
+        client = scope.get("client") or (None, None)
         try:
-            identity = verify_token(
-                extract_token(parse_query(scope.get("query_string", b"")), headers)
-            )
-            client = scope.get("client") or (None, None)
-            self.session = await open_session(
-                identity,
+            self.session = await channels_edge.connect(
+                extract_token(parse_query(scope.get("query_string", b"")), headers),
                 connection_id=uuid.uuid4().hex,
-                transport="channels",
                 address=self.channel_name,
                 user_agent=headers.get("user-agent", ""),
                 source_ip=client[0],
             )
         except AuthFailure as failure:
-            CONNECTS.labels(str(failure.close_code)).inc()
             await self.accept()
             await self.close(code=failure.close_code, reason=failure.reason)
             return
-        CONNECTS.labels("accepted").inc()
-        CONNECTIONS.inc()
         self.outbox = Outbox(
             self._send_text,
             limit=settings.STREAMER_MAX_OUTPUT_BYTES,
@@ -85,7 +67,7 @@ class StreamerConsumer(AsyncWebsocketConsumer):
             server_buffered=server_buffer_probe(self.scope),
         )
         await self.accept()
-        self._last_activity = self._last_touch = time.monotonic()
+        self._last_activity = time.monotonic()
         self._schedule_idle_check(settings.STREAMER_IDLE_TIMEOUT_S)
         self._schedule_expiry_check()
 
@@ -98,29 +80,24 @@ class StreamerConsumer(AsyncWebsocketConsumer):
             self._expiry_handle.cancel()
         if self.session is not None:
             session, self.session = self.session, None
-            CONNECTIONS.dec()
-            await close_session(session)
+            await channels_edge.disconnect(session)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.session is None or self.outbox is None:
             return
         self._last_activity = time.monotonic()
-        if self._last_activity - self._last_touch >= settings.STREAMER_TOUCH_INTERVAL_S:
-            self._touch()
         binary = text_data is None
-        replies = await get_pipeline().handle(
+        replies = await channels_edge.receive(
             self.session, text_data if not binary else bytes_data, binary=binary
         )
         for frame in replies:
-            FRAMES_OUT.labels(frame["type"]).inc()
             await self.outbox.put(codec.dumps_text(frame))
 
     async def streamer_frame(self, message: dict[str, Any]) -> None:
         """A frame pushed to this socket from a worker or another process."""
         if self.session is None or self.outbox is None:
             return
-        for text in self.session.guard.admit(message):
-            FRAMES_OUT.labels(message.get("frame_type") or "other").inc()
+        for text in channels_edge.admit(self.session, message):
             await self.outbox.put(text)
 
     async def streamer_frames(self, message: dict[str, Any]) -> None:
@@ -141,21 +118,6 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         SLOW_CONSUMERS.inc()
         log.info("closing slow consumer %s", self.session and self.session.connection_id)
         self._closing = asyncio.ensure_future(self.close(code=4408, reason="Slow consumer"))
-
-    def _touch(self) -> None:
-        """Record liveness (``last_seen``) at most once per STREAMER_TOUCH_INTERVAL_S, in
-        the background: ``cleanup_connections`` relies on it, frames never wait for it."""
-        assert self.session is not None
-        self._last_touch = self._last_activity
-        connection_id = self.session.connection_id
-
-        def touch() -> None:
-            try:
-                connection_store.touch(connection_id)
-            except StoreError:
-                log.debug("could not record last_seen of %s", connection_id)
-
-        self._touching = asyncio.ensure_future(asyncio.to_thread(touch))
 
     def _schedule_idle_check(self, delay: float) -> None:
         loop = asyncio.get_running_loop()

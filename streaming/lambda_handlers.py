@@ -74,7 +74,7 @@ async def _sweep() -> dict[str, Any]:
     from streaming.worker import Worker
 
     expired = await close_expired(settings.STREAMER_JWT_LEEWAY_S * 1000)
-    worker = Worker(lease_s=settings.STREAMER_LEASE_S, shards=settings.STREAMER_QUEUE_SHARDS)
+    worker = Worker.from_settings()
     started = await worker.poll_once()
     await asyncio.gather(*(task for task, _ in list(worker.jobs.values())), return_exceptions=True)
     return {"claimed": started, "expired": expired}

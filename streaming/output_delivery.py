@@ -53,7 +53,7 @@ class OutputPublisher:
 
     async def __call__(self, chunks: list[tuple[int, Any]]) -> None:
         """Publish one stored batch (the writer's ``publish``)."""
-        from streaming.actions.builtin import origin_of  # builtin replays through here
+        from streaming.lifecycle import origin_of  # lifecycle imports this module
 
         targets = await manager.subscribers(self.record.key.as_string(), fresh=True)
         origin = origin_of(self.record)

@@ -5,42 +5,24 @@ here reaches a client as library text."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.parsing import ClientRequest, Ping, parse_frame
-from storage.errors import AlreadyExists, StorageUnavailable
-from storage.requests.quota import QuotaExceeded, QuotaLimits
+from storage.errors import StorageUnavailable
 from storage.requests.store import RequestStore, request_store
-from streaming.actions.registry import ActionRegistry, ActionSpec, registry
+from streaming import lifecycle
+from streaming.actions.registry import ActionContext, ActionRegistry, ActionSpec, registry
 from streaming.metrics import ERRORS, FRAMES_IN
-from streaming.queue import wake_worker
 from streaming.ratelimit import utf8_size
 from streaming.session import Session
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ActionContext:
-    """What a synchronous action handler gets besides its payload."""
-
-    session: Session
-    request: ClientRequest
-
-    @property
-    def tenant_id(self) -> str:
-        return self.session.identity.tenant_id
-
-    @property
-    def user_id(self) -> str:
-        return self.session.identity.user_id
 
 
 def _rate_limited(wait_ms: int, request_id: str | None) -> ProtocolError:
@@ -121,48 +103,34 @@ class Pipeline:
     async def enqueue(
         self, session: Session, request: ClientRequest, spec: ActionSpec
     ) -> dict[str, Any]:
-        """Store the request durably (one conditional write), wake a worker, acknowledge.
-
-        It first takes a hold in its user's and tenant's quota of active requests
-        (``storage/requests/quota.py``); a full quota is QUOTA_EXCEEDED, nothing stored.
-        """
-        identity = session.identity
-        policy = session.policy
-        try:
-            record = await asyncio.to_thread(
-                self.store.enqueue,
-                tenant_id=identity.tenant_id,
-                user_id=identity.user_id,
-                request_id=request.id,
-                action=spec.name,
-                payload=request.payload,
-                metadata=request.metadata,
-                max_attempts=spec.max_attempts,
-                timeout_s=spec.timeout_s,
-                connection_id=session.connection_id,
-                origin_transport=session.transport,
-                origin_address=session.address,
-                limits=QuotaLimits(
-                    per_user=policy.max_active_requests_per_user,
-                    per_tenant=policy.max_active_requests,
-                ),
-            )
-        except QuotaExceeded as exc:
-            raise ProtocolError(
-                ErrorCode.QUOTA_EXCEEDED,
-                f"Too many active requests for this {exc.scope}",
-                {"scope": exc.scope, "limit": exc.limit},
-            ) from None
-        except AlreadyExists as exc:
-            raise ProtocolError(
-                ErrorCode.DUPLICATE_REQUEST,
-                "A request with this id already exists",
-                {"status": exc.existing_status},
-            ) from None
-        await wake_worker(record.key.as_string())
-        return frames.acknowledgment(request.id, "Request queued")
+        """Store the request durably and acknowledge it (:func:`lifecycle.submit`: quota
+        holds from the session's tenant policy, one conditional write, a worker woken)."""
+        record = await lifecycle.submit(
+            spec,
+            tenant_id=session.identity.tenant_id,
+            user_id=session.identity.user_id,
+            request_id=request.id,
+            payload=request.payload,
+            metadata=request.metadata,
+            origin=session.target,
+            limits=lifecycle.quota_limits(session.policy),
+            store=self.store,
+        )
+        return lifecycle.acknowledgment(record)
 
     @staticmethod
     def _error(request_id: str | None, exc: ProtocolError) -> dict[str, Any]:
         ERRORS.labels(exc.code.value).inc()
         return frames.error_from(request_id, exc)
+
+
+_pipeline: Pipeline | None = None
+
+
+def get_pipeline() -> Pipeline:
+    """The process-wide pipeline, built from settings on first use (both transports
+    answer frames with it)."""
+    global _pipeline
+    if _pipeline is None:
+        _pipeline = Pipeline(max_frame_bytes=settings.STREAMER_MAX_FRAME_BYTES)
+    return _pipeline

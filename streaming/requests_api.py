@@ -40,11 +40,9 @@ from storage.errors import InvalidTransition, NotFound, StorageUnavailable
 from storage.errors import ValidationError as StoreValidationError
 from storage.requests.model import RequestKey, RequestRecord, RequestStatus
 from storage.requests.store import MAX_USER_ID, request_store
-from streaming.actions.builtin import cancel_request
+from streaming import lifecycle
 from streaming.actions.registry import ActionRegistry, ActionSpec, registry
 from streaming.auth import Identity
-from streaming.pipeline import Pipeline
-from streaming.session import Session
 
 __all__ = [
     "DuplicateRequest",
@@ -99,23 +97,22 @@ class ListQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=2048)
 
 
-_pipeline = Pipeline()
-
-
 async def _enqueue(
     identity: Identity, request: ClientRequest, spec: ActionSpec, policy: TenantPolicy
 ) -> RequestRecord:
     """Store and queue a checked request that has no sender socket: THE one place that
-    hands a server-side request to the request lifecycle.
-
-    Until ``streaming/lifecycle.py`` offers an enqueue without a socket, this goes
-    through ``Pipeline.enqueue`` (quotas, one conditional write, a worker woken) with a
-    session that has no connection, then reads the stored record back.
-    """
-    session = Session.start(identity, "", "", "", policy)
-    await _pipeline.enqueue(session, request, spec)
-    key = RequestKey(identity.tenant_id, identity.user_id, request.id)
-    return await run_storage(request_store.get, key)
+    hands a server-side request to the request lifecycle (quota holds from the tenant's
+    policy, one conditional write, watchers told, a worker woken)."""
+    return await lifecycle.submit(
+        spec,
+        tenant_id=identity.tenant_id,
+        user_id=identity.user_id,
+        request_id=request.id,
+        payload=request.payload,
+        metadata=request.metadata,
+        origin=None,
+        limits=lifecycle.quota_limits(policy),
+    )
 
 
 def _check_user(user_id: Any) -> str:
@@ -234,7 +231,7 @@ async def acancel(tenant_id: str, user_id: str, request_id: str) -> dict[str, An
     """
     key = RequestKey(tenant_id, user_id, request_id)
     try:
-        return (await cancel_request(key)).public()
+        return (await lifecycle.cancel(key)).public()
     except InvalidTransition:
         return (await _read(key)).public()
     except (NotFound, StoreValidationError):

@@ -215,9 +215,12 @@ STREAMER_IDLE_TIMEOUT_S = env_int("STREAMER_IDLE_TIMEOUT_S", 600)
 # A connection's last_seen is written at most this often, on client activity (pings
 # count); cleanup_connections removes records not seen for much longer.
 STREAMER_TOUCH_INTERVAL_S = env_int("STREAMER_TOUCH_INTERVAL_S", 300)
-STREAMER_PROGRESS_FRAMES_PER_S = 10
-STREAMER_PROGRESS_WRITES_PER_S = 1
-STREAMER_REQUEST_TTL_S = 7 * 24 * 3600
+# Progress of one request: frames to clients and writes to DynamoDB per second at most
+# (the latest value wins, streaming/progress.py).
+STREAMER_PROGRESS_FRAMES_PER_S = float(os.environ.get("STREAMER_PROGRESS_FRAMES_PER_S", "10"))
+STREAMER_PROGRESS_WRITES_PER_S = float(os.environ.get("STREAMER_PROGRESS_WRITES_PER_S", "1"))
+# How long an ended request stays readable before DynamoDB's TTL removes it.
+STREAMER_REQUEST_TTL_S = env_int("STREAMER_REQUEST_TTL_S", 7 * 24 * 3600)
 STREAMER_TENANT_CACHE_S = env_int("STREAMER_TENANT_CACHE_S", 10)
 # 1.1 limits; the tenant's record in the admin may override the per-tenant ones.
 STREAMER_MAX_CONNECTIONS_PER_USER = env_int("STREAMER_MAX_CONNECTIONS_PER_USER", 20)

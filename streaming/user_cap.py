@@ -23,9 +23,9 @@ as usual.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
+from connections.storage_pool import run_storage
 from storage.connection import connection_store
 from storage.errors import StorageUnavailable
 from streaming.auth import TOO_MANY_CONNECTIONS, AuthFailure, Identity
@@ -39,9 +39,7 @@ def _refuse() -> AuthFailure:
 
 async def check_room(identity: Identity, limit: int) -> None:
     """Refuse (4429) before any write when the user already has ``limit`` connections."""
-    count = await asyncio.to_thread(
-        connection_store.count_by_user, identity.tenant_id, identity.user_id
-    )
+    count = await run_storage(connection_store.count_by_user, identity.tenant_id, identity.user_id)
     if count >= limit:
         raise _refuse()
 
@@ -50,7 +48,7 @@ async def confirm(identity: Identity, connection_id: str, limit: int) -> None:
     """After registering ``connection_id``: refuse (4429) and remove it when the user's
     count now passes ``limit`` (see the module docstring for why this holds)."""
     try:
-        count = await asyncio.to_thread(
+        count = await run_storage(
             connection_store.count_by_user, identity.tenant_id, identity.user_id
         )
     except StorageUnavailable:
@@ -63,6 +61,6 @@ async def confirm(identity: Identity, connection_id: str, limit: int) -> None:
 
 async def _forget(connection_id: str) -> None:
     try:
-        await asyncio.to_thread(connection_store.delete, connection_id)
+        await run_storage(connection_store.delete, connection_id)
     except StorageUnavailable:
         log.warning("could not remove refused connection %s", connection_id)

@@ -88,6 +88,8 @@ def index(request: HttpRequest) -> HttpResponse:
         "wsPath": "/ws",
         # Only the development stack hands out tokens; elsewhere the page asks for one.
         "devTokenUrl": reverse("dev-token") if settings.DEBUG else None,
+        # Starts a report from server code; the page follows it through request.watch.
+        "serverReportUrl": reverse("dev-start-report") if settings.DEBUG else None,
     }
     return render(request, "streaming/index.html", {"config": config})
 

@@ -24,7 +24,9 @@ import uuid
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
+from connections.storage_pool import run_storage
 from connections.tenants import get_tenant_policy
 from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError
@@ -34,15 +36,15 @@ from storage.errors import InvalidTransition, StorageUnavailable, StoreError
 from storage.heartbeat import HEARTBEAT_INTERVAL_S
 from storage.requests.model import RequestKey, RequestRecord
 from storage.requests.store import RequestStore, request_store
-from streaming.actions.builtin import origin_of, send_terminal
+from streaming import lifecycle
 from streaming.actions.registry import ActionRegistry, ActionSpec, FinalError, registry
 from streaming.fairness import PolicyLookup, interleave_by_tenant, lookup_shares
 from streaming.jobs import JobCancelled, JobContext
+from streaming.lifecycle import WAKE_CHANNEL, WORKERS_GROUP, origin_of
 from streaming.metrics import QUEUE_WAIT_SECONDS, REQUEST_SECONDS, WORKER_JOBS
 from streaming.output import OutputLost, OutputWriter
 from streaming.output_delivery import OutputPublisher
 from streaming.progress import ProgressReporter
-from streaming.queue import WAKE_CHANNEL, WORKERS_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class Worker:
         store: RequestStore = request_store,
         actions: ActionRegistry = registry,
         policies: PolicyLookup = get_tenant_policy,
+        progress_frames_per_s: float = 10,
+        progress_writes_per_s: float = 1,
     ) -> None:
         self.worker_id = worker_id or default_worker_id()
         self.concurrency = concurrency
@@ -98,6 +102,8 @@ class Worker:
         self.store = store
         self.actions = actions
         self.policies = policies
+        self.progress_frames_per_s = progress_frames_per_s
+        self.progress_writes_per_s = progress_writes_per_s
         self.jobs: dict[str, tuple[asyncio.Task[None], JobContext]] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._poke = asyncio.Event()
@@ -113,11 +119,25 @@ class Worker:
         self._handler_threads: concurrent.futures.ThreadPoolExecutor | None = None
         self.completed = 0
 
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> Worker:
+        """A worker configured by the ``STREAMER_*`` settings (concurrency, lease,
+        poll interval, queue shards, progress rates); ``overrides`` win."""
+        options: dict[str, Any] = {
+            "concurrency": settings.STREAMER_WORKER_CONCURRENCY,
+            "lease_s": settings.STREAMER_LEASE_S,
+            "poll_interval_s": settings.STREAMER_POLL_INTERVAL_S,
+            "shards": settings.STREAMER_QUEUE_SHARDS,
+            "progress_frames_per_s": settings.STREAMER_PROGRESS_FRAMES_PER_S,
+            "progress_writes_per_s": settings.STREAMER_PROGRESS_WRITES_PER_S,
+        }
+        return cls(**{**options, **overrides})
+
     # -- the loop ------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run requests until ``stop`` is set."""
         log.info("worker %s started (concurrency %d)", self.worker_id, self.concurrency)
-        await asyncio.to_thread(warm_up)
+        await run_storage(warm_up)
         listeners = [asyncio.create_task(self._listen_wakeups(stop))]
         listeners.append(asyncio.create_task(self._heartbeat_loop()))
         layer = get_channel_layer()
@@ -159,7 +179,7 @@ class Worker:
         started_at = now_ms()
         while True:
             try:
-                await asyncio.to_thread(
+                await run_storage(
                     heartbeat.beat, self.worker_id, started_at=started_at, jobs=len(self.jobs)
                 )
             except Exception:
@@ -169,7 +189,7 @@ class Worker:
     async def _forget_heartbeat(self) -> None:
         """Remove this worker's heartbeat on a clean stop (best effort, at most 2 s)."""
         try:
-            await asyncio.wait_for(asyncio.to_thread(heartbeat.forget, self.worker_id), 2.0)
+            await asyncio.wait_for(run_storage(heartbeat.forget, self.worker_id), 2.0)
         except Exception:
             log.warning("worker %s could not remove its heartbeat", self.worker_id)
 
@@ -185,7 +205,7 @@ class Worker:
                 return started
             try:
                 full = await self._tenants_at_share()
-                due = await asyncio.to_thread(
+                due = await run_storage(
                     self.store.list_due, limit=free * 2, shards=self.shards, exclude_tenants=full
                 )
             except StorageUnavailable:
@@ -212,6 +232,8 @@ class Worker:
         held = {t: n for t, n in self._held.items() if n > 0}
         if not held:
             return frozenset()
+        # Tenant policies come from Django's database (not DynamoDB): they stay off the
+        # storage pool, whose threads would each keep a database connection open.
         self._shares.update(
             await asyncio.to_thread(lookup_shares, held, self.concurrency, self.policies)
         )
@@ -277,7 +299,7 @@ class Worker:
         name = key.as_string()
         tenant = key.tenant_id
         if self._held[tenant] > 0:  # below 1 every tenant is below its share
-            shares = await asyncio.to_thread(
+            shares = await asyncio.to_thread(  # Django's database: see _tenants_at_share
                 lookup_shares, (tenant,), self.concurrency, self.policies
             )
             self._shares.update(shares)
@@ -290,10 +312,7 @@ class Worker:
         self._claiming.add(name)
         await self._slots.acquire()
         try:
-            record = await asyncio.to_thread(self.store.claim, key, self.worker_id, self.lease_ms)
-        except StorageUnavailable:
-            log.warning("storage unavailable while claiming")
-            record = None
+            record = await lifecycle.claim(key, self.worker_id, self.lease_ms, store=self.store)
         finally:
             self._claiming.discard(name)
         if record is None or name in self.jobs:
@@ -304,6 +323,8 @@ class Worker:
             publish=lambda p, m, d: self._publish_progress(record, p, m, d),
             persist=lambda p, m, d: self._persist_progress(record, p, m, d),
             initial=record.percentage,
+            frames_per_s=self.progress_frames_per_s,
+            writes_per_s=self.progress_writes_per_s,
         )
         ctx = JobContext(
             request_id=record.request_id,
@@ -434,15 +455,13 @@ class Worker:
             ctx.reporter.report(100.0, "Done")
         await ctx.reporter.close()
         await self._close_output(ctx)
-        try:
-            done = await asyncio.to_thread(
-                self.store.complete, record.key, result, worker_id=self.worker_id
-            )
-        except InvalidTransition:
+        done = await lifecycle.complete(
+            record.key, result, worker_id=self.worker_id, store=self.store
+        )
+        if done is None:
             return  # cancelled meanwhile, or our lease was taken: the winner reports
         self.completed += 1
         REQUEST_SECONDS.labels(record.action, "COMPLETED").observe(_age_s(record))
-        await send_terminal(done, frames.complete(done.request_id, result, metadata=done.metadata))
 
     async def _fail(
         self, record: RequestRecord, ctx: JobContext, code: ErrorCode, message: str
@@ -450,14 +469,11 @@ class Worker:
         self._finishing.add(record.key.as_string())
         await ctx.reporter.close()
         await self._close_output(ctx)
-        try:
-            done = await asyncio.to_thread(
-                self.store.fail, record.key, code.value, message, worker_id=self.worker_id
-            )
-        except InvalidTransition:
-            return
-        REQUEST_SECONDS.labels(record.action, "FAILED").observe(_age_s(record))
-        await send_terminal(done, frames.error(done.request_id, code, message))
+        done = await lifecycle.fail(
+            record.key, code, message, worker_id=self.worker_id, store=self.store
+        )
+        if done is not None:
+            REQUEST_SECONDS.labels(record.action, "FAILED").observe(_age_s(record))
 
     async def _retry(self, record: RequestRecord, ctx: JobContext) -> None:
         self._finishing.add(record.key.as_string())
@@ -466,24 +482,21 @@ class Worker:
         await self._save_progress(record.key, ctx)
         delay = retry_delay_s(record.attempts, self.retry_base_s)
         retry_at = now_ms() + int(delay * 1000)
-        with contextlib.suppress(InvalidTransition):
-            await asyncio.to_thread(
-                self.store.schedule_retry,
-                record.key,
-                retry_at,
-                ErrorCode.PROCESSING_FAILED.value,
-                "Attempt failed; retrying",
-                worker_id=self.worker_id,
-            )
+        await lifecycle.release(
+            record.key,
+            retry_at,
+            ErrorCode.PROCESSING_FAILED,
+            "Attempt failed; retrying",
+            worker_id=self.worker_id,
+            store=self.store,
+        )
 
     async def _renew(self, record: RequestRecord, ctx: JobContext) -> None:
         interval = self.lease_ms / 3000
         while True:
             await asyncio.sleep(interval)
             try:
-                await asyncio.to_thread(
-                    self.store.renew_lease, record.key, self.worker_id, self.lease_ms
-                )
+                await run_storage(self.store.renew_lease, record.key, self.worker_id, self.lease_ms)
             except InvalidTransition:
                 self._lost(record)
                 return
@@ -513,7 +526,7 @@ class Worker:
         self, record: RequestRecord, percentage: float, message: str, details: dict | None
     ) -> None:
         try:
-            await asyncio.to_thread(
+            await run_storage(
                 self.store.update_progress,
                 record.key,
                 percentage,
@@ -531,9 +544,7 @@ class Worker:
         if update is None:
             return
         with contextlib.suppress(StoreError):
-            await asyncio.to_thread(
-                self.store.update_progress, key, *update, worker_id=self.worker_id
-            )
+            await run_storage(self.store.update_progress, key, *update, worker_id=self.worker_id)
 
     def _lost(self, record: RequestRecord) -> None:
         """Storage says the request is not ours any more (cancelled, or its lease was
@@ -564,14 +575,14 @@ class Worker:
                 ctx.cancelled.set()
                 task.cancel()
                 await self._save_progress(RequestKey.from_string(key_string), ctx)
-                with contextlib.suppress(InvalidTransition, StorageUnavailable):
-                    await asyncio.to_thread(
-                        self.store.schedule_retry,
+                with contextlib.suppress(StorageUnavailable):
+                    await lifecycle.release(
                         RequestKey.from_string(key_string),
                         now_ms(),
-                        ErrorCode.SERVICE_UNAVAILABLE.value,
+                        ErrorCode.SERVICE_UNAVAILABLE,
                         "Worker stopped; released for another worker",
                         worker_id=self.worker_id,
+                        store=self.store,
                     )
         await asyncio.gather(*pending, return_exceptions=True)
 

@@ -5,6 +5,15 @@
   (integration tier; one server per test session, a fresh table prefix per test).
 * ``dynamodb``: parametrized over both, for store contract tests that must hold against
   moto *and* a real DynamoDB-compatible endpoint.
+
+The fixtures of one kind of test live in ``tests/fixtures/`` (loaded below for every
+test, each name meaning one thing): ``asgi`` (the application over moto and the
+in-memory layer), ``worker`` (module-wide moto tables, fake sockets, API call counts),
+``admin`` (users, permissions, connections and requests for the admin pages) and
+``apigw`` (the API Gateway tenant) and ``live`` (stacks of real processes, started by
+bench/stack.py). Fixtures that reset process state are not autouse:
+a module asks for them with ``pytestmark = pytest.mark.usefixtures(...)``.
+Helpers that tests import live in ``tests/support/``.
 """
 
 from __future__ import annotations
@@ -17,6 +26,15 @@ import pytest
 from moto import mock_aws
 
 from storage import base, localserver, tables
+
+pytest_plugins = [
+    "tests.fixtures.asgi",
+    "tests.fixtures.worker",
+    "tests.fixtures.admin",
+    "tests.fixtures.apigw",
+    "tests.fixtures.live",
+    "tests.fixtures.webhooks",
+]
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 _prefix_counter = itertools.count()

@@ -2,7 +2,7 @@
 
 Production settings refuse to start without ``DJANGO_SECRET_KEY`` when DEBUG is off, and
 redirect plain HTTP to HTTPS; the test client speaks plain HTTP. Child processes that
-tests start inherit these variables (or set their own, see tests/e2e/conftest.py).
+tests start inherit these variables (or set their own, see bench/stack.py).
 """
 
 import os

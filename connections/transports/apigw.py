@@ -6,8 +6,9 @@ The connection record's ``address`` is the connection's Management API URL:
 (see :func:`apigw_address`), so a send needs no storage read.
 
 Failures: 410 Gone → :class:`ConnectionGone` (the caller removes the records);
-429 and 5xx → retried with exponential backoff and jitter, honouring ``Retry-After``,
-never sleeping after the last attempt; 403 and 413 → no retry. Frames over API
+429 and 5xx → retried (tenacity) with exponential backoff and jitter, honouring
+``Retry-After``, never sleeping after the last attempt; 403 and 413 → no retry. The
+boto3 client's own retries are off, so every attempt is counted and bounded here. Frames over API
 Gateway's 128 KiB limit are refused before any call. A per-connection circuit breaker
 (bounded memory) stops hammering a connection that keeps failing. No client is made for
 an endpoint that :class:`~connections.transports.apigw_endpoint.EndpointPolicy` refuses
@@ -21,13 +22,15 @@ import logging
 import random
 import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from cachetools import LRUCache
 from prometheus_client import Counter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_exponential
 
 from connections.transports.apigw_endpoint import EndpointPolicy, EndpointRefused
 from connections.transports.base import ConnectionGone, Transport, TransportError
@@ -71,17 +74,39 @@ def split_address(address: str) -> tuple[str, str]:
     return endpoint, connection_id
 
 
+class _Retryable(TransportError):
+    """One attempt met throttling, a 5xx or a network error: worth another attempt."""
+
+    def __init__(self, throttled: bool, retry_after_s: float | None = None) -> None:
+        super().__init__("API Gateway attempt failed")
+        self.throttled = throttled
+        self.retry_after_s = retry_after_s
+
+
 class CircuitBreaker:
-    """Per-key failure counts with a cool-down; remembers at most ``max_keys`` keys."""
+    """Per-key failure counts with a cool-down; remembers at most ``max_keys`` keys
+    (the least recently failing or asked about are forgotten first)."""
 
     def __init__(
         self, threshold: int = 5, cooldown_s: float = 30.0, max_keys: int = 10_000
     ) -> None:
         self.threshold = threshold
         self.cooldown_s = cooldown_s
-        self.max_keys = max_keys
-        self._state: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._state: LRUCache[str, tuple[int, float]] = LRUCache(max_keys)
         self._lock = threading.Lock()
+
+    @property
+    def max_keys(self) -> int:
+        """How many keys are remembered at most."""
+        return int(self._state.maxsize)
+
+    @max_keys.setter
+    def max_keys(self, value: int) -> None:
+        with self._lock:
+            resized: LRUCache[str, tuple[int, float]] = LRUCache(value)
+            for key, state in list(self._state.items())[-value:]:
+                resized[key] = state
+            self._state = resized
 
     def allow(self, key: str) -> bool:
         """False while the circuit of ``key`` is open."""
@@ -100,10 +125,8 @@ class CircuitBreaker:
 
     def failure(self, key: str) -> None:
         with self._lock:
-            failures = self._state.pop(key, (0, 0.0))[0] + 1
+            failures = self._state.get(key, (0, 0.0))[0] + 1
             self._state[key] = (failures, time.monotonic() if failures >= self.threshold else 0.0)
-            while len(self._state) > self.max_keys:
-                self._state.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._state)
@@ -132,7 +155,7 @@ class ApiGatewayTransport(Transport):
         self.region = region
         self.breaker = CircuitBreaker(breaker_threshold, breaker_cooldown_s)
         self.max_clients = max_clients
-        self._clients: OrderedDict[str, Any] = OrderedDict()
+        self._clients: LRUCache[str, Any] = LRUCache(max_clients)
         self._clients_lock = threading.Lock()
         self._in_flight: set[asyncio.Future[Any]] = set()
         self.sleep = asyncio.sleep  # replaced in tests to observe backoff
@@ -157,10 +180,6 @@ class ApiGatewayTransport(Transport):
                     ),
                 )
                 self._clients[endpoint] = client
-                while len(self._clients) > self.max_clients:
-                    self._clients.popitem(last=False)
-            else:
-                self._clients.move_to_end(endpoint)
             return client
 
     async def send(self, address: str, frame: dict[str, Any], text: str) -> None:
@@ -186,64 +205,69 @@ class ApiGatewayTransport(Transport):
         )
 
     async def _with_retries(self, address: str, call: Any) -> None:
-        throttled = False
-        for attempt in range(1, self.max_attempts + 1):
-            future = asyncio.ensure_future(asyncio.to_thread(call))
-            self._in_flight.add(future)
-            try:
-                await future
-            except ClientError as exc:
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                code = exc.response.get("Error", {}).get("Code", "")
-                if status == 410 or code == "GoneException":
-                    APIGW_CALLS.labels("gone").inc()
-                    self.breaker.success(address)
-                    raise ConnectionGone("connection is gone") from None
-                if status in (403, 413) or code in (
-                    "ForbiddenException",
-                    "PayloadTooLargeException",
-                ):
-                    APIGW_CALLS.labels(f"rejected_{status or code}").inc()
-                    self.breaker.failure(address)
-                    raise (Forbidden if status == 403 else FrameTooLarge)(
-                        "rejected by API Gateway"
-                    ) from None
-                if status != 429 and status < 500 and code not in _THROTTLED:
-                    APIGW_CALLS.labels("error").inc()
-                    self.breaker.failure(address)
-                    raise TransportError("API Gateway error") from None
-                throttled = status == 429 or code in _THROTTLED
-                APIGW_CALLS.labels("throttled" if throttled else "server_error").inc()
-                delay = self._delay(attempt, exc.response)
-            except BotoCoreError:
-                throttled = False
-                APIGW_CALLS.labels("network").inc()
-                delay = self._delay(attempt, {})
-            else:
-                APIGW_CALLS.labels("ok").inc()
-                self.breaker.success(address)
-                return
-            finally:
-                self._in_flight.discard(future)
-            if attempt == self.max_attempts:
-                break  # no sleep after the last attempt
-            await self.sleep(delay)
-        if not throttled:
-            # Throttling is the account's rate, not this connection failing: counting
-            # it would open every circuit in a storm and mute them after it ends.
-            self.breaker.failure(address)
-        raise Throttled("API Gateway kept failing")
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),  # no sleep after the last one
+            wait=self._delay,
+            retry=retry_if_exception_type(_Retryable),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._attempt(address, call)
+        except _Retryable as exc:
+            if not exc.throttled:
+                # Throttling is the account's rate, not this connection failing: counting
+                # it would open every circuit in a storm and mute them after it ends.
+                self.breaker.failure(address)
+            raise Throttled("API Gateway kept failing") from None
 
-    def _delay(self, attempt: int, response: dict[str, Any]) -> float:
-        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
-        retry_after = headers.get("retry-after")
-        if retry_after:
-            try:
-                return min(self.max_backoff_s * 4, max(0.0, float(retry_after)))
-            except ValueError:
-                pass
-        backoff = min(self.max_backoff_s, self.base_backoff_s * 2 ** (attempt - 1))
-        return backoff * random.uniform(0.5, 1.0)
+    async def _attempt(self, address: str, call: Any) -> None:
+        """One call; raises what it means (:class:`_Retryable` when worth a retry)."""
+        # Management API posts, not storage: they stay off the storage pool, so a slow
+        # API Gateway endpoint never queues storage calls behind its posts.
+        future = asyncio.ensure_future(asyncio.to_thread(call))
+        self._in_flight.add(future)
+        try:
+            await future
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            code = exc.response.get("Error", {}).get("Code", "")
+            if status == 410 or code == "GoneException":
+                APIGW_CALLS.labels("gone").inc()
+                self.breaker.success(address)
+                raise ConnectionGone("connection is gone") from None
+            if status in (403, 413) or code in ("ForbiddenException", "PayloadTooLargeException"):
+                APIGW_CALLS.labels(f"rejected_{status or code}").inc()
+                self.breaker.failure(address)
+                raise (Forbidden if status == 403 else FrameTooLarge)(
+                    "rejected by API Gateway"
+                ) from None
+            if status != 429 and status < 500 and code not in _THROTTLED:
+                APIGW_CALLS.labels("error").inc()
+                self.breaker.failure(address)
+                raise TransportError("API Gateway error") from None
+            throttled = status == 429 or code in _THROTTLED
+            APIGW_CALLS.labels("throttled" if throttled else "server_error").inc()
+            raise _Retryable(throttled, _retry_after(exc.response)) from None
+        except BotoCoreError:
+            APIGW_CALLS.labels("network").inc()
+            raise _Retryable(throttled=False) from None
+        finally:
+            self._in_flight.discard(future)
+        APIGW_CALLS.labels("ok").inc()
+        self.breaker.success(address)
+
+    def _delay(self, state: RetryCallState) -> float:
+        """Before the next attempt: ``Retry-After`` when API Gateway sent one (capped at
+        4 × ``max_backoff_s``), else exponential backoff with jitter in [0.5, 1]."""
+        failed = state.outcome.exception() if state.outcome is not None else None
+        retry_after = getattr(failed, "retry_after_s", None)
+        if retry_after is not None:
+            return float(min(self.max_backoff_s * 4, max(0.0, retry_after)))
+        backoff = wait_exponential(multiplier=self.base_backoff_s, max=self.max_backoff_s)
+        return float(backoff(state)) * random.uniform(0.5, 1.0)
 
     async def aclose(self) -> None:
         """Wait for in-flight calls to end."""
@@ -252,6 +276,15 @@ class ApiGatewayTransport(Transport):
 
 
 _THROTTLED = ("LimitExceededException", "ThrottlingException", "TooManyRequestsException")
+
+
+def _retry_after(response: dict[str, Any]) -> float | None:
+    """The ``Retry-After`` header in seconds, when present and a number."""
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
+    try:
+        return float(headers["retry-after"]) if headers.get("retry-after") else None
+    except ValueError:
+        return None
 
 
 def _never_dropped(frame: dict[str, Any]) -> bool:

@@ -10,7 +10,6 @@ from storage.requests.model import (
     RequestModel,
     RequestRecord,
     RequestStatus,
-    make_owner,
     shard_for,
 )
 from storage.requests.output import OutputConflict, OutputStore, output_store
@@ -29,7 +28,6 @@ __all__ = [
     "RequestRecord",
     "RequestStatus",
     "RequestStore",
-    "make_owner",
     "output_store",
     "request_store",
     "shard_for",

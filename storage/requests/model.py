@@ -53,7 +53,7 @@ from pynamodb.indexes import (
 )
 from pynamodb.models import Model
 
-from storage.base import register_model
+from storage.base import owner_of, register_model
 from storage.errors import ValidationError
 
 DEFAULT_SHARDS = 4
@@ -100,11 +100,6 @@ ALLOWED: dict[RequestStatus, frozenset[RequestStatus]] = {
 an expired lease, is not a status change)."""
 
 
-def make_owner(tenant_id: str, user_id: str) -> str:
-    """The hash key of a user's requests."""
-    return f"{tenant_id}#{user_id}"
-
-
 def shard_for(owner: str, request_id: str, shards: int = DEFAULT_SHARDS) -> str:
     """The ``due`` shard of a request: stable across processes and Python versions."""
     return str(zlib.crc32(f"{owner}#{request_id}".encode()) % shards)
@@ -121,7 +116,7 @@ class RequestKey:
     @property
     def owner(self) -> str:
         """The table's hash key for this request."""
-        return make_owner(self.tenant_id, self.user_id)
+        return owner_of(self.tenant_id, self.user_id)
 
     def as_string(self) -> str:
         """A stable, unique, reversible string for this key (subscription keys, groups).

@@ -36,9 +36,9 @@ from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
 from pynamodb.models import Model
 
 from storage.base import register_model
+from storage.error_mapping import ConditionFailed, storage_call
 from storage.errors import StoreError, ValidationError
 from storage.requests.model import RECORD_TTL_S, RequestKey, RequestModel
-from storage.requests.storage import ConditionFailed, storage_call
 
 MAX_CHUNK_BYTES = 64 * 1024
 """Largest chunk, as encoded JSON (PROTOCOL.md §5)."""

@@ -46,9 +46,9 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
 from storage.base import now_ms, register_model
+from storage.error_mapping import ConditionFailed, storage_call
 from storage.errors import StoreError, ValidationError
 from storage.requests.model import RequestKey, RequestRecord
-from storage.requests.storage import ConditionFailed, storage_call
 
 log = logging.getLogger(__name__)
 

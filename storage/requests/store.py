@@ -24,19 +24,16 @@ import operator
 import re
 from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ValidationError as PydanticValidationError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
-from storage.base import (
-    Page,
-    decode_cursor,
-    encode_cursor,
-    now_ms,
-    require_text,
-)
+from storage.base import Page, decode_cursor, encode_cursor, now_ms, owner_of
+from storage.error_mapping import ConditionFailed as _ConditionFailed
+from storage.error_mapping import storage_call as _storage
 from storage.errors import (
     AlreadyExists,
     InvalidTransition,
@@ -52,21 +49,25 @@ from storage.requests.model import (
     RequestModel,
     RequestRecord,
     RequestStatus,
-    make_owner,
     shard_for,
 )
 from storage.requests.quota import QuotaLimits, QuotaStore, release_quietly
-from storage.requests.storage import ConditionFailed as _ConditionFailed
-from storage.requests.storage import storage_call as _storage
+from storage.validators import (
+    MAX_CONNECTION_ID,
+    MAX_USER_ID,
+    MAX_WORKER_ID,
+    optional_text,
+    require_int,
+    require_json,
+    require_tenant,
+    require_text,
+)
 
 log = logging.getLogger(__name__)
 M = RequestModel
 S = RequestStatus
 
 MAX_REQUEST_ID = 128
-MAX_TENANT_ID = 64
-MAX_USER_ID = 256
-MAX_WORKER_ID = 256
 MAX_LIST_LIMIT = 100
 MAX_DUE_LIMIT = 1000
 MAX_SHARDS = 256
@@ -98,47 +99,17 @@ CANCELLED_ERROR = {"code": "CANCELLED", "message": "Request cancelled"}
 # --- validation (never touches the network) -------------------------------------------
 
 
-def _check_tenant(tenant_id: str) -> str:
-    require_text("tenant_id", tenant_id, MAX_TENANT_ID)
-    if "#" in tenant_id:
-        raise ValidationError("tenant_id must not contain '#'")
-    return tenant_id
-
-
 def _check_key(key: RequestKey) -> RequestKey:
     if not isinstance(key, RequestKey):
         raise ValidationError("key must be a RequestKey")
-    _check_tenant(key.tenant_id)
+    require_tenant(key.tenant_id)
     require_text("user_id", key.user_id, MAX_USER_ID)
     require_text("request_id", key.request_id, MAX_REQUEST_ID)
     return key
 
 
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValidationError(f"{name} must be an integer >= {minimum}")
-    if maximum is not None and value > maximum:
-        raise ValidationError(f"{name} must be at most {maximum}")
-    return value
-
-
 def _check_now(now: int | None) -> int:
-    return now_ms() if now is None else _check_int("now", now, 0)
-
-
-def _check_optional_text(name: str, value: Any, max_length: int = 1024) -> str:
-    if not isinstance(value, str) or len(value) > max_length:
-        raise ValidationError(f"{name} must be a string of at most {max_length} chars")
-    return value
-
-
-def _check_json(name: str, value: Any, max_bytes: int) -> None:
-    try:
-        encoded = orjson.dumps(value)
-    except TypeError as exc:
-        raise ValidationError(f"{name} must be JSON-serializable") from exc
-    if len(encoded) > max_bytes:
-        raise ValidationError(f"{name} is larger than {max_bytes} bytes once encoded")
+    return now_ms() if now is None else require_int("now", now, 0)
 
 
 def _error_value(code: Any, message: Any) -> dict[str, str]:
@@ -154,8 +125,8 @@ def _check_percentage(value: Any) -> float:
     return float(min(100.0, max(0.0, value)))
 
 
-def _ttl_for(ended_at: int) -> datetime:
-    return datetime.fromtimestamp(ended_at // 1000 + RECORD_TTL_S, tz=UTC)
+def _ttl_for(ended_at: int, ttl_s: int) -> datetime:
+    return datetime.fromtimestamp(ended_at // 1000 + ttl_s, tz=UTC)
 
 
 def _owned_by(condition: Condition, worker_id: str | None) -> Condition:
@@ -163,12 +134,13 @@ def _owned_by(condition: Condition, worker_id: str | None) -> Condition:
     return condition if worker_id is None else condition & (M.lease_owner == worker_id)
 
 
-def _final_actions(status: RequestStatus, now: int) -> list[Action]:
-    """What every move to a final state writes: the item leaves the ``due`` index."""
+def _final_actions(status: RequestStatus, now: int, ttl_s: int) -> list[Action]:
+    """What every move to a final state writes: the item leaves the ``due`` index and
+    expires ``ttl_s`` seconds after it ended."""
     return [
         M.status.set(status.value),
         M.ended_at.set(now),
-        M.ttl.set(_ttl_for(now)),
+        M.ttl.set(_ttl_for(now, ttl_s)),
         M.due_shard.remove(),
         M.due_at.remove(),
         M.lease_owner.remove(),
@@ -177,6 +149,34 @@ def _final_actions(status: RequestStatus, now: int) -> list[Action]:
 
 
 # --- cursors ---------------------------------------------------------------------------
+# A cursor comes back from clients: pydantic checks its decoded shape (strict types, no
+# extra keys). Enqueue and claim keep the hand-written checks of storage.validators: a
+# pydantic model of enqueue's arguments measured 8.4 µs per call against 2.0 µs, and its
+# error texts would need mapping to the messages every store shares.
+
+
+class _UserCursor(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    r: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REQUEST_ID)]
+    c: Annotated[int, Field(ge=0)]
+
+
+class _TenantCursor(_UserCursor):
+    u: Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_ID)]
+
+
+_C = TypeVar("_C", bound=_UserCursor)
+
+
+def _parse_cursor(shape: type[_C], cursor: str | None) -> _C | None:
+    value = decode_cursor(cursor)
+    if value is None:
+        return None
+    try:
+        return shape.model_validate(value)
+    except PydanticValidationError:
+        raise ValidationError("invalid cursor") from None
 
 
 def _cursor_for(record: RequestRecord) -> str | None:
@@ -184,23 +184,14 @@ def _cursor_for(record: RequestRecord) -> str | None:
 
 
 def _start_key(owner: str, cursor: str | None) -> dict[str, dict[str, str]] | None:
-    value = decode_cursor(cursor)
+    """The ``by_created`` ExclusiveStartKey of a :meth:`RequestStore.list_by_user` cursor."""
+    value = _parse_cursor(_UserCursor, cursor)
     if value is None:
         return None
-    request_id, created_at = value.get("r"), value.get("c")
-    if (
-        set(value) != {"r", "c"}
-        or not isinstance(request_id, str)
-        or not 0 < len(request_id) <= MAX_REQUEST_ID
-        or isinstance(created_at, bool)
-        or not isinstance(created_at, int)
-        or created_at < 0
-    ):
-        raise ValidationError("invalid cursor")
     return {
         "owner": {"S": owner},
-        "request_id": {"S": request_id},
-        "created_at": {"N": str(created_at)},
+        "request_id": {"S": value.r},
+        "created_at": {"N": str(value.c)},
     }
 
 
@@ -221,26 +212,14 @@ def _tenant_cursor_for(entry: RequestModel) -> str | None:
 
 def _tenant_start_key(tenant_id: str, cursor: str | None) -> dict[str, dict[str, str]] | None:
     """The ``by_tenant`` ExclusiveStartKey of a :meth:`RequestStore.list_by_tenant` cursor."""
-    value = decode_cursor(cursor)
+    value = _parse_cursor(_TenantCursor, cursor)
     if value is None:
         return None
-    user_id, request_id, created_at = value.get("u"), value.get("r"), value.get("c")
-    if (
-        set(value) != {"u", "r", "c"}
-        or not isinstance(user_id, str)
-        or not 0 < len(user_id) <= MAX_USER_ID
-        or not isinstance(request_id, str)
-        or not 0 < len(request_id) <= MAX_REQUEST_ID
-        or isinstance(created_at, bool)
-        or not isinstance(created_at, int)
-        or created_at < 0
-    ):
-        raise ValidationError("invalid cursor")
     return {
         "tenant_id": {"S": tenant_id},
-        "created_at": {"N": str(created_at)},
-        "owner": {"S": make_owner(tenant_id, user_id)},
-        "request_id": {"S": request_id},
+        "created_at": {"N": str(value.c)},
+        "owner": {"S": owner_of(tenant_id, value.u)},
+        "request_id": {"S": value.r},
     }
 
 
@@ -253,9 +232,13 @@ class RequestStore:
     """
 
     heal_cooldown_s = 2.0
+    record_ttl_s = RECORD_TTL_S
 
-    def __init__(self, *, heal_cooldown_s: float = 2.0) -> None:
+    def __init__(self, *, heal_cooldown_s: float = 2.0, record_ttl_s: int = RECORD_TTL_S) -> None:
         self.heal_cooldown_s = heal_cooldown_s
+        #: Seconds an ended request stays before DynamoDB's TTL removes it
+        #: (``STREAMER_REQUEST_TTL_S`` sets it for the process-wide store).
+        self.record_ttl_s = record_ttl_s
 
     @functools.cached_property
     def quotas(self) -> QuotaStore:
@@ -295,32 +278,32 @@ class RequestStore:
         after StorageUnavailable the request may or may not have been written, so its
         holds stay and heal later if it was not (never counting too few).
         """
-        _check_tenant(tenant_id)
+        require_tenant(tenant_id)
         require_text("user_id", user_id, MAX_USER_ID)
         require_text("request_id", request_id, MAX_REQUEST_ID)
         if not isinstance(action, str) or not _ACTION_RE.match(action):
             raise ValidationError("action must be 1-64 characters of A-Z a-z 0-9 . _ -")
         if not isinstance(payload, dict):
             raise ValidationError("payload must be an object")
-        _check_json("payload", payload, MAX_PAYLOAD_BYTES)
+        require_json("payload", payload, MAX_PAYLOAD_BYTES)
         if metadata is not None:
             if not isinstance(metadata, dict):
                 raise ValidationError("metadata must be an object")
-            _check_json("metadata", metadata, MAX_METADATA_BYTES)
-        _check_int("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
+            require_json("metadata", metadata, MAX_METADATA_BYTES)
+        require_int("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
         if timeout_s is not None and (
             isinstance(timeout_s, bool)
             or not isinstance(timeout_s, int | float)
             or not 0 < timeout_s <= MAX_TIMEOUT_S
         ):
             raise ValidationError(f"timeout_s must be a number in (0, {MAX_TIMEOUT_S:g}]")
-        _check_optional_text("connection_id", connection_id, 256)
-        _check_optional_text("origin_transport", origin_transport, 64)
-        _check_optional_text("origin_address", origin_address, 2048)
-        _check_int("shards", shards, 1, MAX_SHARDS)
+        optional_text("connection_id", connection_id, MAX_CONNECTION_ID)
+        optional_text("origin_transport", origin_transport, 64)
+        optional_text("origin_address", origin_address, 2048)
+        require_int("shards", shards, 1, MAX_SHARDS)
         now = _check_now(now)
 
-        owner = make_owner(tenant_id, user_id)
+        owner = owner_of(tenant_id, user_id)
         hold = None
         if limits is not None:
             hold = self.quotas.acquire(RequestKey(tenant_id, user_id, request_id), now, limits, now)
@@ -404,7 +387,7 @@ class RequestStore:
         """
         _check_key(key)
         require_text("worker_id", worker_id, MAX_WORKER_ID)
-        _check_int("lease_ms", lease_ms, 1)
+        require_int("lease_ms", lease_ms, 1)
         now = _check_now(now)
         expires = now + lease_ms
         condition = (M.status.is_in(*_WAITING) & (M.due_at <= now)) | (
@@ -431,7 +414,7 @@ class RequestStore:
         """
         _check_key(key)
         require_text("worker_id", worker_id, MAX_WORKER_ID)
-        _check_int("lease_ms", lease_ms, 1)
+        require_int("lease_ms", lease_ms, 1)
         now = _check_now(now)
         expires = now + lease_ms
         condition = (M.status == S.PROCESSING.value) & (M.lease_owner == worker_id)
@@ -454,9 +437,9 @@ class RequestStore:
         """
         _check_key(key)
         value = _check_percentage(percentage)
-        _check_optional_text("message", message, MAX_ERROR_MESSAGE)
+        optional_text("message", message, MAX_ERROR_MESSAGE)
         if details is not None:
-            _check_json("details", details, MAX_DETAILS_BYTES)
+            require_json("details", details, MAX_DETAILS_BYTES)
         if worker_id is not None:
             require_text("worker_id", worker_id, MAX_WORKER_ID)
         condition = _owned_by((M.status == S.PROCESSING.value) & (M.percentage <= value), worker_id)
@@ -488,13 +471,13 @@ class RequestStore:
         already final, not started) InvalidTransition with the current status.
         """
         _check_key(key)
-        _check_json("result", result, MAX_RESULT_BYTES)
+        require_json("result", result, MAX_RESULT_BYTES)
         if worker_id is not None:
             require_text("worker_id", worker_id, MAX_WORKER_ID)
         now = _check_now(now)
         condition = _owned_by(M.status == S.PROCESSING.value, worker_id)
         actions = [
-            *_final_actions(S.COMPLETED, now),
+            *_final_actions(S.COMPLETED, now, self.record_ttl_s),
             M.percentage.set(100),
             M.result.set(result) if result is not None else M.result.remove(),
             M.error.remove(),
@@ -522,7 +505,7 @@ class RequestStore:
         condition = (M.status == S.RETRYING.value) | _owned_by(
             M.status == S.PROCESSING.value, worker_id
         )
-        actions = [*_final_actions(S.FAILED, now), M.error.set(error)]
+        actions = [*_final_actions(S.FAILED, now, self.record_ttl_s), M.error.set(error)]
         return self._ended(self._transition(key, actions, condition, "fail"))
 
     def schedule_retry(
@@ -540,7 +523,7 @@ class RequestStore:
         caller's decision. InvalidTransition with the current status otherwise.
         """
         _check_key(key)
-        _check_int("retry_at_ms", retry_at_ms, 0)
+        require_int("retry_at_ms", retry_at_ms, 0)
         error = _error_value(code, message)
         if worker_id is not None:
             require_text("worker_id", worker_id, MAX_WORKER_ID)
@@ -565,7 +548,10 @@ class RequestStore:
         """
         _check_key(key)
         now = _check_now(now)
-        actions = [*_final_actions(S.CANCELLED, now), M.error.set(dict(CANCELLED_ERROR))]
+        actions = [
+            *_final_actions(S.CANCELLED, now, self.record_ttl_s),
+            M.error.set(dict(CANCELLED_ERROR)),
+        ]
         return self._ended(self._transition(key, actions, M.status.is_in(*_LIVE), "cancel"))
 
     def requeue(
@@ -582,7 +568,7 @@ class RequestStore:
         InvalidTransition with the current status; missing → NotFound.
         """
         _check_key(key)
-        _check_int("shards", shards, 1, MAX_SHARDS)
+        require_int("shards", shards, 1, MAX_SHARDS)
         now = _check_now(now)
         actions = [
             M.status.set(S.PENDING.value),
@@ -628,16 +614,16 @@ class RequestStore:
         ``cursor`` continues a previous page; the returned cursor is None only when
         nothing is left.
         """
-        _check_tenant(tenant_id)
+        require_tenant(tenant_id)
         require_text("user_id", user_id, MAX_USER_ID)
-        _check_int("limit", limit, 1, MAX_LIST_LIMIT)
+        require_int("limit", limit, 1, MAX_LIST_LIMIT)
         wanted: RequestStatus | None = None
         if status is not None:
             try:
                 wanted = RequestStatus(status)
             except ValueError:
                 raise ValidationError("unknown status") from None
-        owner = make_owner(tenant_id, user_id)
+        owner = owner_of(tenant_id, user_id)
         start_key = _start_key(owner, cursor)
         matches: list[RequestRecord] = []
         last: RequestRecord | None = None  # the last item examined: the next cursor
@@ -681,8 +667,8 @@ class RequestStore:
         ``limit`` requests (even none) and still carry a cursor. The cursor is None only
         when nothing is left. An entry whose item is gone (index lag) is skipped.
         """
-        _check_tenant(tenant_id)
-        _check_int("limit", limit, 1, MAX_LIST_LIMIT)
+        require_tenant(tenant_id)
+        require_int("limit", limit, 1, MAX_LIST_LIMIT)
         wanted: RequestStatus | None = None
         if status is not None:
             try:
@@ -752,7 +738,7 @@ class RequestStore:
             return self._query_due(now, limit, shards, None)
         excluded = sorted(set(exclude_tenants))
         for tenant_id in excluded:
-            _check_tenant(tenant_id)
+            require_tenant(tenant_id)
         # DynamoDB allows at most 100 operands in one IN.
         condition = functools.reduce(
             operator.and_,
@@ -788,8 +774,8 @@ class RequestStore:
         filter_condition: Condition | None,
         max_pages: int | None = None,
     ) -> list[RequestRecord]:
-        _check_int("limit", limit, 1, MAX_DUE_LIMIT)
-        _check_int("shards", shards, 1, MAX_SHARDS)
+        require_int("limit", limit, 1, MAX_DUE_LIMIT)
+        require_int("shards", shards, 1, MAX_SHARDS)
         now = _check_now(now)
         per_shard: list[list[RequestRecord]] = []
         with _storage("list_due"):

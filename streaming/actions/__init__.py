@@ -1,6 +1,7 @@
 """Actions: the registry product code declares handlers with, and the built-in ones."""
 
 from streaming.actions.registry import (
+    ActionContext,
     ActionRegistry,
     ActionSpec,
     FinalError,
@@ -9,4 +10,12 @@ from streaming.actions.registry import (
     registry,
 )
 
-__all__ = ["ActionRegistry", "ActionSpec", "FinalError", "RetryableError", "action", "registry"]
+__all__ = [
+    "ActionContext",
+    "ActionRegistry",
+    "ActionSpec",
+    "FinalError",
+    "RetryableError",
+    "action",
+    "registry",
+]

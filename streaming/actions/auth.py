@@ -10,17 +10,16 @@ one UpdateItem, so API Gateway sessions rebuilt from it and the expiry sweep agr
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connections.storage_pool import run_storage
 from protocol.errors import ErrorCode, ProtocolError
 from storage.connection import connection_store
 from storage.errors import NotFound
-from streaming.actions.registry import action
+from streaming.actions.registry import ActionContext, action
 from streaming.auth import MAX_TOKEN_BYTES, TOKEN_EXPIRED, AuthFailure, verify_token
-from streaming.pipeline import ActionContext
 from streaming.session import active_policy
 
 
@@ -48,7 +47,7 @@ async def auth_refresh(ctx: ActionContext, payload: RefreshPayload) -> dict[str,
         raise _forbidden("identity_mismatch")
     assert identity.expires_at is not None  # verify_token requires exp
     try:
-        await asyncio.to_thread(
+        await run_storage(
             connection_store.set_token,
             session.connection_id,
             tuple(sorted(identity.permissions)),

@@ -6,19 +6,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connections.manager import Target, manager
 from connections.storage_pool import run_storage
-from protocol import frames
 from protocol.errors import ErrorCode, ProtocolError, validation_error
 from storage.errors import InvalidTransition, NotFound
 from storage.errors import ValidationError as StoreValidationError
-from storage.requests.model import FINAL, RequestKey, RequestRecord, RequestStatus
+from storage.requests.model import FINAL, RequestKey, RequestStatus
 from storage.requests.store import request_store
 from storage.subscription import subscription_store
-from streaming.actions.registry import action
+from streaming import lifecycle
+from streaming.actions.registry import ActionContext, action
 from streaming.output_delivery import replay_output
-from streaming.pipeline import ActionContext
-from streaming.queue import notify_cancelled
 
 REQUEST_ID = Field(min_length=1, max_length=128)
 
@@ -97,11 +94,11 @@ async def request_status(ctx: ActionContext, payload: StatusPayload) -> dict[str
 
 @action("request.cancel", schema=RequestRef)
 async def request_cancel(ctx: ActionContext, payload: RequestRef) -> dict[str, Any]:
-    """Cancel the caller's request if it has not finished; subscribers then get its
-    terminal ``error`` frame with code CANCELLED."""
+    """Cancel the caller's request if it has not finished (:func:`lifecycle.cancel`);
+    subscribers then get its terminal ``error`` frame with code CANCELLED."""
     key = _key(ctx, payload.request_id)
     try:
-        record = await cancel_request(key)
+        record = await lifecycle.cancel(key)
     except NotFound:
         raise _not_found() from None
     except InvalidTransition:
@@ -110,22 +107,6 @@ async def request_cancel(ctx: ActionContext, payload: RequestRef) -> dict[str, A
         except NotFound:
             raise _not_found() from None
     return record.public()
-
-
-async def cancel_request(key: RequestKey) -> RequestRecord:
-    """Cancel a request that has not finished, whoever asks (its user or an admin).
-
-    One conditional write (``request_store.cancel``), then the worker holding it is told
-    to stop and its sender and subscribers get the terminal ``error`` frame, code
-    CANCELLED. Raises NotFound, or InvalidTransition when it had already ended (nothing
-    is sent then).
-    """
-    record = await run_storage(request_store.cancel, key)
-    await notify_cancelled(key.as_string())
-    await send_terminal(
-        record, frames.error(record.request_id, ErrorCode.CANCELLED, "Request cancelled")
-    )
-    return record
 
 
 @action("request.list", schema=ListPayload)
@@ -144,17 +125,3 @@ async def request_list(ctx: ActionContext, payload: ListPayload) -> dict[str, An
         # status and limit were validated above: the cursor is what the store refused
         raise validation_error([{"field": "payload.cursor", "message": "invalid cursor"}]) from None
     return {"requests": [r.public() for r in page.items], "cursor": page.cursor}
-
-
-def origin_of(record: RequestRecord) -> Target | None:
-    """Where the sender of a request was connected."""
-    if not record.connection_id or not record.origin_transport:
-        return None
-    return Target(record.connection_id, record.origin_transport, record.origin_address)
-
-
-async def send_terminal(record: RequestRecord, frame: dict[str, Any]) -> None:
-    """Deliver a request's terminal frame to its sender and all current subscribers."""
-    await manager.send_to_request(
-        record.key.as_string(), frame, origin=origin_of(record), fresh=True
-    )

@@ -25,14 +25,34 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from protocol.errors import ErrorCode, ProtocolError, field_errors, validation_error
 
+if TYPE_CHECKING:
+    from protocol.parsing import ClientRequest
+    from streaming.session import Session
+
 Mode = Literal["sync", "async"]
+
+
+@dataclass
+class ActionContext:
+    """What a synchronous action handler gets besides its payload."""
+
+    session: Session
+    request: ClientRequest
+
+    @property
+    def tenant_id(self) -> str:
+        return self.session.identity.tenant_id
+
+    @property
+    def user_id(self) -> str:
+        return self.session.identity.user_id
 
 
 class FinalError(Exception):

@@ -13,7 +13,6 @@ second of ``duration_s``. A retry writes its own chunks after the earlier attemp
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from connections.storage_pool import run_storage
 from storage.connection import connection_store
 from storage.requests.model import RequestRecord
 from storage.requests.store import request_store
@@ -83,7 +83,7 @@ async def generate_report(job: JobContext, payload: ReportPayload) -> dict[str, 
         # whatever is left, up to max_requests); the pacing spreads the steps over
         # duration_s.
         while more:
-            page = await asyncio.to_thread(
+            page = await run_storage(
                 request_store.list_by_user,
                 job.tenant_id,
                 job.user_id,
@@ -103,7 +103,7 @@ async def generate_report(job: JobContext, payload: ReportPayload) -> dict[str, 
 
     connections = []
     if payload.include_connections:
-        connections = await asyncio.to_thread(
+        connections = await run_storage(
             lambda: list(connection_store.iter_by_user(job.tenant_id, job.user_id))
         )
 

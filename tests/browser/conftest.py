@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.client.stack import REPO_ROOT, LiveStack, start_stack
+from bench.stack import REPO_ROOT, Stack
+from tests.fixtures.live import dev_stack
 
 DRIVER_DIR = REPO_ROOT / "browser-tests"
 PLAYWRIGHT = DRIVER_DIR / "node_modules" / "playwright-core" / "package.json"
@@ -59,9 +60,9 @@ def browser_driver(chromium: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def browser_stack(browser_driver: Path) -> Iterator[LiveStack]:
-    stack = start_stack()
-    try:
+def browser_stack(
+    browser_driver: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A development stack of the browser suite's own (it disables users and tenants)."""
+    with dev_stack(tmp_path_factory.mktemp("browser")) as stack:
         yield stack
-    finally:
-        stack.stop()

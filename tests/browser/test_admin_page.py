@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import websockets
 
+from bench.stack import REPO_ROOT, Stack
 from tests.browser.test_demo_page import ARTIFACTS, run_scenario
-from tests.client.stack import REPO_ROOT, LiveStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
-def make_superuser(stack: LiveStack) -> tuple[str, str]:
+def make_superuser(stack: Stack) -> tuple[str, str]:
     username, password = f"ops-{secrets.token_hex(3)}", secrets.token_urlsafe(16)
     stack.manage(
         "shell",
@@ -33,11 +33,11 @@ def make_superuser(stack: LiveStack) -> tuple[str, str]:
 
 
 async def test_admin_disconnects_a_live_client(
-    browser_stack: LiveStack, browser_driver: Path, chromium: str
+    browser_stack: Stack, browser_driver: Path, chromium: str
 ) -> None:
     username, password = make_superuser(browser_stack)
     target = f"admin-target-{secrets.token_hex(3)}"
-    token = browser_stack.token(target)
+    token = browser_stack.issue_token(target)
     async with websockets.connect(f"{browser_stack.ws_url}?token={token}") as client:
         await client.send(json.dumps({"type": "ping"}))
         assert json.loads(await client.recv())["type"] == "pong"  # registered and live
@@ -54,7 +54,7 @@ async def test_admin_disconnects_a_live_client(
             "--scenario",
             "admin",
             "--base-url",
-            browser_stack.base_url,
+            browser_stack.base,
             "--artifacts",
             str(ARTIFACTS),
             "--chromium",
@@ -93,7 +93,7 @@ async def _until_frame(client: websockets.ClientConnection, request_id: str, kin
 
 
 async def test_live_lists_are_readable_at_1280_px(
-    browser_stack: LiveStack, browser_driver: Path, chromium: str
+    browser_stack: Stack, browser_driver: Path, chromium: str
 ) -> None:
     """Both live lists at 1280 px (screenshots in test-artifacts/): the table is wholly
     visible beside the filter column, request ids stay on one line, every status is
@@ -102,7 +102,7 @@ async def test_live_lists_are_readable_at_1280_px(
     username, password = make_superuser(browser_stack)
     target = f"lists-{secrets.token_hex(3)}"
     completed, cancelled = str(uuid.uuid4()), str(uuid.uuid4())
-    token = browser_stack.token(target)
+    token = browser_stack.issue_token(target)
     async with websockets.connect(f"{browser_stack.ws_url}?token={token}") as client:
         report = {"action": "generate_report", "payload": {"duration_s": 0, "steps": 1}}
         await client.send(json.dumps({**report, "id": completed}))

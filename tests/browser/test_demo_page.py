@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.client.stack import REPO_ROOT, LiveStack
+from bench.stack import REPO_ROOT, Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -26,7 +26,7 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 def run_scenario(
     name: str,
-    stack: LiveStack,
+    stack: Stack,
     driver: Path,
     chromium: str,
     timeout_s: int = 120,
@@ -38,7 +38,7 @@ def run_scenario(
         "--scenario",
         name,
         "--base-url",
-        stack.base_url,
+        stack.base,
         "--artifacts",
         str(ARTIFACTS),
         "--chromium",
@@ -71,7 +71,7 @@ def run_scenario(
 
 
 def test_progress_bar_of_a_three_second_report_fills_and_completes(
-    browser_stack: LiveStack, browser_driver: Path, chromium: str
+    browser_stack: Stack, browser_driver: Path, chromium: str
 ) -> None:
     outcome = run_scenario("progress", browser_stack, browser_driver, chromium)
     assert outcome["elapsed"] >= 2500
@@ -79,7 +79,7 @@ def test_progress_bar_of_a_three_second_report_fills_and_completes(
 
 
 def test_server_side_drop_mid_job_reconnects_resumes_and_completes_once(
-    browser_stack: LiveStack, browser_driver: Path, chromium: str
+    browser_stack: Stack, browser_driver: Path, chromium: str
 ) -> None:
     outcome = run_scenario("server-drop", browser_stack, browser_driver, chromium)
     assert outcome["sockets"] >= 2
@@ -87,26 +87,33 @@ def test_server_side_drop_mid_job_reconnects_resumes_and_completes_once(
 
 
 def test_drop_connection_button_reconnects_and_resumes(
-    browser_stack: LiveStack, browser_driver: Path, chromium: str
+    browser_stack: Stack, browser_driver: Path, chromium: str
 ) -> None:
     run_scenario("drop-button", browser_stack, browser_driver, chromium)
 
 
 def test_invalid_token_shows_a_clear_message(
-    browser_stack: LiveStack, browser_driver: Path, chromium: str
+    browser_stack: Stack, browser_driver: Path, chromium: str
 ) -> None:
     outcome = run_scenario("invalid-token", browser_stack, browser_driver, chromium)
     assert outcome["attempts"] == 2
 
 
 def test_cancel_ends_the_job_in_the_cancelled_state(
-    browser_stack: LiveStack, browser_driver: Path, chromium: str
+    browser_stack: Stack, browser_driver: Path, chromium: str
 ) -> None:
     outcome = run_scenario("cancel", browser_stack, browser_driver, chromium)
     assert outcome["status"] == "cancelled"
 
 
 def test_several_jobs_echo_and_past_requests(
-    browser_stack: LiveStack, browser_driver: Path, chromium: str
+    browser_stack: Stack, browser_driver: Path, chromium: str
 ) -> None:
     run_scenario("overview", browser_stack, browser_driver, chromium)
+
+
+def test_reports_started_by_the_server_or_another_tab_show_up_through_watch(
+    browser_stack: Stack, browser_driver: Path, chromium: str
+) -> None:
+    outcome = run_scenario("watch", browser_stack, browser_driver, chromium)
+    assert len(set(outcome["ids"])) == 2

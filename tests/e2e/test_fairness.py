@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import E2E, running_stack
+from bench.stack import Environment, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,7 @@ ENV = {"STREAMER_WORKER_CONCURRENCY": "2", "STREAMER_POLL_INTERVAL_S": "0.5"}
 
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_another_tenants_report_completes_behind_a_backlog(
-    e2e: E2E, workers: int, measurements: dict[str, str]
+    e2e: Environment, workers: int, measurements: dict[str, str]
 ) -> None:
     with running_stack(
         e2e, f"fair{workers}", redis=True, server_worker=False, workers=workers, env=ENV

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import E2E, MANAGE, PYTHON, REPO_ROOT, Stack, running_stack
+from bench.stack import MANAGE, PYTHON, REPO_ROOT, Environment, Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,7 @@ REPORT = {"duration_s": 1.5, "steps": 5, "max_requests": 0, "include_connections
 
 
 @pytest.fixture(scope="module")
-def stack(e2e: E2E) -> Iterator[Stack]:
+def stack(e2e: Environment) -> Iterator[Stack]:
     with running_stack(e2e, "jobs") as running:
         yield running
 

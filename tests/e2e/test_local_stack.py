@@ -9,14 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import (
-    E2E,
-    Stack,
-    check_request_stream,
-    http_get,
-    open_client,
-    running_stack,
-)
+from bench.stack import Environment, Stack, http_get, running_stack
+from bench.wsclient import check_request_stream, open_client
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +18,7 @@ QUICK = {"duration_s": 0, "steps": 1, "max_requests": 0, "include_connections": 
 
 
 @pytest.fixture(scope="module")
-def stack(e2e: E2E) -> Iterator[Stack]:
+def stack(e2e: Environment) -> Iterator[Stack]:
     # No --with-worker/--no-worker: without REDIS_URL the worker runs in-process by default.
     with running_stack(e2e, "local") as running:
         yield running

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import E2E, Stack, running_stack
+from bench.stack import Environment, Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,7 @@ LONG = {"duration_s": 120, "steps": 4, "max_requests": 0, "include_connections":
 
 
 @pytest.fixture(scope="module")
-def stack(e2e: E2E) -> Iterator[Stack]:
+def stack(e2e: Environment) -> Iterator[Stack]:
     with running_stack(e2e, "quota", servers=2) as running:
         yield running
 

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import E2E, Stack, check_request_stream, http_get, p50_ms, running_stack
+from bench.stack import Environment, Stack, http_get, running_stack
+from bench.wsclient import check_request_stream, p50_ms
 
 pytestmark = pytest.mark.e2e
 
@@ -18,7 +19,7 @@ QUICK = {"duration_s": 0, "steps": 1, "max_requests": 0, "include_connections": 
 
 
 @pytest.fixture(scope="module")
-def stack(e2e: E2E) -> Iterator[Stack]:
+def stack(e2e: Environment) -> Iterator[Stack]:
     with running_stack(
         e2e,
         "redis",
@@ -175,3 +176,36 @@ async def test_socket_idle_past_the_redis_read_timeout_still_works(stack: Stack)
         await other.call("request.status", {"request_id": "idle-1"})
         answer = await idle.call("echo", {"after": "idle"})
         assert answer["data"] == {"echo": {"after": "idle"}}
+
+
+async def test_a_watcher_on_one_server_follows_requests_started_on_the_other(
+    stack: Stack,
+) -> None:
+    """request.watch across processes: the watcher's socket is on server 0; the request
+    is sent to server 1 and run by a separate worker; frames travel through Redis."""
+    async with (
+        stack.client("watch-user", server=0) as watcher,
+        stack.client("watch-user", server=1) as tab,
+        stack.client("watch-other", server=0) as stranger,
+    ):
+        for client in (watcher, stranger):
+            await client.send({"action": "request.watch", "id": "w"})
+            reply = await client.wait_for(lambda f: f.get("request_id") == "w")
+            assert reply["data"] == {"watching": True, "requests": []}
+        payload = {"duration_s": 0.6, "steps": 6, "max_requests": 0, "include_connections": False}
+        for request_id in ("x1", "x2"):
+            await tab.send({"action": "generate_report", "id": request_id, "payload": payload})
+        for request_id in ("x1", "x2"):
+            for client in (watcher, tab):
+                await client.wait_for(
+                    lambda f, r=request_id: f.get("request_id") == r and f["type"] == "complete",
+                    within=30,
+                    what=f"{request_id} complete",
+                )
+            seen = [f for f in watcher.frames if f.get("request_id") == request_id]
+            assert seen[0]["action"] == "generate_report"
+            check_request_stream(seen)
+            started = [f for f in tab.frames if f.get("request_id") == request_id]
+            assert "action" not in started[0]
+            assert check_request_stream(seen)["result"] == check_request_stream(started)["result"]
+        assert [f for f in stranger.frames if f.get("request_id") in ("x1", "x2")] == []

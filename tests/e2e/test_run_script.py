@@ -28,17 +28,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.stack import LIVE, MANAGE, REPO_ROOT, START_TIMEOUT_S, Proc, http_get
+from bench.wsclient import WSClient, open_client
 from storage.localserver import free_port
-from tests.e2e.conftest import (
-    _LIVE,
-    MANAGE,
-    REPO_ROOT,
-    START_TIMEOUT_S,
-    Proc,
-    WSClient,
-    http_get,
-    open_client,
-)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -112,7 +104,7 @@ def stop_runs(started: list[Proc], recorded: Iterable[int]) -> None:
     for proc in reversed(started):
         proc.stop(timeout=20)
         with contextlib.suppress(ValueError):
-            _LIVE.remove(proc)
+            LIVE.remove(proc)
     for pid in recorded:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench.slow_consumers import SLOW_CONSUMER, flood
-from tests.e2e.conftest import E2E, Stack, running_stack
+from bench.stack import Environment, Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -20,7 +20,7 @@ MAX_GROWTH_MIB = 40
 
 
 @pytest.fixture(scope="module", params=["daphne", "uvicorn"])
-def stack(e2e: E2E, request: pytest.FixtureRequest) -> Iterator[Stack]:
+def stack(e2e: Environment, request: pytest.FixtureRequest) -> Iterator[Stack]:
     with running_stack(e2e, f"slow-{request.param}", server=request.param) as running:
         yield running
 

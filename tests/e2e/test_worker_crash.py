@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import E2E, Stack, check_request_stream, running_stack
+from bench.stack import Environment, Stack, running_stack
+from bench.wsclient import check_request_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +23,7 @@ WORKER_ENV = {"STREAMER_LEASE_S": str(LEASE_S), "STREAMER_POLL_INTERVAL_S": "0.2
 
 
 @pytest.fixture(scope="module")
-def stack(e2e: E2E) -> Iterator[Stack]:
+def stack(e2e: Environment) -> Iterator[Stack]:
     with running_stack(
         e2e, "crash", redis=True, servers=1, server_worker=False, env=WORKER_ENV
     ) as running:

@@ -952,3 +952,81 @@ describe("token refresh", () => {
     assert.deepEqual(refreshes, [{ ok: false, reason: "no newer token" }]);
   });
 });
+
+describe("watch", () => {
+  it("announces each request it did not start, with the promise and progress of its own", async () => {
+    const client = makeClient();
+    const watched = [];
+    client.addEventListener("request", (e) => watched.push(e.detail));
+    const answer = client.watch();
+    const ws = await connected(client);
+    const [w] = ws.requests("request.watch");
+    assert.deepEqual(w.payload, { enabled: true });
+    ws.receive({ type: "response", request_id: w.id, success: true, data: { watching: true, requests: [] } });
+    assert.deepEqual(await answer, { watching: true, requests: [] });
+
+    ws.receive({ type: "acknowledgment", request_id: "tab2", status: "queued", message: "Request queued", action: "generate_report" });
+    await flush();
+    assert.equal(watched.length, 1);
+    const job = watched[0];
+    assert.equal(job.requestId, "tab2");
+    assert.equal(job.action, "generate_report");
+    const progress = [];
+    assert.equal(job.onProgress((p) => progress.push(p.percentage)), job);
+    const outcome = track(job.result);
+    ws.receive({ type: "progress", request_id: "tab2", percentage: 40, message: "" });
+    ws.receive({ type: "progress", request_id: "tab2", percentage: 20, message: "" });
+    ws.receive({ type: "complete", request_id: "tab2", success: true, result: { rows: 3 } });
+    ws.receive({ type: "acknowledgment", request_id: "tab2", status: "queued", message: "", action: "generate_report" });
+    await flush();
+    assert.deepEqual(progress, [40]);
+    assert.deepEqual([outcome.count, outcome.value], [1, { rows: 3 }]);
+    assert.equal(watched.length, 1, "a settled request is not announced again");
+    assert.equal(ws.requests().length, 1, "following a watched request sends nothing");
+  });
+
+  it("a failed watched request rejects with a StreamerError; its own requests are not announced", async () => {
+    const client = makeClient();
+    const watched = [];
+    client.addEventListener("request", (e) => watched.push(e.detail));
+    const ws = await connected(client);
+    client.watch();
+    await flush();
+    const own = track(client.request("generate_report", {}, { id: "mine" }));
+    ws.receive({ type: "acknowledgment", request_id: "mine", status: "queued", message: "" });
+    ws.receive({ type: "acknowledgment", request_id: "srv", status: "queued", message: "", action: "export" });
+    await flush();
+    assert.deepEqual(watched.map((w) => w.requestId), ["srv"]);
+    ws.receive({ type: "error", request_id: "srv", error: { code: "PROCESSING_FAILED", message: "disk full", retryable: false } });
+    await flush();
+    await assert.rejects(watched[0].result, (e) => e instanceof StreamerError && e.code === "PROCESSING_FAILED");
+    assert.equal(own.count, 0);
+  });
+
+  it("watches again after a reconnect, resumes what it followed, and stops with watch(false)", async () => {
+    const client = makeClient({ backoff: { initialMs: 10, jitter: 0 } });
+    const watched = [];
+    client.addEventListener("request", (e) => watched.push(e.detail));
+    const ws1 = await connected(client);
+    client.watch();
+    await flush();
+    ws1.receive({ type: "acknowledgment", request_id: "r1", status: "queued", message: "", action: "export" });
+    await flush();
+    ws1.serverClose(1006);
+    await clock.advance(10);
+    const ws2 = FakeWebSocket.last;
+    ws2.open();
+    await flush();
+    assert.deepEqual(ws2.requests("request.watch").map((f) => f.payload), [{ enabled: true }]);
+    assert.deepEqual(ws2.requests("request.status").map((f) => f.payload), [{ request_id: "r1", subscribe: true }]);
+    const stop = client.watch(false);
+    await flush();
+    const [, off] = ws2.requests("request.watch");
+    assert.deepEqual(off.payload, { enabled: false });
+    ws2.receive({ type: "response", request_id: off.id, success: true, data: { watching: false, requests: [] } });
+    assert.deepEqual(await stop, { watching: false, requests: [] });
+    ws2.receive({ type: "acknowledgment", request_id: "r2", status: "queued", message: "", action: "export" });
+    await flush();
+    assert.deepEqual(watched.map((w) => w.requestId), ["r1"], "not watching: no more announcements");
+  });
+});

@@ -1,9 +1,9 @@
 """Fixtures of the reliability suite: faults, load and hostile input.
 
-The process-level machinery is the end-to-end suite's (tests/e2e/conftest.py): the
-session ``e2e`` (in-memory dynalite, tenants, JWT secret) is re-exported here, and the
-fault modules build storage of their own with ``e2e_environment(on_disk=True)`` so that
-they can kill it without disturbing anyone else.
+The processes are started by the one launcher, bench/stack.py: the session ``e2e``
+(tests/fixtures/live.py: in-memory dynalite, tenants, JWT secret) serves most modules,
+and the fault modules build storage of their own with ``environment(on_disk=True)`` so
+that they can kill it without disturbing anyone else.
 
 ``figures`` records what a test measured (requests, disconnects, faults injected,
 anything lost, memory); they are printed at the end of the run under "reliability
@@ -19,16 +19,15 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import E2E, E2E_SECRET_KEY, JWT_SECRET, e2e, e2e_environment
-from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
+from bench.stack import JWT_SECRET, SECRET_KEY, Environment, environment
 
-__all__ = ["LOG_DIRS", "SECRETS", "e2e", "fault_env", "figures", "remember"]
+__all__ = ["LOG_DIRS", "SECRETS", "fault_env", "figures", "remember"]
 
 FIGURES: dict[str, str] = {}
 # Log directories of the environments built here, and every token, key and password
-# handed out: test_zz_secrets_in_logs.py looks for the latter in the former.
+# handed out: test_secrets_in_logs.py looks for the latter in the former.
 LOG_DIRS: list[str] = []
-SECRETS: set[str] = {JWT_SECRET, E2E_SECRET_KEY}
+SECRETS: set[str] = {JWT_SECRET, SECRET_KEY}
 
 
 def remember(secret: str) -> str:
@@ -41,17 +40,17 @@ def remember(secret: str) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _remember_minted_tokens() -> Iterator[None]:
-    """Every token the stacks mint (``E2E.mint``) is remembered."""
-    original = E2E.mint
+    """Every token the stacks mint (``Environment.mint``) is remembered."""
+    original = Environment.mint
 
-    def mint(self: E2E, *args: Any, **kwargs: Any) -> str:
+    def mint(self: Environment, *args: Any, **kwargs: Any) -> str:
         return remember(original(self, *args, **kwargs))
 
-    E2E.mint = mint  # type: ignore[method-assign]
+    Environment.mint = mint  # type: ignore[method-assign]
     try:
         yield
     finally:
-        E2E.mint = original  # type: ignore[method-assign]
+        Environment.mint = original  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +60,10 @@ def figures() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def fault_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+def fault_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environment]:
     """Storage of this module's own: dynalite on disk on a fixed port (``env.dynalite``
     can be killed and restarted with the same data), a data dir with the tenants."""
-    with e2e_environment(tmp_path_factory.mktemp("fault"), on_disk=True) as env:
+    with environment(tmp_path_factory.mktemp("fault"), on_disk=True) as env:
         LOG_DIRS.append(str(env.log_dir))
         yield env
 

@@ -4,7 +4,7 @@ pipeline (rate limit → parse → route → validate → run or enqueue) with s
 Whatever the payload, one frame answers: a ``response``, an ``acknowledgment`` or an
 ``error`` with a code of PROTOCOL.md §4, never INTERNAL_ERROR (a bug), never library
 text, always the client's request id; and another user's requests are never reached.
-The frame parser itself is fuzzed in tests/unit/protocol/test_properties.py.
+The frame parser itself is fuzzed in tests/protocol/test_parsing_properties.py.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from streaming.auth import Identity
 from streaming.pipeline import Pipeline
 from streaming.ratelimit import TokenBucket
 from streaming.session import Session
-from tests.unit.realtime.helpers import assert_no_leak
+from tests.support.sockets import assert_no_leak
 
 TENANT = "acme"
 FUZZER = "fuzzer"

@@ -1,6 +1,6 @@
 """Hostile clients against real servers on real sockets (``manage.py serve`` on
-127.0.0.1), for what the in-process tests (tests/unit/realtime/test_handshake.py,
-tests/unit/apigw/, tests/unit/admin/) cannot show or do not cover:
+127.0.0.1), for what the in-process tests (tests/streaming/test_consumer_handshake.py,
+the API Gateway and admin tests) cannot show or do not cover:
 
 * JWT attacks on a server configured for RS256 with issuer and audience: ``alg: none``,
   HS256 signed with the RS256 public key, an embedded ``jwk``, unknown and path-like
@@ -17,7 +17,7 @@ tests/unit/apigw/, tests/unit/admin/) cannot show or do not cover:
   non-staff users, over real HTTP;
 * ``Origin``: a foreign origin is refused, the server's own hosts and no Origin are
   accepted;
-* (the servers log at DEBUG: test_zz_secrets_in_logs.py then finds no token, key or
+* (the servers log at DEBUG: test_secrets_in_logs.py then finds no token, key or
   password used here in any log).
 """
 
@@ -47,14 +47,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from tests.e2e.conftest import (
-    E2E,
-    Stack,
-    WSClient,
-    http_get,
-    open_client,
-    running_stack,
-)
+from bench.stack import Environment, Stack, http_get, running_stack
+from bench.wsclient import WSClient, open_client
 from tests.reliability.conftest import remember, rss_kib
 
 pytestmark = pytest.mark.e2e
@@ -90,7 +84,7 @@ def rsa_keys() -> tuple[Any, str, Any]:
 
 
 @pytest.fixture(scope="module")
-def stack(e2e: E2E) -> Iterator[Stack]:
+def stack(e2e: Environment) -> Iterator[Stack]:
     """The HS256 server of the session secret, with its worker; DEBUG logs (the more a
     server logs, the more a leak would show)."""
     e2e.manage(
@@ -101,7 +95,7 @@ def stack(e2e: E2E) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def rs_stack(e2e: E2E, stack: Stack, rsa_keys: tuple[Any, str, Any]) -> Iterator[Stack]:
+def rs_stack(e2e: Environment, stack: Stack, rsa_keys: tuple[Any, str, Any]) -> Iterator[Stack]:
     """A server that accepts only RS256 tokens of one issuer for one audience (no worker:
     the HS256 stack's worker serves the shared tables)."""
     env = {

@@ -16,14 +16,8 @@ from collections.abc import Iterator
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from tests.e2e.conftest import (
-    E2E,
-    Stack,
-    WSClient,
-    check_request_stream,
-    open_client,
-    running_stack,
-)
+from bench.stack import Environment, Stack, running_stack
+from bench.wsclient import WSClient, check_request_stream, open_client
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +32,7 @@ SETTLE_S = 1.0
 
 
 @pytest.fixture(scope="module")
-def stack(e2e: E2E) -> Iterator[Stack]:
+def stack(e2e: Environment) -> Iterator[Stack]:
     with running_stack(
         e2e,
         "redisdown",

@@ -35,7 +35,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.e2e.conftest import E2E, TERMINAL_TYPES, Stack, WSClient, running_stack
+from bench.stack import Environment, Stack, running_stack
+from bench.wsclient import TERMINAL_TYPES, WSClient
 from tests.reliability.conftest import env_int, rss_kib
 
 pytestmark = pytest.mark.e2e
@@ -296,7 +297,7 @@ def check_connection(client: SoakClient, conn: Conn, tally: Tally) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(e2e: E2E) -> Iterator[Stack]:
+def stack(e2e: Environment) -> Iterator[Stack]:
     env = {"STREAMER_WORKER_CONCURRENCY": "32", "STREAMER_POLL_INTERVAL_S": "0.5"}
     with running_stack(e2e, "soak", env=env) as running:
         yield running

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import E2E, Stack, WSClient, check_request_stream, http_get, running_stack
+from bench.stack import Environment, Stack, http_get, running_stack
+from bench.wsclient import WSClient, check_request_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +70,7 @@ async def wait_healthz(stack: Stack, status: int, within: float = 20.0, server: 
 
 
 async def test_storage_killed_mid_run_then_restarted(
-    fault_env: E2E, figures: dict[str, str]
+    fault_env: Environment, figures: dict[str, str]
 ) -> None:
     dynalite = fault_env.dynalite
     assert dynalite is not None
@@ -167,7 +168,9 @@ async def resume(client: WSClient, request_id: str) -> dict[str, Any]:
     return answer["data"]
 
 
-async def test_whole_stack_killed_and_restarted(fault_env: E2E, figures: dict[str, str]) -> None:
+async def test_whole_stack_killed_and_restarted(
+    fault_env: Environment, figures: dict[str, str]
+) -> None:
     dynalite = fault_env.dynalite
     assert dynalite is not None
     # A tenant's share of eight slots is four, for six slow requests: at the crash four

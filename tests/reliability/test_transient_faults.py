@@ -32,7 +32,7 @@ from streaming.pipeline import Pipeline
 from streaming.ratelimit import TokenBucket
 from streaming.session import Session
 from streaming.worker import Worker
-from tests.unit.worker.helpers import TENANT, FakeSocket, check_stream, running, submit
+from tests.support.worker import TENANT, FakeSocket, check_stream, running, submit
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """manage.py create_tenant ID [--name] [--max-connections N] [--disable | --enable]
+[--webhook-url URL] [--webhook-secret SECRET]
 
 ``--disable`` also closes the tenant's live connections with 4403, as the admin's
 disable does (``close_tenant_connections``). Without a shared channel layer
@@ -29,6 +30,16 @@ class Command(BaseCommand):
         parser.add_argument("tenant_id", help="slug: letters, digits, - and _")
         parser.add_argument("--name", help="display name")
         parser.add_argument("--max-connections", type=int, help="0 = unlimited")
+        parser.add_argument(
+            "--webhook-url",
+            help="https endpoint for webhooks (http only to loopback with DJANGO_DEBUG on); "
+            '"" removes it',
+        )
+        parser.add_argument(
+            "--webhook-secret",
+            help="whsec_… secret that signs them; with a URL and no secret one is generated "
+            "and printed",
+        )
         state = parser.add_mutually_exclusive_group()
         state.add_argument(
             "--disable",
@@ -58,13 +69,17 @@ class Command(BaseCommand):
             tenant.active = False
         if options["enable"]:
             tenant.active = True
+        generated = self._set_webhook(tenant, options["webhook_url"], options["webhook_secret"])
         tenant.save()
         state = "active" if tenant.active else "disabled"
         verb = "created" if created else "updated"
         self.stdout.write(
             f"tenant {tenant.id} {verb}: name={tenant.name!r} {state} "
             f"max_connections={tenant.max_connections or 'unlimited'}"
+            + (f" webhook_url={tenant.webhook_url}" if tenant.webhook_url else "")
         )
+        if generated:
+            self.stdout.write(f"webhook secret (store it with the receiver):\n{generated}")
         if options["disable"]:
             self._close_connections(tenant.id)
 
@@ -96,3 +111,24 @@ class Command(BaseCommand):
             self.stderr.write(f"{text}; {report.failed} could not be reached")
         else:
             self.stdout.write(text)
+
+    @staticmethod
+    def _set_webhook(tenant: Tenant, url: str | None, secret: str | None) -> str:
+        """Apply --webhook-url/--webhook-secret (validated like the admin form); returns
+        a secret generated for a new endpoint, else ""."""
+        if url is not None:
+            tenant.webhook_url = url
+            if not url:
+                tenant.webhook_secret = ""
+        if secret is not None:
+            tenant.webhook_secret = secret
+        before = tenant.webhook_secret
+        try:
+            tenant.clean()
+            tenant.clean_fields(
+                exclude=[f.name for f in Tenant._meta.fields if "webhook" not in f.name]
+            )
+        except ValidationError as exc:
+            errors = "; ".join(m for msgs in exc.message_dict.values() for m in msgs)
+            raise CommandError(errors) from exc
+        return tenant.webhook_secret if tenant.webhook_secret != before else ""

@@ -9,6 +9,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from streaming.management.commands.send_webhooks import (
+    add_sender_arguments,
+    sender_from_options,
+)
+from streaming.webhook_sender import WebhookSender
 from streaming.worker import Worker
 
 
@@ -28,23 +33,30 @@ class Command(BaseCommand):
             "--poll-interval", type=float, default=settings.STREAMER_POLL_INTERVAL_S
         )
         parser.add_argument("--grace", type=float, default=10.0, help="shutdown grace, seconds")
+        parser.add_argument(
+            "--no-webhooks", action="store_true", help="do not send webhooks from this process"
+        )
+        add_sender_arguments(parser, prefix="webhook-")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        worker = Worker(
+        worker = Worker.from_settings(
             concurrency=max(1, options["concurrency"]),
             lease_s=options["lease"],
             poll_interval_s=options["poll_interval"],
             grace_s=options["grace"],
-            shards=settings.STREAMER_QUEUE_SHARDS,
         )
-        asyncio.run(self._run(worker))
+        sender = None if options["no_webhooks"] else sender_from_options(options, "webhook-")
+        asyncio.run(self._run(worker, sender))
         self.stdout.write(f"worker {worker.worker_id} stopped after {worker.completed} requests")
 
-    async def _run(self, worker: Worker) -> None:
+    async def _run(self, worker: Worker, sender: WebhookSender | None) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         self.stdout.write(f"worker {worker.worker_id} running (concurrency {worker.concurrency})")
         self.stdout.flush()
-        await worker.run(stop)
+        if sender is None:
+            await worker.run(stop)
+        else:
+            await asyncio.gather(worker.run(stop), sender.run(stop))

@@ -46,17 +46,16 @@ class Command(BaseCommand):
 
         def ready() -> None:
             from storage.base import warm_up
+            from streaming.webhook_sender import WebhookSender
             from streaming.worker import Worker
 
             warm_up()
             if with_worker:
-                worker = Worker(
-                    concurrency=options["concurrency"],
-                    lease_s=settings.STREAMER_LEASE_S,
-                    poll_interval_s=settings.STREAMER_POLL_INTERVAL_S,
-                    shards=settings.STREAMER_QUEUE_SHARDS,
-                )
-                worker_task.append(asyncio.get_event_loop().create_task(worker.run(stop)))
+                worker = Worker.from_settings(concurrency=options["concurrency"])
+                loop = asyncio.get_event_loop()
+                worker_task.append(loop.create_task(worker.run(stop)))
+                # The in-process worker's companion: this process also sends webhooks.
+                worker_task.append(loop.create_task(WebhookSender().run(stop)))
             self.stdout.write(
                 f"serving on http://{options['host']}:{options['port']}/ "
                 f"({'with' if with_worker else 'without'} in-process worker, "
@@ -102,7 +101,7 @@ class Command(BaseCommand):
         await Server(config).serve()
         stop.set()
         if worker_task:
-            await worker_task[0]
+            await asyncio.gather(*worker_task)
 
     @staticmethod
     def _daphne(
@@ -120,7 +119,9 @@ class Command(BaseCommand):
         def stop_worker() -> Any:
             stop.set()
             if worker_task:
-                return defer.Deferred.fromFuture(asyncio.ensure_future(worker_task[0]))
+                return defer.Deferred.fromFuture(
+                    asyncio.ensure_future(asyncio.gather(*worker_task))
+                )
             return None
 
         reactor.addSystemEventTrigger("before", "shutdown", stop_worker)  # type: ignore[attr-defined,arg-type]

@@ -21,6 +21,7 @@ const el = {
   reportForm: $("report-form"),
   duration: $("duration"),
   reportError: $("report-error"),
+  serverReport: $("server-report"),
   jobs: $("jobs"),
   noJobs: $("no-jobs"),
   jobTemplate: $("job-template"),
@@ -160,6 +161,14 @@ function connect() {
   c.addEventListener("message", (event) => {
     if (c === client) addMessage(event.detail);
   });
+  // Every request of this user shows up here, however it was started (another tab,
+  // "Start one on the server"): request.watch.
+  c.addEventListener("request", (event) => {
+    if (c === client) followWatched(c, event.detail);
+  });
+  c.watch().catch(() => {
+    /* an older server without request.watch: the page still follows its own reports */
+  });
   c.connect().catch(() => {
     /* shown by the error event */
   });
@@ -277,6 +286,11 @@ function follow(job) {
       onAcknowledged: () => setJobStatus(job, "queued", "Queued", "Queued: waiting for a worker…"),
     });
   }
+  settleWhenDone(job, c, outcome);
+}
+
+/** Show how a followed report ends (unless a newer client follows it by then). */
+function settleWhenDone(job, c, outcome) {
   outcome.then(
     (result) => {
       if (job.client === c) finishJob(job, "completed", "Completed", summarize(result));
@@ -297,6 +311,41 @@ function follow(job) {
       }
     },
   );
+}
+
+/** A report this page did not send (another tab, the server), announced by watch(). */
+function followWatched(c, watched) {
+  if (runningJobs.has(watched.requestId)) return;
+  const job = createJobRow(watched.requestId, null, jobCount + 1, watched.action);
+  job.sent = true;
+  job.client = c;
+  runningJobs.set(job.id, job);
+  saveRunningJobs();
+  setJobStatus(job, "queued", "Queued", "Started elsewhere; followed through request.watch…");
+  watched.onProgress(({ percentage, message }) => {
+    if (job.client === c) showProgress(job, percentage, message);
+  });
+  settleWhenDone(job, c, watched.result);
+}
+
+async function startServerReport() {
+  el.reportError.hidden = true;
+  if (!requireClient(el.reportError)) return;
+  try {
+    const response = await fetch(config.serverReportUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ duration_s: Number(el.duration.value) || 0 }),
+    });
+    if (!response.ok) {
+      const answer = await response.json().catch(() => ({}));
+      throw new Error(answer.error || `HTTP ${response.status}`);
+    }
+  } catch (error) {
+    el.reportError.textContent = `The server could not start a report: ${describeError(error)}`;
+    el.reportError.hidden = false;
+  }
 }
 
 function saveRunningJobs() {
@@ -326,7 +375,7 @@ function restoreRunningJobs() {
   }
 }
 
-function createJobRow(id, duration, number) {
+function createJobRow(id, duration, number, action = "generate_report") {
   jobCount = Math.max(jobCount, number);
   const row = el.jobTemplate.content.firstElementChild.cloneNode(true);
   const part = (role) => row.querySelector(`[data-role="${role}"]`);
@@ -348,7 +397,9 @@ function createJobRow(id, duration, number) {
     cancel: part("cancel"),
   };
   row.dataset.requestId = id;
-  row.querySelector(".job-title").textContent = `Report #${number} · ${duration} s`;
+  row.querySelector(".job-title").textContent = duration === null
+    ? `Report #${number} · ${action}, started elsewhere`
+    : `Report #${number} · ${duration} s`;
   job.progress.setAttribute("aria-label", `Report #${number} progress`);
   part("id").textContent = id;
   job.cancel.setAttribute("aria-label", `Cancel report #${number}`);
@@ -554,6 +605,8 @@ el.disconnect.addEventListener("click", () => {
 });
 el.echoForm.addEventListener("submit", sendEcho);
 el.reportForm.addEventListener("submit", startReport);
+el.serverReport.addEventListener("click", startServerReport);
+el.serverReport.hidden = !config.serverReportUrl;
 el.historyForm.addEventListener("submit", (event) => {
   event.preventDefault();
   loadHistory(false);

@@ -194,6 +194,19 @@ export interface AcknowledgmentFrame {
   request_id: string;
   status: "queued";
   message: string;
+  /** Set when a watching connection hears of a request it did not start (1.1). */
+  action?: string;
+}
+
+/** A request of this user that this client did not start, announced by `watch()`. */
+export interface WatchedRequest<T = unknown> {
+  readonly requestId: string;
+  readonly action: string;
+  /** Settles like the promise of `request()`: the result, or a StreamerError. */
+  readonly result: Promise<T>;
+  /** Called like `RequestOptions.onProgress`; returns the same object. */
+  onProgress(callback: (progress: Progress) => void): WatchedRequest<T>;
+  cancel(): Promise<RequestRecord>;
 }
 
 /** Any server frame (the `message` event carries those not about a pending request). */
@@ -211,6 +224,8 @@ export interface StreamerClientEventMap {
   refresh: CustomEvent<{ ok: boolean; expiresAt?: number; reason?: string }>;
   message: CustomEvent<ServerFrame>;
   error: CustomEvent<StreamerError>;
+  /** A request this client did not start, while `watch()` is on. */
+  request: CustomEvent<WatchedRequest>;
 }
 
 export declare class StreamerClient extends EventTarget {
@@ -258,6 +273,13 @@ export declare class StreamerClient extends EventTarget {
 
   /** Cancel a request by id; resolves with its record. */
   cancel(requestId: string): Promise<RequestRecord>;
+
+  /**
+   * Receive every request of this user (`request.watch`), now and after each
+   * reconnection; each one this client did not start fires a `request` event.
+   * `watch(false)` stops.
+   */
+  watch(enabled?: boolean): Promise<{ watching: boolean; requests: string[] }>;
 
   addEventListener<K extends keyof StreamerClientEventMap>(
     type: K,

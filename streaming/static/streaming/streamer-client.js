@@ -225,6 +225,8 @@ export class StreamerClient extends EventTarget {
     this._cancelOnOpen = new Set();
     this._settled = new Set();
     this._connectWaiters = [];
+    this._watching = false;
+    this._watchReply = null;
     this.lastClose = null;
   }
 
@@ -364,6 +366,7 @@ export class StreamerClient extends EventTarget {
           }));
         }, options.timeoutMs);
       }
+      if (options.adopted) return; // its frames already arrive: nothing to send
       if (this._state === State.OPEN) {
         if (frame) this._sendEntry(entry);
         else this._resume(entry);
@@ -380,6 +383,49 @@ export class StreamerClient extends EventTarget {
     const entry = this._pending.get(requestId);
     if (entry && record && FINAL_STATUSES.has(record.status)) this._settleFromRecord(entry, record);
     return record;
+  }
+
+  /**
+   * Receive every request of this user on this connection, however it was started
+   * (another tab, server code, the HTTP API): `request.watch` now and after every
+   * reconnection. Each request this client did not start fires a `request` event whose
+   * `detail` is a WatchedRequest: `{requestId, action, result, onProgress(fn), cancel()}`,
+   * where `result` settles like the promise of `request()`. `watch(false)` stops.
+   * Resolves with the server's answer (`{watching, requests}`).
+   * @param {boolean} [enabled]
+   */
+  watch(enabled = true) {
+    this._watching = Boolean(enabled);
+    if (this._state === State.OPEN) return this._sendWatch();
+    if (!this._watching) return Promise.resolve({ watching: false, requests: [] });
+    // Sent by _confirmOpen once the socket is open (and again after each reconnect).
+    return this.connect().then(() => this._watchReply);
+  }
+
+  _sendWatch() {
+    this._watchReply = this._internalRequest("request.watch", { enabled: this._watching });
+    this._watchReply.catch(() => {}); // a failed re-watch is retried on the next open
+    return this._watchReply;
+  }
+
+  /** A request announced to this watching connection: tracked like one it started. */
+  _adopt(frame) {
+    const id = frame.request_id;
+    let entry = null;
+    const result = this._track(id, null, { adopted: true });
+    result.catch(() => {}); // a watcher may ignore how a request ends
+    entry = this._pending.get(id);
+    const watched = {
+      requestId: id,
+      action: frame.action,
+      result,
+      onProgress: (fn) => {
+        if (entry) entry.onProgress = fn;
+        return watched;
+      },
+      cancel: () => this.cancel(id),
+    };
+    this.dispatchEvent(makeEvent("request", watched));
   }
 
   // --- connection ------------------------------------------------------------------
@@ -469,6 +515,7 @@ export class StreamerClient extends EventTarget {
         ));
       }
     }
+    if (this._watching) this._sendWatch();
     this._scheduleRefresh();
     const waiters = this._connectWaiters.splice(0);
     for (const w of waiters) w.resolve();
@@ -725,6 +772,10 @@ export class StreamerClient extends EventTarget {
         return;
       }
       if (this._settled.has(id)) return; // late frames of a request that already settled
+      if (frame.type === "acknowledgment" && typeof frame.action === "string" && this._watching) {
+        this._adopt(frame);
+        return;
+      }
     }
     this.dispatchEvent(makeEvent("message", frame));
   }
