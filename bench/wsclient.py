@@ -178,8 +178,8 @@ def check_request_stream(
     frames: list[dict[str, Any]], *, terminal: str = "complete", expect_ack: bool = True
 ) -> dict[str, Any]:
     """PROTOCOL.md §2.2 for one request on one connection: acknowledgment first (when
-    this connection sent it), progress never decreasing, exactly one terminal frame and
-    nothing after it. Returns the terminal frame."""
+    this connection sent it), progress never decreasing, output seqs consecutive, exactly
+    one terminal frame and nothing after it. Returns the terminal frame."""
     types = [f["type"] for f in frames]
     assert all(isinstance(f.get("timestamp"), int) for f in frames), frames
     terminals = [f for f in frames if f["type"] in TERMINAL_TYPES]
@@ -194,7 +194,10 @@ def check_request_stream(
     percentages = [f["percentage"] for f in frames if f["type"] == "progress"]
     assert percentages == sorted(percentages), f"progress went down: {percentages}"
     assert all(0 <= p <= 100 for p in percentages), percentages
-    assert set(types) <= {"acknowledgment", "progress", *TERMINAL_TYPES}, types
+    assert set(types) <= {"acknowledgment", "progress", "output", *TERMINAL_TYPES}, types
+    seqs = [f["seq"] for f in frames if f["type"] == "output"]
+    if seqs:  # protocol 1.1: consecutive, without gap or duplicate, from where it started
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
     return terminals[0]
 
 

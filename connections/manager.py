@@ -83,8 +83,19 @@ class ConnectionManager:
     ) -> str:
         """Deliver to one socket; returns "delivered", "gone" or "failed"."""
         text = codec.dumps_text(frame) if text is None else text
+        return await self.send_many_to_target(target, [frame], [text])
+
+    async def send_many_to_target(
+        self, target: Target, frames: list[dict[str, Any]], texts: list[str]
+    ) -> str:
+        """Deliver encoded frames to one socket in order (batched where the transport
+        can); returns "delivered", "gone" or "failed"."""
+        transport = get_transport(target.transport)
         try:
-            await get_transport(target.transport).send(target.address, frame, text)
+            if len(frames) == 1:
+                await transport.send(target.address, frames[0], texts[0])
+            else:
+                await transport.send_many(target.address, frames, texts)
         except ConnectionGone:
             SENDS.labels(target.transport, "gone").inc()
             await self.forget(target.connection_id)

@@ -88,6 +88,17 @@ def progress(
     return frame
 
 
+def output(request_id: str, seq: int, data: Any) -> Frame:
+    """One chunk of a request's output stream (``seq`` from 1, consecutive per request)."""
+    return {
+        "type": "output",
+        "timestamp": now_ms(),
+        "request_id": request_id,
+        "seq": seq,
+        "data": data,
+    }
+
+
 def complete(request_id: str, result: Any, *, metadata: dict[str, Any] | None = None) -> Frame:
     """An asynchronous action finished successfully (terminal frame)."""
     frame: Frame = {

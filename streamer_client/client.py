@@ -23,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -57,6 +58,7 @@ _SETTLED_MEMORY = 1000
 
 TokenSource = Callable[[], "str | Awaitable[str]"]
 ProgressCallback = Callable[["Progress"], Any]
+OutputCallback = Callable[[Any, int], Any]  # (chunk, seq): protocol 1.1 output streams
 
 
 class StreamerError(Exception):
@@ -149,6 +151,10 @@ class _Pending:
     future: asyncio.Future[Any]
     on_progress: ProgressCallback | None = None
     on_acknowledged: Callable[[dict[str, Any]], Any] | None = None
+    on_output: OutputCallback | None = None
+    output_seq: int = 0  # the last output seq delivered; a resume asks for what follows
+    held_output: dict[int, Any] = field(default_factory=dict)
+    record_after_output: dict[str, Any] | None = None  # a final record, settled after replay
     sent: bool = False
     resent: bool = False
     acked: bool = False
@@ -327,11 +333,15 @@ class StreamerClient:
         *,
         on_progress: ProgressCallback | None = None,
         on_acknowledged: Callable[[dict[str, Any]], Any] | None = None,
+        on_output: OutputCallback | None = None,
         id: str | None = None,
         metadata: dict[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> Any:
         """Send a request and return its ``data`` (sync) or ``result`` (async).
+
+        ``on_output(chunk, seq)`` gets the request's output stream, once each and in
+        ``seq`` order, across reconnections too.
 
         Cancelling the calling task sends ``request.cancel`` for it. ``timeout_s`` raises
         ``StreamerError("TIMEOUT")`` (the request itself is left alone on the server).
@@ -345,20 +355,27 @@ class StreamerClient:
         }
         if metadata is not None:
             frame["metadata"] = metadata
-        return await self._track(request_id, frame, on_progress, on_acknowledged, timeout_s)
+        return await self._track(
+            request_id, frame, on_progress, on_acknowledged, timeout_s, on_output=on_output
+        )
 
     async def resume(
         self,
         request_id: str,
         *,
         on_progress: ProgressCallback | None = None,
+        on_output: OutputCallback | None = None,
+        after_seq: int = 0,
         timeout_s: float | None = None,
     ) -> Any:
         """Follow a request started earlier (by another process, or before a restart)
         until it ends: ``request.status`` + ``subscribe`` now and after every
         reconnection. Returns its ``result``; raises like :meth:`request` (``NOT_FOUND``
-        for an unknown id). Cancelling the awaiting task cancels the request."""
-        return await self._track(request_id, None, on_progress, None, timeout_s)
+        for an unknown id). Cancelling the awaiting task cancels the request. With
+        ``on_output``, the output after ``after_seq`` is replayed first, then the live."""
+        return await self._track(
+            request_id, None, on_progress, None, timeout_s, on_output=on_output, after_seq=after_seq
+        )
 
     async def _track(
         self,
@@ -367,6 +384,9 @@ class StreamerClient:
         on_progress: ProgressCallback | None,
         on_acknowledged: Callable[[dict[str, Any]], Any] | None,
         timeout_s: float | None,
+        *,
+        on_output: OutputCallback | None = None,
+        after_seq: int = 0,
     ) -> Any:
         if self._state == CLOSED:
             raise StreamerError("CLOSED", "The client is closed", request_id=request_id)
@@ -383,6 +403,8 @@ class StreamerClient:
             future=asyncio.get_running_loop().create_future(),
             on_progress=on_progress,
             on_acknowledged=on_acknowledged,
+            on_output=on_output,
+            output_seq=max(0, int(after_seq)),
             sent=followed,
             acked=followed,
         )
@@ -840,6 +862,9 @@ class StreamerClient:
             self._progress(
                 entry, frame.get("percentage"), frame.get("message"), frame.get("details")
             )
+        elif kind == "output":
+            entry.acked = True
+            self._output(entry, frame.get("seq"), frame.get("data"))
         elif kind == "response":
             if frame.get("success") is False:
                 data = frame.get("data")
@@ -886,12 +911,27 @@ class StreamerClient:
                 ),
             )
 
+    def _output(self, entry: _Pending, seq: Any, data: Any) -> None:
+        """In seq order, once each: a chunk ahead of a replay waits, a repeat is dropped."""
+        if not isinstance(seq, int) or seq <= entry.output_seq:
+            return
+        entry.held_output[seq] = data
+        while entry.output_seq + 1 in entry.held_output:
+            entry.output_seq += 1
+            chunk = entry.held_output.pop(entry.output_seq)
+            if entry.on_output is not None:
+                self._emit(functools.partial(entry.on_output, chunk), entry.output_seq)
+        record = entry.record_after_output
+        if record is not None and entry.output_seq >= int(record.get("output_seq") or 0):
+            self._settle_from_record(entry, record)
+
     async def _resume(self, entry: _Pending) -> None:
+        status: dict[str, Any] = {"request_id": entry.id, "subscribe": True}
+        if entry.on_output is not None:
+            status["after_seq"] = entry.output_seq
         while not entry.settled:
             try:
-                record = await self._internal_request(
-                    "request.status", {"request_id": entry.id, "subscribe": True}
-                )
+                record = await self._internal_request("request.status", status)
             except StreamerError as exc:
                 if entry.settled or exc.code == "CONNECTION_LOST":
                     return  # the next open resumes it again
@@ -902,7 +942,10 @@ class StreamerClient:
                 return
             if entry.settled or not isinstance(record, dict):
                 return
-            if record.get("status") in FINAL_STATUSES:
+            missing = int(record.get("output_seq") or 0) > entry.output_seq
+            if record.get("status") in FINAL_STATUSES and entry.on_output and missing:
+                entry.record_after_output = record  # the replayed chunks come first
+            elif record.get("status") in FINAL_STATUSES:
                 self._settle_from_record(entry, record)
             else:
                 self._progress(entry, record.get("percentage"), record.get("message"))

@@ -32,6 +32,7 @@ from storage.errors import NotFound, StorageUnavailable
 from storage.requests.model import RequestKey, RequestStatus
 from streaming.auth import TOKEN_EXPIRED, AuthFailure, Identity, extract_token
 from streaming.edge import apigw_edge
+from streaming.output_delivery import send_replays_after_reply
 from streaming.session import Session, active_policy
 from streaming.worker import Worker
 
@@ -212,6 +213,7 @@ async def _message(event: dict[str, Any], context: dict[str, Any]) -> dict[str, 
     replies = await apigw_edge.receive(session, data, binary=binary)
     for frame in replies:
         await manager.send_to_target(session.target, frame)
+    await send_replays_after_reply(session.connection_id)
     return {"statusCode": 200}
 
 

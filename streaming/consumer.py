@@ -97,8 +97,13 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         """A frame pushed to this socket from a worker or another process."""
         if self.session is None or self.outbox is None:
             return
-        if channels_edge.admit(self.session, message):
-            await self.outbox.put(message["text"])
+        for text in channels_edge.admit(self.session, message):
+            await self.outbox.put(text)
+
+    async def streamer_frames(self, message: dict[str, Any]) -> None:
+        """Several frames pushed at once, in order (a batch of a request's output)."""
+        for frame_message in message["frames"]:
+            await self.streamer_frame(frame_message)
 
     async def streamer_close(self, message: dict[str, Any]) -> None:
         """Close this socket on request (admin disconnect, tenant disabled)."""

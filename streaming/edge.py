@@ -80,16 +80,14 @@ class Edge:
             FRAMES_OUT.labels(frame["type"]).inc()
         return replies
 
-    def admit(self, session: Session, message: dict[str, Any]) -> bool:
-        """Whether a frame pushed from elsewhere (a worker, a publish) may go out on this
-        connection (progress never goes down, nothing after the terminal frame);
-        counted when it may."""
-        if not session.guard.allow(
-            message.get("frame_type"), message.get("request_id"), message.get("percentage")
-        ):
-            return False
-        FRAMES_OUT.labels(message.get("frame_type") or "other").inc()
-        return True
+    def admit(self, session: Session, message: dict[str, Any]) -> list[str]:
+        """The texts that may go out on this connection now for a frame pushed from
+        elsewhere (a worker, a publish): progress never goes down, output in seq order
+        (held behind a replay), nothing after the terminal frame; each counted."""
+        texts = session.guard.admit(message)
+        for _ in texts:
+            FRAMES_OUT.labels(message.get("frame_type") or "other").inc()
+        return texts
 
     async def disconnect(self, session: Session) -> None:
         """The socket closed: give the tenant's connection count back and delete the

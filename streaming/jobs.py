@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from streaming.output import OutputWriter, check_chunk
 from streaming.progress import ProgressReporter
 
 
@@ -28,6 +29,9 @@ class JobContext:
     reporter: ProgressReporter
     metadata: dict[str, Any] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    output: OutputWriter | None = None
+    # Without an output stream (a context built outside a worker) chunks are kept here.
+    written: list[Any] = field(default_factory=list)
 
     def report(
         self, percentage: float, message: str = "", details: dict[str, Any] | None = None
@@ -37,6 +41,19 @@ class JobContext:
         if self.cancelled.is_set():
             raise JobCancelled
         self.reporter.report(percentage, message, details)
+
+    def write(self, data: str | dict[str, Any]) -> None:
+        """Append a chunk (a string or a JSON object) to the request's output stream
+        (cheap: buffered, stored and sent in batches, in order; all of it is stored
+        before the terminal frame). Raises OutputTooLarge past 64 KiB per chunk or 8 MiB
+        per request, TypeError for anything else than a string or JSON object, and
+        JobCancelled once the request is cancelled."""
+        self.check()
+        if self.output is None:
+            check_chunk(data)
+            self.written.append(data)
+        else:
+            self.output.write(data)
 
     def check(self) -> None:
         """Raise JobCancelled if the request was cancelled."""

@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from cachetools import FIFOCache, LRUCache
@@ -36,15 +37,27 @@ log = logging.getLogger(__name__)
 TERMINAL_TYPES = frozenset({"complete", "error"})
 
 
+@dataclass
+class OutputOrder:
+    """Where one request's output stream stands on one connection."""
+
+    last: int  # the last seq sent
+    replaying: bool = False  # a replay from storage (request.status after_seq) is running
+    held: dict[int, str] = field(default_factory=dict)  # live frames ahead of the replay
+    terminal: str | None = None  # the terminal frame, held until the replay ends
+
+
 class DeliveryGuard:
     """Per-connection enforcement of PROTOCOL.md §2.2 for frames about requests:
-    progress never goes down, one terminal frame, nothing after it.
+    progress never goes down, ``output`` in seq order without gap or duplicate (live
+    frames ahead of a replay wait for it), one terminal frame, nothing after it.
 
     Remembers the last few thousand finished and running requests (bounded memory).
     """
 
-    __slots__ = ("_finished", "_progress")
+    __slots__ = ("_finished", "_outputs", "_progress")
     MAX_REMEMBERED = 2048
+    MAX_HELD = 20_000  # live output frames held behind a replay that never ends
 
     def __init__(self) -> None:
         # Running requests, the least recently updated forgotten first (those whose
@@ -52,6 +65,69 @@ class DeliveryGuard:
         # cachetools costs ~1.3 µs more per progress frame than an OrderedDict here.
         self._progress: LRUCache[str, float] = LRUCache(self.MAX_REMEMBERED)
         self._finished: FIFOCache[str, None] = FIFOCache(self.MAX_REMEMBERED)
+        self._outputs: LRUCache[str, OutputOrder] = LRUCache(self.MAX_REMEMBERED)
+
+    def admit(self, message: dict[str, Any]) -> list[str]:
+        """The texts to send now for one frame message of the transport (none, this
+        frame's, or frames held behind a replay that this one completes)."""
+        kind, request_id = message.get("frame_type"), message.get("request_id")
+        text: str = message["text"]
+        if kind == "output" and request_id is not None:
+            return self._admit_output(request_id, int(message["seq"]), text, message.get("replay"))
+        order = self._outputs.get(request_id) if request_id is not None else None
+        if order is not None and order.replaying and kind in TERMINAL_TYPES:
+            if request_id not in self._finished and order.terminal is None:
+                order.terminal = text  # goes out after the stored output
+            return []
+        return [text] if self.allow(kind, request_id, message.get("percentage")) else []
+
+    def expect_output(self, request_id: str, after_seq: int) -> None:
+        """A replay of the output after ``after_seq`` starts: live frames past it wait."""
+        order = self._order(request_id, after_seq)
+        order.last = max(order.last, after_seq)
+        order.replaying = True
+
+    def end_replay(self, request_id: str) -> list[str]:
+        """The replay is over (nothing, or nothing more, to replay): what waited goes."""
+        order = self._outputs.get(request_id)
+        if order is None or not order.replaying:
+            return []
+        order.replaying = False
+        waiting = sorted(seq for seq in order.held if seq > order.last)
+        out = [order.held[seq] for seq in waiting]
+        if waiting:
+            order.last = waiting[-1]
+        order.held.clear()
+        if order.terminal is not None:
+            out.append(order.terminal)
+            order.terminal = None
+            self.mark_final(request_id)
+        return out
+
+    def _admit_output(self, request_id: str, seq: int, text: str, replay: Any) -> list[str]:
+        if replay is None and request_id in self._finished:
+            return []
+        order = self._order(request_id, seq - 1)
+        out: list[str] = []
+        if seq <= order.last:
+            pass  # already sent (a replay and the live stream overlap)
+        elif seq == order.last + 1 or not order.replaying:
+            out.append(text)
+            order.last = seq
+        elif len(order.held) < self.MAX_HELD:
+            order.held[seq] = text
+        while order.last + 1 in order.held:
+            order.last += 1
+            out.append(order.held.pop(order.last))
+        if replay == "last":
+            out.extend(self.end_replay(request_id))
+        return out
+
+    def _order(self, request_id: str, last: int) -> OutputOrder:
+        order = self._outputs.get(request_id)  # a read counts as use: LRU order
+        if order is None:
+            order = self._outputs[request_id] = OutputOrder(last=last)
+        return order
 
     def allow(
         self, frame_type: str | None, request_id: str | None, percentage: float | None
@@ -84,6 +160,7 @@ class DeliveryGuard:
     def mark_final(self, request_id: str) -> None:
         """No more frames about this request on this connection."""
         self._progress.pop(request_id, None)
+        self._outputs.pop(request_id, None)
         self._finished[request_id] = None
 
 

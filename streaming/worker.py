@@ -42,6 +42,8 @@ from streaming.fairness import PolicyLookup, interleave_by_tenant, lookup_shares
 from streaming.jobs import JobCancelled, JobContext
 from streaming.lifecycle import WAKE_CHANNEL, WORKERS_GROUP, origin_of
 from streaming.metrics import QUEUE_WAIT_SECONDS, REQUEST_SECONDS, WORKER_JOBS
+from streaming.output import OutputLost, OutputWriter
+from streaming.output_delivery import OutputPublisher
 from streaming.progress import ProgressReporter
 
 log = logging.getLogger(__name__)
@@ -332,6 +334,12 @@ class Worker:
             attempt=record.attempts,
             reporter=reporter,
             metadata=record.metadata,
+            output=OutputWriter(
+                asyncio.get_running_loop(),
+                record.key,
+                OutputPublisher(record),
+                stored_bytes=record.output_bytes,
+            ),
         )
         task = asyncio.create_task(self._execute(record, ctx))
         self.jobs[key.as_string()] = (task, ctx)
@@ -360,6 +368,7 @@ class Worker:
             await self._run_handler(record, ctx)
         except asyncio.CancelledError:
             await ctx.reporter.close(flush=False)
+            await self._close_output(ctx, flush=False)
             raise
         except Exception:
             log.exception("worker failed to finish request %s", record.request_id)
@@ -403,6 +412,7 @@ class Worker:
             await self._fail(record, ctx, ErrorCode.TIMEOUT, "The request ran past its time limit")
         except JobCancelled:
             await ctx.reporter.close(flush=False)
+            await self._close_output(ctx, flush=False)
         except FinalError as exc:
             await self._fail(
                 record, ctx, ErrorCode.PROCESSING_FAILED, str(exc)[:500] or "Processing failed"
@@ -444,6 +454,7 @@ class Worker:
         if ctx.reporter.percentage < 100:
             ctx.reporter.report(100.0, "Done")
         await ctx.reporter.close()
+        await self._close_output(ctx)
         done = await lifecycle.complete(
             record.key, result, worker_id=self.worker_id, store=self.store
         )
@@ -457,6 +468,7 @@ class Worker:
     ) -> None:
         self._finishing.add(record.key.as_string())
         await ctx.reporter.close()
+        await self._close_output(ctx)
         done = await lifecycle.fail(
             record.key, code, message, worker_id=self.worker_id, store=self.store
         )
@@ -466,6 +478,7 @@ class Worker:
     async def _retry(self, record: RequestRecord, ctx: JobContext) -> None:
         self._finishing.add(record.key.as_string())
         await ctx.reporter.close()
+        await self._close_output(ctx)
         await self._save_progress(record.key, ctx)
         delay = retry_delay_s(record.attempts, self.retry_base_s)
         retry_at = now_ms() + int(delay * 1000)
@@ -497,6 +510,17 @@ class Worker:
 
         frame = frames.progress(record.request_id, percentage, message, details)
         await manager.send_to_request(record.key.as_string(), frame, origin=origin_of(record))
+
+    @staticmethod
+    async def _close_output(ctx: JobContext, *, flush: bool = True) -> None:
+        """Store (and send) the output the handler wrote before any terminal frame;
+        without ``flush`` (cancelled), drop what is not stored yet."""
+        if ctx.output is None:
+            return
+        try:
+            await ctx.output.close(flush=flush)
+        except OutputLost:
+            log.warning("output of %s was taken over by another writer", ctx.request_id)
 
     async def _persist_progress(
         self, record: RequestRecord, percentage: float, message: str, details: dict | None

@@ -30,6 +30,12 @@ class Transport(abc.ABC):
     async def send(self, address: str, frame: dict[str, Any], text: str) -> None:
         """Deliver one encoded frame; raise ConnectionGone or TransportError."""
 
+    async def send_many(self, address: str, frames: list[dict[str, Any]], texts: list[str]) -> None:
+        """Deliver encoded frames in order (a transport that can batch them overrides
+        this: an output stream sends hundreds of small frames at once)."""
+        for frame, text in zip(frames, texts, strict=True):
+            await self.send(address, frame, text)
+
     @abc.abstractmethod
     async def close(self, address: str, code: int, reason: str = "") -> None:
         """Close the socket at ``address`` with a WebSocket close code."""

@@ -11,6 +11,10 @@ from connections.transports.base import Transport, TransportError
 
 FRAME_MESSAGE = "streamer.frame"
 CLOSE_MESSAGE = "streamer.close"
+FRAMES_MESSAGE = "streamer.frames"  # several FRAME_MESSAGEs, in order
+# Set (never sent to the client) on an ``output`` frame replayed from storage: "more",
+# or "last" on the last of a replay (streaming/output_delivery.py).
+REPLAY_MARK = "_replay"
 
 
 class ChannelsTransport(Transport):
@@ -25,14 +29,13 @@ class ChannelsTransport(Transport):
         self.layer_alias = layer_alias
 
     async def send(self, address: str, frame: dict[str, Any], text: str) -> None:
-        message = {
-            "type": FRAME_MESSAGE,
-            "text": text,
-            "frame_type": frame.get("type"),
-            "request_id": frame.get("request_id"),
-            "percentage": frame.get("percentage"),
-        }
-        await self._send(address, message)
+        await self._send(address, _frame_message(frame, text))
+
+    async def send_many(self, address: str, frames: list[dict[str, Any]], texts: list[str]) -> None:
+        """One channel message for many frames: a burst of output takes one slot of the
+        connection's channel, not one per chunk."""
+        batch = [_frame_message(f, t) for f, t in zip(frames, texts, strict=True)]
+        await self._send(address, {"type": FRAMES_MESSAGE, "frames": batch})
 
     async def close(self, address: str, code: int, reason: str = "") -> None:
         await self._send(address, {"type": CLOSE_MESSAGE, "code": code, "reason": reason})
@@ -49,3 +52,17 @@ class ChannelsTransport(Transport):
             raise TransportError("invalid channel name") from exc
         except Exception as exc:  # the layer itself is down (Redis): not delivered
             raise TransportError("channel layer unavailable") from exc
+
+
+def _frame_message(frame: dict[str, Any], text: str) -> dict[str, Any]:
+    message = {
+        "type": FRAME_MESSAGE,
+        "text": text,
+        "frame_type": frame.get("type"),
+        "request_id": frame.get("request_id"),
+        "percentage": frame.get("percentage"),
+    }
+    if "seq" in frame:  # output frames: their order, and whether a replay sent them
+        message["seq"] = frame["seq"]
+        message["replay"] = frame.get(REPLAY_MARK)
+    return message

@@ -12,6 +12,7 @@ from storage.requests.model import (
     RequestStatus,
     shard_for,
 )
+from storage.requests.output import OutputConflict, OutputStore, output_store
 from storage.requests.store import CANCELLED_ERROR, RequestStore, request_store
 
 __all__ = [
@@ -20,11 +21,14 @@ __all__ = [
     "DEFAULT_SHARDS",
     "FINAL",
     "RECORD_TTL_S",
+    "OutputConflict",
+    "OutputStore",
     "RequestKey",
     "RequestModel",
     "RequestRecord",
     "RequestStatus",
     "RequestStore",
+    "output_store",
     "request_store",
     "shard_for",
 ]

@@ -170,6 +170,8 @@ class RequestRecord:
     due_at: int | None = None
     ttl: int | None = None
     requeued_at: int | None = None
+    output_seq: int = 0
+    output_bytes: int = 0
 
     @property
     def key(self) -> RequestKey:
@@ -193,6 +195,8 @@ class RequestRecord:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
         }
+        if self.output_seq:  # absent: no output chunk written yet
+            data["output_seq"] = self.output_seq
         if self.status is RequestStatus.COMPLETED:
             data["result"] = self.result
         elif self.status in (RequestStatus.FAILED, RequestStatus.CANCELLED):
@@ -290,6 +294,9 @@ class RequestModel(Model):
     ttl = TTLAttribute(null=True)
     # When an admin last sent a FAILED/CANCELLED request back to PENDING (store.requeue).
     requeued_at = NumberAttribute(null=True)
+    # The seq of the last output chunk stored (storage/requests/output.py).
+    output_seq = NumberAttribute(null=True)
+    output_bytes = NumberAttribute(null=True)  # their size, for the 8 MiB limit
 
     by_created = ByCreatedIndex()
     due = DueIndex()
@@ -327,6 +334,8 @@ class RequestModel(Model):
             due_at=_int_or_none(self.due_at),
             ttl=int(ttl.timestamp()) if ttl is not None else None,
             requeued_at=_int_or_none(self.requeued_at),
+            output_seq=int(self.output_seq or 0),
+            output_bytes=int(self.output_bytes or 0),
         )
 
 

@@ -15,6 +15,7 @@ from storage.requests.store import request_store
 from storage.subscription import subscription_store
 from streaming import lifecycle
 from streaming.actions.registry import ActionContext, action
+from streaming.output_delivery import replay_output
 
 REQUEST_ID = Field(min_length=1, max_length=128)
 
@@ -26,6 +27,7 @@ class RequestRef(BaseModel):
 
 class StatusPayload(RequestRef):
     subscribe: bool = True
+    after_seq: int | None = Field(default=None, ge=0)
 
 
 class ListPayload(BaseModel):
@@ -52,7 +54,8 @@ async def echo(ctx: ActionContext, payload: dict[str, Any]) -> dict[str, Any]:
 @action("request.status", schema=StatusPayload)
 async def request_status(ctx: ActionContext, payload: StatusPayload) -> dict[str, Any]:
     """The caller's request record; with ``subscribe`` this connection also gets its
-    later frames (how a client resumes after a reconnect).
+    later frames (how a client resumes after a reconnect); with ``after_seq``, the
+    stored ``output`` chunks after it follow the response (streaming/output_delivery.py).
 
     Subscribing before reading closes the race with a worker finishing in between:
     either the read sees the final record, or the worker's terminal fan-out sees the
@@ -60,6 +63,8 @@ async def request_status(ctx: ActionContext, payload: StatusPayload) -> dict[str
     """
     key = _key(ctx, payload.request_id)
     session = ctx.session
+    if payload.after_seq is not None:
+        session.guard.expect_output(payload.request_id, payload.after_seq)
     if payload.subscribe:
         await run_storage(
             subscription_store.subscribe,
@@ -77,9 +82,13 @@ async def request_status(ctx: ActionContext, payload: StatusPayload) -> dict[str
                 subscription_store.unsubscribe, key.as_string(), session.connection_id
             )
             session.subscriptions.discard(key.as_string())
+        if payload.after_seq is not None:
+            session.guard.end_replay(payload.request_id)
         raise _not_found() from None
     if record.status in FINAL:
         session.guard.mark_final(record.request_id)
+    if payload.after_seq is not None:
+        await replay_output(session, key, payload.after_seq)
     return record.public()
 
 

@@ -4,6 +4,11 @@ It reads the caller's request history (every page of ``request.list``) and live
 connections, and computes counts by status and action, completion latencies (p50/p95)
 and queue waits. The work is split into steps reported as progress; ``duration_s``
 paces the steps over about that many seconds so clients can watch, cancel and resume.
+
+As it goes it writes what it finds to its output stream (PROTOCOL.md 1.1): one chunk
+per step with the requests read so far, one per second of pacing with the running
+totals, and the findings at the end: at least one chunk in all and at least one per
+second of ``duration_s``. A retry writes its own chunks after the earlier attempt's.
 """
 
 from __future__ import annotations
@@ -41,6 +46,28 @@ def _percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def _finding(step: int, steps: int, records: list[RequestRecord]) -> dict[str, Any]:
+    """One output chunk: what the report has read so far, by status."""
+    by_status = Counter(r.status.value for r in records)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items())) or "none"
+    return {
+        "line": f"step {step}/{steps}: {len(records)} requests read ({counts})",
+        "step": step,
+        "read": len(records),
+        "by_status": dict(by_status),
+    }
+
+
+async def _paced(
+    job: JobContext, until: float, step: int, steps: int, records: list[RequestRecord]
+) -> None:
+    """Wait until ``until`` (monotonic), writing the running totals once a second."""
+    while (left := until - time.monotonic()) > 1.0:
+        await job.sleep(1.0)
+        job.write(_finding(step, steps, records))
+    await job.sleep(left)
+
+
 @action("generate_report", mode="async", schema=ReportPayload, timeout_s=900, max_attempts=3)
 async def generate_report(job: JobContext, payload: ReportPayload) -> dict[str, Any]:
     """Statistics of the caller's requests and connections, with real progress."""
@@ -70,7 +97,8 @@ async def generate_report(job: JobContext, payload: ReportPayload) -> dict[str, 
                 break
         message = f"Read {len(records)} requests" if step < steps else "Computing statistics"
         job.report(step * 100 / steps, message, {"step": step, "steps": steps})
-        await job.sleep(started + step * step_s - time.monotonic())
+        job.write(_finding(step, steps, records))
+        await _paced(job, started + step * step_s, step, steps, records)
     records = records[: payload.max_requests]
 
     connections = []
@@ -87,6 +115,14 @@ async def generate_report(job: JobContext, payload: ReportPayload) -> dict[str, 
         if r.ended_at and r.status == "COMPLETED"
     )
     waits = sorted((r.started_at - r.created_at) / 1000 for r in records if r.started_at)
+    job.write(
+        {
+            "line": f"{len(records)} requests by action: "
+            + (", ".join(f"{a} {n}" for a, n in by_action.most_common()) or "none"),
+            "by_action": dict(by_action),
+        }
+    )
+    job.write({"line": f"{len(connections)} open connections", "connections": len(connections)})
     return {
         "generated_at": int(time.time() * 1000),
         "requests": {

@@ -15,8 +15,7 @@ from connections.storage_pool import run_storage
 from storage.requests.model import FINAL
 from storage.requests.store import request_store
 from storage.subscription import subscription_store
-from streaming.actions.registry import action
-from streaming.pipeline import ActionContext
+from streaming.actions.registry import ActionContext, action
 from streaming.session import Session
 from streaming.watchers import announcement, subscribe_all, watch_key
 

@@ -99,3 +99,43 @@ async def test_sigterm_releases_the_request_for_another_worker(stack: Stack) -> 
     stored = await stack.read_record("term-1", "term-user")
     assert str(stored.status) == "COMPLETED"
     assert stored.attempts == 2
+
+
+async def test_killed_worker_mid_stream_leaves_a_gap_free_output_stream(stack: Stack) -> None:
+    """generate_report writes output as it goes; its worker is killed with SIGKILL after
+    some chunks, another worker runs it again: the client sees one stream, seqs 1..N
+    without gap or duplicate (attempt 1's stored chunks, then attempt 2's), and a client
+    resuming with after_seq=0 gets exactly what is stored."""
+    from storage.requests.model import RequestKey
+    from storage.requests.output import output_store
+
+    for worker in stack.workers:
+        worker.stop()
+    first = stack.start_worker()
+    async with stack.client("out-user") as client:
+        await client.submit("out-1", {"duration_s": 4, "steps": 40})
+        await client.wait_for(
+            lambda f: f.get("request_id") == "out-1" and f["type"] == "output" and f["seq"] >= 5,
+            what="five output chunks",
+        )
+        first.kill9()
+        stack.start_worker()
+        done = await client.terminal("out-1", within=30)
+        await asyncio.sleep(1.0)  # a late or repeated chunk would arrive now
+        frames = client.about("out-1")
+        check_request_stream(frames)
+        assert done["type"] == "complete"
+
+    seen = [(f["seq"], f["data"]) for f in frames if f["type"] == "output"]
+    assert [seq for seq, _ in seen] == list(range(1, len(seen) + 1))
+    steps = [data["step"] for _, data in seen if "step" in data]
+    restart = next(i for i in range(1, len(steps)) if steps[i] < steps[i - 1])
+    assert steps[restart] == 1, "the second attempt's report starts again at step 1"
+    assert steps[restart:] == sorted(steps[restart:])
+
+    stack.configure_store()
+    key = RequestKey("demo", stack.user("out-user"), "out-1")
+    stored = await asyncio.to_thread(lambda: list(output_store.iter_after(key, 0)))
+    assert stored == seen
+    record = await stack.read_record("out-1", "out-user")
+    assert record.attempts == 2 and record.output_seq == len(seen)

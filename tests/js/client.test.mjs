@@ -649,6 +649,54 @@ describe("resumption", () => {
     assert.deepEqual(job.value, { ok: true });
   });
 
+  it("delivers output chunks once each, in seq order, and resumes after the last one", async () => {
+    const client = makeClient({ backoff: { initialMs: 100, jitter: 0 } });
+    const ws1 = await connected(client);
+    const chunks = [];
+    const job = track(client.request("generate_report", {}, { id: "o1", onOutput: (data, seq) => chunks.push([seq, data]) }));
+    ws1.receive({ type: "acknowledgment", request_id: "o1", status: "queued", message: "" });
+    ws1.receive({ type: "output", request_id: "o1", seq: 1, data: "a" });
+    ws1.receive({ type: "output", request_id: "o1", seq: 3, data: "c" }); // ahead: waits
+    ws1.receive({ type: "output", request_id: "o1", seq: 2, data: { b: 1 } });
+    ws1.receive({ type: "output", request_id: "o1", seq: 2, data: "repeat" });
+    await flush();
+    assert.deepEqual(chunks, [[1, "a"], [2, { b: 1 }], [3, "c"]]);
+    ws1.serverClose(1006);
+    await clock.advance(100);
+    const ws2 = FakeWebSocket.last;
+    ws2.open();
+    await flush();
+    const [status] = ws2.requests("request.status");
+    assert.deepEqual(status.payload, { request_id: "o1", subscribe: true, after_seq: 3 });
+    // It ended meanwhile: the replayed chunks come after the response, then it settles.
+    ws2.receive({ type: "response", request_id: status.id, success: true, data: { request_id: "o1", status: "COMPLETED", percentage: 100, message: "", result: { n: 5 }, output_seq: 5 } });
+    await flush();
+    assert.equal(job.count, 0, "waits for the replay");
+    ws2.receive({ type: "output", request_id: "o1", seq: 4, data: "d" });
+    ws2.receive({ type: "output", request_id: "o1", seq: 5, data: "e" });
+    await flush();
+    assert.deepEqual(chunks.map(([seq]) => seq), [1, 2, 3, 4, 5]);
+    assert.equal(job.count, 1);
+    assert.deepEqual(job.value, { n: 5 });
+  });
+
+  it("resume() with onOutput replays from afterSeq", async () => {
+    const client = makeClient();
+    const ws = await connected(client);
+    const chunks = [];
+    const job = track(client.resume("old", { afterSeq: 7, onOutput: (data, seq) => chunks.push(seq) }));
+    await flush();
+    const [status] = ws.requests("request.status");
+    assert.deepEqual(status.payload, { request_id: "old", subscribe: true, after_seq: 7 });
+    ws.receive({ type: "response", request_id: status.id, success: true, data: { request_id: "old", status: "PROCESSING", percentage: 10, message: "", output_seq: 8 } });
+    ws.receive({ type: "output", request_id: "old", seq: 7, data: "seen before" });
+    ws.receive({ type: "output", request_id: "old", seq: 8, data: "h" });
+    ws.receive({ type: "complete", request_id: "old", success: true, result: 1 });
+    await flush();
+    assert.deepEqual(chunks, [8]);
+    assert.equal(job.count, 1);
+  });
+
   it("settles from the record when the request finished while disconnected", async () => {
     const client = makeClient({ backoff: { initialMs: 10, jitter: 0 } });
     const messages = [];

@@ -522,6 +522,38 @@ async def test_resume_follows_a_request_started_elsewhere() -> None:
         await client.close()
 
 
+async def test_output_once_each_in_order_and_resumed_after_the_last_seq() -> None:
+    chunks: list[tuple[int, Any]] = []
+    async with FakeServer() as server:
+        client = StreamerClient(server.url, token="t", backoff=fast())
+        job = asyncio.create_task(
+            client.request(
+                "generate_report", id="o1", on_output=lambda data, seq: chunks.append((seq, data))
+            )
+        )
+        first = await server.accept()
+        await first.next("generate_report")
+        for seq, data in ((1, "a"), (3, "c"), (2, {"b": 1}), (2, "repeat")):
+            await first.send({"type": "output", "request_id": "o1", "seq": seq, "data": data})
+        await asyncio.sleep(0.05)
+        assert chunks == [(1, "a"), (2, {"b": 1}), (3, "c")]
+        first.abort()
+        second = await server.accept()
+        probe = await second.next("request.status")
+        assert probe["payload"] == {"request_id": "o1", "subscribe": True, "after_seq": 3}
+        record = {"request_id": "o1", "status": "COMPLETED", "percentage": 100, "message": ""}
+        record |= {"result": 7, "output_seq": 4}
+        await second.send(
+            {"type": "response", "request_id": probe["id"], "success": True, "data": record}
+        )
+        await asyncio.sleep(0.05)
+        assert not job.done(), "settles after the replayed chunk"
+        await second.send({"type": "output", "request_id": "o1", "seq": 4, "data": "d"})
+        assert await job == 7
+        assert [seq for seq, _ in chunks] == [1, 2, 3, 4]
+        await client.close()
+
+
 # --- token refresh (auth.refresh, PROTOCOL.md 1.1) -------------------------------------------
 
 

@@ -12,6 +12,7 @@ from channels.layers import InMemoryChannelLayer
 
 from streaming.jobs import JobCancelled, JobContext
 from streaming.lifecycle import WAKE_CHANNEL, WORKERS_GROUP, notify_cancelled, wake_worker
+from streaming.output import OutputTooLarge
 from streaming.progress import ProgressReporter
 
 pytestmark = pytest.mark.usefixtures("channel_layer", "tenant_db")
@@ -136,3 +137,29 @@ async def test_notify_cancelled_never_raises(
     caplog.set_level(logging.WARNING, logger="streaming.lifecycle")
     await notify_cancelled("acme#alice#r1")
     assert logged in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("chunk", "error"),
+    [
+        ("x" * 65_536, OutputTooLarge),
+        ([1], TypeError),
+        (b"x", TypeError),
+        (None, TypeError),
+    ],
+)
+async def test_a_job_without_output_stream_checks_and_keeps_chunks(chunk, error) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def sink(*_args) -> None:
+        return None
+
+    ctx = JobContext("r1", "acme", "alice", "t.job", 1, ProgressReporter(loop, sink, sink))
+    ctx.write("ok")
+    ctx.write({"row": 1})
+    with pytest.raises(error):
+        ctx.write(chunk)
+    assert ctx.written == ["ok", {"row": 1}]
+    ctx.cancelled.set()
+    with pytest.raises(JobCancelled):
+        ctx.write("late")

@@ -123,6 +123,100 @@ def test_terminal_clears_progress_entry() -> None:
     assert "r" not in guard._progress
 
 
+# --- output frames (PROTOCOL.md 1.1 §2.2) -----------------------------------------------
+
+
+def out(seq: int, replay: str | None = None, rid: str = "r") -> dict:
+    return {
+        "frame_type": "output",
+        "request_id": rid,
+        "seq": seq,
+        "text": f"o{seq}",
+        "replay": replay,
+    }
+
+
+def end(kind: str = "complete", rid: str = "r") -> dict:
+    return {"frame_type": kind, "request_id": rid, "text": kind}
+
+
+def admitted(guard: DeliveryGuard, messages: list) -> list[str]:
+    sent: list[str] = []
+    for message in messages:
+        if message == "replay from 2":
+            guard.expect_output("r", 2)
+        elif message == "end replay":
+            sent.extend(guard.end_replay("r"))
+        elif message == "final":
+            guard.mark_final("r")
+        else:
+            sent.extend(guard.admit(message))
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("messages", "expected"),
+    [
+        # live frames in order pass; a repeated or older seq is dropped
+        ([out(1), out(2), out(2), out(1), out(3)], ["o1", "o2", "o3"]),
+        # the first frame seen on a connection sets where it starts
+        ([out(7), out(8)], ["o7", "o8"]),
+        # without a replay, a gap (a frame lost upstream) does not stop the stream
+        ([out(1), out(3)], ["o1", "o3"]),
+        # nothing live after the terminal frame
+        ([out(1), end(), out(2)], ["o1", "complete"]),
+        # replay: live frames ahead of it wait, the replay fills in, duplicates go
+        (
+            ["replay from 2", out(5), out(6), out(3, "more"), out(4, "more"), out(5, "last")],
+            ["o3", "o4", "o5", "o6"],
+        ),
+        # a live frame at the replay's start passes at once
+        (["replay from 2", out(3), out(3, "more"), out(4, "last")], ["o3", "o4"]),
+        # the terminal frame waits for the end of the replay
+        (
+            ["replay from 2", out(4), end(), out(3, "more"), out(4, "last")],
+            ["o3", "o4", "complete"],
+        ),
+        (["replay from 2", end("error"), end(), "end replay"], ["error"]),
+        # a replay that ends with a gap releases what waited, in order
+        (["replay from 2", out(6), out(5), "end replay", out(7)], ["o5", "o6", "o7"]),
+        # a finished request still gets its replay, never live frames
+        (["replay from 2", "final", out(3, "more"), out(4), out(4, "last")], ["o3", "o4"]),
+        # ending a replay that is not running sends nothing
+        (["end replay", out(1)], ["o1"]),
+        # progress and other requests are unaffected
+        (
+            [
+                out(1),
+                {"frame_type": "progress", "request_id": "r", "percentage": 5, "text": "p"},
+                out(1, rid="s"),
+            ],
+            ["o1", "p", "o1"],
+        ),
+    ],
+)
+def test_output_order(messages: list, expected: list[str]) -> None:
+    assert admitted(DeliveryGuard(), messages) == expected
+
+
+def test_frames_held_behind_a_replay_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DeliveryGuard, "MAX_HELD", 2)
+    guard = DeliveryGuard()
+    sent = admitted(
+        guard, ["replay from 2", out(5), out(6), out(7), out(3, "more"), out(4, "last")]
+    )
+    assert sent == ["o3", "o4", "o5", "o6"]
+
+
+def test_output_state_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DeliveryGuard, "MAX_REMEMBERED", 3)
+    guard = DeliveryGuard()
+    for rid in "abcde":
+        guard.admit(out(5, rid=rid))
+    assert guard.admit(out(5, rid="a")) == ["o5"]  # "a" was forgotten: starts afresh
+    assert guard.admit(out(5, rid="e")) == []
+
+
 # --- connection counts ------------------------------------------------------------------
 
 

@@ -67,13 +67,17 @@ class FakeSocket:
         except TimeoutError:
             return None
         self.messages.append(message)
-        if message["type"] == "streamer.frame":
-            frame = orjson.loads(message["text"])
-            # The transport's routing fields agree with the frame itself.
-            assert message["frame_type"] == frame["type"]
-            assert message["request_id"] == frame.get("request_id")
-            assert message["percentage"] == frame.get("percentage")
-            self.seen.append(frame)
+        # "streamer.frames" carries several frame messages at once (a batch of output).
+        batch = message["frames"] if message["type"] == "streamer.frames" else [message]
+        for one in batch:
+            if one["type"] == "streamer.frame":
+                frame = orjson.loads(one["text"])
+                # The transport's routing fields agree with the frame itself.
+                assert one["frame_type"] == frame["type"]
+                assert one["request_id"] == frame.get("request_id")
+                assert one["percentage"] == frame.get("percentage")
+                assert one.get("seq") == frame.get("seq")
+                self.seen.append(frame)
         return message
 
     async def next_frame(self, within: float = 10.0) -> dict[str, Any]:

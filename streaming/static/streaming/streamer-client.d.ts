@@ -155,6 +155,12 @@ export interface Progress {
 export interface RequestOptions {
   /** Called for every progress update (asynchronous actions). */
   onProgress?: (progress: Progress) => void;
+  /**
+   * Called for every chunk of the request's output stream (protocol 1.1), once each and
+   * in `seq` order, also across reconnections (a resume asks for the chunks after the
+   * last `seq` seen).
+   */
+  onOutput?: (chunk: string | Record<string, unknown>, seq: number) => void;
   /** Called when the server acknowledges an asynchronous action. */
   onAcknowledged?: (frame: AcknowledgmentFrame) => void;
   /** Aborting sends `request.cancel` and rejects with code CANCELLED. */
@@ -259,7 +265,10 @@ export declare class StreamerClient extends EventTarget {
    */
   resume<T = unknown>(
     requestId: string,
-    options?: Pick<RequestOptions, "onProgress" | "signal" | "timeoutMs">,
+    options?: Pick<RequestOptions, "onProgress" | "onOutput" | "signal" | "timeoutMs"> & {
+      /** With `onOutput`: the last chunk already seen (default 0: replay them all). */
+      afterSeq?: number;
+    },
   ): Promise<T>;
 
   /** Cancel a request by id; resolves with its record. */

@@ -287,8 +287,8 @@ export class StreamerClient extends EventTarget {
    * Send a request; resolves with `data` (sync) or `result` (async).
    * @param {string} action
    * @param {object} [payload]
-   * @param {{onProgress?: Function, signal?: AbortSignal, id?: string, metadata?: object,
-   *          timeoutMs?: number, onAcknowledged?: Function}} [options]
+   * @param {{onProgress?: Function, onOutput?: Function, signal?: AbortSignal, id?: string,
+   *          metadata?: object, timeoutMs?: number, onAcknowledged?: Function}} [options]
    */
   request(action, payload = {}, options = {}) {
     const id = options.id ?? newRequestId();
@@ -302,7 +302,10 @@ export class StreamerClient extends EventTarget {
    * until it ends: `request.status` + `subscribe` now and after every reconnection.
    * Resolves with its `result`, rejects like `request()` (NOT_FOUND for an unknown id).
    * @param {string} requestId
-   * @param {{onProgress?: Function, signal?: AbortSignal, timeoutMs?: number}} [options]
+   * With `onOutput`, the output chunks after `afterSeq` (default 0: all of them) are
+   * replayed first, then the live ones, each once and in `seq` order.
+   * @param {{onProgress?: Function, onOutput?: Function, afterSeq?: number,
+   *          signal?: AbortSignal, timeoutMs?: number}} [options]
    */
   resume(requestId, options = {}) {
     return this._track(requestId, null, options);
@@ -333,6 +336,11 @@ export class StreamerClient extends EventTarget {
         resolve,
         reject,
         onProgress: options.onProgress,
+        onOutput: options.onOutput,
+        // The last output seq delivered; a resume asks for what follows it.
+        outputSeq: Number.isInteger(options.afterSeq) && options.afterSeq > 0 ? options.afterSeq : 0,
+        heldOutput: new Map(),
+        recordAfterOutput: null,
         onAcknowledged: options.onAcknowledged,
         // A followed request (no frame) is already stored on the server.
         sent: !frame,
@@ -782,6 +790,10 @@ export class StreamerClient extends EventTarget {
         entry.acked = true;
         this._progress(entry, frame.percentage, frame.message, frame.details);
         return;
+      case "output":
+        entry.acked = true;
+        this._output(entry, frame.seq, frame.data);
+        return;
       case "response":
         if (frame.success === false) {
           const err = frame.data && frame.data.error;
@@ -818,10 +830,26 @@ export class StreamerClient extends EventTarget {
     }
   }
 
+  _output(entry, seq, data) {
+    // In seq order, once each: a chunk ahead of a replay waits for it, a repeat is dropped.
+    if (!Number.isInteger(seq) || seq <= entry.outputSeq) return;
+    entry.heldOutput.set(seq, data);
+    while (entry.heldOutput.has(entry.outputSeq + 1)) {
+      entry.outputSeq += 1;
+      const chunk = entry.heldOutput.get(entry.outputSeq);
+      entry.heldOutput.delete(entry.outputSeq);
+      if (typeof entry.onOutput === "function") safeCall(entry.onOutput, chunk, entry.outputSeq);
+    }
+    const record = entry.recordAfterOutput;
+    if (record && entry.outputSeq >= record.output_seq) this._settleFromRecord(entry, record);
+  }
+
   async _resume(entry) {
     let record;
+    const status = { request_id: entry.id, subscribe: true };
+    if (typeof entry.onOutput === "function") status.after_seq = entry.outputSeq;
     try {
-      record = await this._internalRequest("request.status", { request_id: entry.id, subscribe: true });
+      record = await this._internalRequest("request.status", status);
     } catch (err) {
       if (entry.settled) return;
       if (err instanceof StreamerError && err.code === ClientErrorCode.CONNECTION_LOST) return; // next open resumes
@@ -835,7 +863,9 @@ export class StreamerClient extends EventTarget {
       return;
     }
     if (entry.settled || !record) return;
-    if (FINAL_STATUSES.has(record.status)) this._settleFromRecord(entry, record);
+    const missing = typeof entry.onOutput === "function" && (record.output_seq ?? 0) > entry.outputSeq;
+    if (FINAL_STATUSES.has(record.status) && missing) entry.recordAfterOutput = record; // replay first
+    else if (FINAL_STATUSES.has(record.status)) this._settleFromRecord(entry, record);
     else this._progress(entry, record.percentage, record.message);
   }
 
@@ -890,9 +920,9 @@ function cancelledError(requestId) {
   return new StreamerError(ClientErrorCode.CANCELLED, "Request cancelled", { requestId });
 }
 
-function safeCall(fn, arg) {
+function safeCall(fn, ...args) {
   try {
-    fn(arg);
+    fn(...args);
   } catch (err) {
     setTimeout(() => {
       throw err;

@@ -259,3 +259,25 @@ async def test_cancelled_while_running(ddb) -> None:
     await job.reporter.close()
     percentages = [p for p, _, _ in published.calls]
     assert percentages and max(percentages) < 100
+
+
+@pytest.mark.parametrize(
+    ("options", "at_least"),
+    [
+        ({"duration_s": 0, "steps": 1}, 1),
+        ({"duration_s": 0, "steps": 4}, 4),
+        ({"duration_s": 2.5, "steps": 1}, 3),  # one chunk per second of a long step
+        ({"duration_s": 2, "steps": 4}, 4),
+    ],
+)
+async def test_report_writes_what_it_finds(activity, options, at_least) -> None:
+    job, _, _ = make_job()
+    result = await run(job, **options)
+    assert len(job.written) >= max(at_least, options["duration_s"])
+    steps = [c for c in job.written if "step" in c]
+    assert [c["step"] for c in steps] == sorted(c["step"] for c in steps)
+    assert steps[-1]["read"] == 5 and steps[-1]["by_status"] == result["requests"]["by_status"]
+    assert all(isinstance(c["line"], str) and c["line"] for c in job.written)
+    assert job.written[-2]["by_action"] == {"job.x": 4, "job.y": 1}
+    assert job.written[-1]["connections"] == 2
+    orjson.dumps(job.written)  # every chunk is JSON
