@@ -1,0 +1,64 @@
+"""Print the mutation score of one target (``protocol`` or ``storage``) from mutants/.
+
+Run by ``scripts/mutate`` after ``mutmut run``; reads the verdicts mutmut stored beside each
+mutated file, so it can be run again on its own. Score = killed / checked, where a timeout
+counts as killed (the mutant changed behaviour) and "checked" leaves out mutants that were
+skipped or not run yet. Mutants that no test reaches count against the score.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+from mutmut.mutation.data import SourceFileMutationData
+from mutmut.stats import status_by_exit_code
+from mutmut.utils.file_utils import walk_mutatable_files
+
+KILLED = {"killed", "timeout", "caught by type check"}
+UNCHECKED = {"not checked", "skipped", "check was interrupted by user"}
+
+
+def verdicts(target: str) -> dict[str, Counter[str]]:
+    """Status counts per mutated file of ``target`` (a top-level package)."""
+    by_file: dict[str, Counter[str]] = {}
+    for path in walk_mutatable_files():
+        if Path(path).parts[0] != target:
+            continue
+        data = SourceFileMutationData(path=path)
+        data.load()
+        if data.exit_code_by_key:
+            codes = data.exit_code_by_key.values()
+            by_file[str(path)] = Counter(status_by_exit_code[code] for code in codes)
+    return by_file
+
+
+def row(name: str, counts: Counter[str]) -> str:
+    """One table line: killed / survived / no tests / total and the score."""
+    killed = sum(counts[s] for s in KILLED)
+    checked = sum(counts.values()) - sum(counts[s] for s in UNCHECKED)
+    score = f"{100 * killed / checked:5.1f} %" if checked else "    -  "
+    return (
+        f"{name:<32} {killed:>6} {counts['survived']:>8} {counts['no tests']:>8} "
+        f"{sum(counts.values()):>6}  {score}"
+    )
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[1] not in {"protocol", "storage"}:
+        print("usage: mutation_score.py protocol|storage", file=sys.stderr)
+        return 2
+    by_file = verdicts(argv[1])
+    if not by_file:
+        print(f"no mutmut results for {argv[1]}/: run scripts/mutate {argv[1]}", file=sys.stderr)
+        return 1
+    print(f"{'file':<32} {'killed':>6} {'survived':>8} {'no tests':>8} {'total':>6}  score")
+    for name, counts in sorted(by_file.items()):
+        print(row(name, counts))
+    print(row("TOTAL", sum(by_file.values(), Counter())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
