@@ -90,6 +90,30 @@ VALIDATION_MESSAGES: list[Any] = [
     pytest.param(lambda: conn.delete(""), text_limit("connection_id", 256), id="delete-empty"),
     pytest.param(lambda: conn.touch("c1", at_ms=-1), f"at_ms {EPOCH_MS}", id="touch-time"),
     pytest.param(
+        lambda: conn.delete("c" * 257), text_limit("connection_id", 256), id="delete-long"
+    ),
+    pytest.param(lambda: conn.touch("c" * 257), text_limit("connection_id", 256), id="touch-long"),
+    pytest.param(
+        lambda: conn.set_token("c" * 257, ("a",), 5),
+        text_limit("connection_id", 256),
+        id="set-token-long",
+    ),
+    pytest.param(
+        lambda: conn.list_by_user("acme", "u" * 257), text_limit("user_id", 256), id="list-user"
+    ),
+    pytest.param(
+        lambda: conn.iter_by_user("acme", "u" * 257), text_limit("user_id", 256), id="iter-user"
+    ),
+    pytest.param(
+        lambda: conn.iter_by_tenant("t" * 257), text_limit("tenant_id", 256), id="iter-tenant"
+    ),
+    pytest.param(
+        lambda: conn.count_by_tenant("a#b"), "tenant_id must not contain '#'", id="count-hash"
+    ),
+    pytest.param(
+        lambda: conn.count_by_user("acme", "u" * 257), text_limit("user_id", 256), id="count-long"
+    ),
+    pytest.param(
         lambda: conn.set_token("c1", ("a",), expires_at=-1),
         f"expires_at {EPOCH_MS}",
         id="set-token-expiry",
@@ -137,6 +161,14 @@ VALIDATION_MESSAGES: list[Any] = [
         lambda: subs.subscribe("r1", "c1", "apigw", "a" * 2049),
         text_limit("address", 2048),
         id="subscribe-address",
+    ),
+    pytest.param(
+        lambda: subs.unsubscribe("r" * 1025, "c1"), text_limit("request_key", 1024), id="unsub"
+    ),
+    pytest.param(
+        lambda: subs.list_by_connection("c" * 257),
+        text_limit("connection_id", 256),
+        id="list-by-connection",
     ),
     pytest.param(
         lambda: subs.delete_many("c1", "r1"),
