@@ -1,0 +1,56 @@
+"""Contract of :mod:`storage.base`: model registration and the DynamoDB call counter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import REGISTRY
+from pynamodb.attributes import UnicodeAttribute
+from pynamodb.models import Model
+
+from storage import base
+from storage.connection import ConnectionModel, connection_store
+
+
+@pytest.fixture
+def scratch_model() -> Iterator[type[Model]]:
+    """A model registered for this test only (taken out of the registry afterwards)."""
+    base.configure(base.StoreConfig(endpoint_url="http://127.0.0.1:1", table_prefix="scratch"))
+
+    @base.register_model
+    class ScratchModel(Model):
+        class Meta:
+            table_name = "scratch"
+
+        key = UnicodeAttribute(hash_key=True)
+
+    yield ScratchModel
+    base._MODELS.remove(ScratchModel)
+
+
+def test_a_registered_model_takes_the_configuration_in_force(
+    scratch_model: type[Model],
+) -> None:
+    assert scratch_model in base.registered_models()
+    meta = scratch_model.Meta
+    assert meta.table_name == "scratch-scratch"
+    assert meta.host == "http://127.0.0.1:1"
+    base.configure(base.StoreConfig(endpoint_url=None, table_prefix="other"))
+    assert meta.table_name == "other-scratch"
+    assert meta.host is None
+
+
+def _calls(operation: str) -> float:
+    value = REGISTRY.get_sample_value("streamer_dynamodb_calls_total", {"operation": operation})
+    return value or 0.0
+
+
+def test_warm_up_counts_each_dynamodb_call_once(moto_dynamodb: base.StoreConfig) -> None:
+    base.warm_up()
+    base.warm_up()  # a second warm-up must not count twice
+    before = _calls("GetItem")
+    assert connection_store.count_by_tenant("acme") == 0
+    with pytest.raises(ConnectionModel.DoesNotExist):
+        ConnectionModel.get("nobody")
+    assert _calls("GetItem") == before + 1
