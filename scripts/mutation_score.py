@@ -1,4 +1,5 @@
-"""Print the mutation score of one target (``protocol`` or ``storage``) from mutants/.
+"""Print the mutation score of one target (``protocol``, ``storage`` or a module under them,
+e.g. ``storage.heartbeat``) from mutants/.
 
 Run by ``scripts/mutate`` after ``mutmut run``; reads the verdicts mutmut stored beside each
 mutated file, so it can be run again on its own. Score = killed / checked, where a timeout
@@ -8,6 +9,7 @@ skipped or not run yet. Mutants that no test reaches count against the score.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,15 +18,17 @@ from mutmut.mutation.data import SourceFileMutationData
 from mutmut.stats import status_by_exit_code
 from mutmut.utils.file_utils import walk_mutatable_files
 
+TARGET = re.compile(r"(protocol|storage)(\.[a-z_]+)*")
 KILLED = {"killed", "timeout", "caught by type check"}
 UNCHECKED = {"not checked", "skipped", "check was interrupted by user"}
 
 
 def verdicts(target: str) -> dict[str, Counter[str]]:
-    """Status counts per mutated file of ``target`` (a top-level package)."""
+    """Status counts per mutated file of ``target`` (a package or a module, dotted)."""
+    parts = tuple(target.split("."))
     by_file: dict[str, Counter[str]] = {}
     for path in walk_mutatable_files():
-        if Path(path).parts[0] != target:
+        if Path(path).with_suffix("").parts[: len(parts)] != parts:
             continue
         data = SourceFileMutationData(path=path)
         data.load()
@@ -35,25 +39,27 @@ def verdicts(target: str) -> dict[str, Counter[str]]:
 
 
 def row(name: str, counts: Counter[str]) -> str:
-    """One table line: killed / survived / no tests / total and the score."""
+    """One table line: killed / survived / no tests / not run / total and the score."""
     killed = sum(counts[s] for s in KILLED)
-    checked = sum(counts.values()) - sum(counts[s] for s in UNCHECKED)
+    unchecked = sum(counts[s] for s in UNCHECKED)
+    checked = sum(counts.values()) - unchecked
     score = f"{100 * killed / checked:5.1f} %" if checked else "    -  "
     return (
-        f"{name:<32} {killed:>6} {counts['survived']:>8} {counts['no tests']:>8} "
-        f"{sum(counts.values()):>6}  {score}"
+        f"{name:<28} {killed:>6} {counts['survived']:>8} {counts['no tests']:>8} "
+        f"{unchecked:>7} {sum(counts.values()):>6}  {score}"
     )
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[1] not in {"protocol", "storage"}:
-        print("usage: mutation_score.py protocol|storage", file=sys.stderr)
+    if len(argv) != 2 or not TARGET.fullmatch(argv[1]):
+        print("usage: mutation_score.py protocol|storage[.MODULE]", file=sys.stderr)
         return 2
     by_file = verdicts(argv[1])
     if not by_file:
-        print(f"no mutmut results for {argv[1]}/: run scripts/mutate {argv[1]}", file=sys.stderr)
+        print(f"no mutmut results for {argv[1]}: run scripts/mutate {argv[1]}", file=sys.stderr)
         return 1
-    print(f"{'file':<32} {'killed':>6} {'survived':>8} {'no tests':>8} {'total':>6}  score")
+    header = f"{'file':<28} {'killed':>6} {'survived':>8} {'no tests':>8} {'not run':>7}"
+    print(f"{header} {'total':>6}  score")
     for name, counts in sorted(by_file.items()):
         print(row(name, counts))
     print(row("TOTAL", sum(by_file.values(), Counter())))
