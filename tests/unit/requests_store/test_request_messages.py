@@ -295,3 +295,9 @@ def test_refused_transition_says_what_and_why(
         attempt(requests)
     assert str(excinfo.value) == message
     assert excinfo.value.current_status == status.value
+
+
+def test_the_shortest_lease_is_one_millisecond(requests: RequestStore) -> None:
+    _in(requests, S.PROCESSING)
+    claimed = requests.renew_lease(KEY, "w1", 1, now=T0 + 1)
+    assert claimed.lease_expires_at == claimed.due_at == T0 + 2
