@@ -1,4 +1,5 @@
-"""Contract of :mod:`storage.base`: model registration and the DynamoDB call counter."""
+"""Contract of :mod:`storage.base`: model registration and the DynamoDB call counter (and
+what the counter shows of the stores' batching)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pynamodb.models import Model
 
 from storage import base
 from storage.connection import ConnectionModel, connection_store
+from storage.subscription import subscription_store
 
 
 @pytest.fixture
@@ -54,3 +56,15 @@ def test_warm_up_counts_each_dynamodb_call_once(moto_dynamodb: base.StoreConfig)
     with pytest.raises(ConnectionModel.DoesNotExist):
         ConnectionModel.get("nobody")
     assert _calls("GetItem") == before + 1
+
+
+@pytest.mark.parametrize(("count", "batches"), [(1, 1), (25, 1), (26, 2), (60, 3)])
+def test_delete_by_connection_writes_25_deletes_per_batch(
+    moto_dynamodb: base.StoreConfig, count: int, batches: int
+) -> None:
+    base.warm_up()
+    for n in range(count):
+        subscription_store.subscribe(f"r-{n}", "gone", "channels", "specific.gone!x")
+    before = _calls("BatchWriteItem")
+    assert subscription_store.delete_by_connection("gone") == count
+    assert _calls("BatchWriteItem") == before + batches

@@ -60,7 +60,9 @@ def test_a_worker_with_no_jobs_is_listed_with_zero_jobs(dynamodb: base.StoreConf
 
 
 def test_beat_stores_a_ttl_one_day_after_the_beat(dynamodb: base.StoreConfig) -> None:
-    heartbeat.beat("w", started_at=T0, jobs=1, now=T0 + 500)
+    assert heartbeat.beat("w", started_at=T0, jobs=1, now=T0 + 500) == Heartbeat(
+        "w", last_beat=T0 + 500, started_at=T0, jobs=1
+    )
     item = WorkerHeartbeatModel.get("w")
     assert item.ttl is not None
     assert int(item.ttl.timestamp()) == (T0 + 500 + HEARTBEAT_TTL_MS) // 1000
