@@ -3,7 +3,9 @@ what the counter shows of the stores' batching)."""
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -12,6 +14,7 @@ from pynamodb.models import Model
 
 from storage import base
 from storage.connection import ConnectionModel, connection_store
+from storage.errors import ValidationError
 from storage.subscription import subscription_store
 
 
@@ -68,3 +71,26 @@ def test_delete_by_connection_writes_25_deletes_per_batch(
     before = _calls("BatchWriteItem")
     assert subscription_store.delete_by_connection("gone") == count
     assert _calls("BatchWriteItem") == before + batches
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        {"k": {"S": "a"}},  # encodes to a length needing "=" padding
+        {"k": {"S": "ab"}},
+        {"k": {"S": "abc"}},
+        {"connection_id": {"S": "c1"}, "connected_at": {"N": "1700000000000"}},
+    ],
+)
+def test_cursors_are_url_safe_without_padding_and_round_trip(key: dict[str, Any]) -> None:
+    cursor = base.encode_cursor(key)
+    assert cursor is not None
+    assert set(cursor) <= set(string.ascii_letters + string.digits + "-_")
+    assert base.decode_cursor(cursor) == key
+
+
+@pytest.mark.parametrize("cursor", [base.encode_cursor({"x": 1})[:-1] + "!", "WzFd"])  # type: ignore[index]
+def test_a_cursor_that_is_not_an_encoded_object_is_invalid(cursor: str) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        base.decode_cursor(cursor)
+    assert str(excinfo.value) == "invalid cursor"
