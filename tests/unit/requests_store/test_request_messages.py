@@ -11,12 +11,12 @@ from typing import Any
 
 import botocore.client
 import pytest
-from botocore.exceptions import ClientError
 
 from storage import base
 from storage.errors import InvalidTransition, StorageUnavailable, StoreError, ValidationError
 from storage.requests.model import RequestKey, RequestStatus
 from storage.requests.store import RequestStore
+from tests.unit.store import fail_calls_with
 
 S = RequestStatus
 T0 = 1_700_000_000_000
@@ -178,38 +178,28 @@ OPERATIONS: list[Any] = [
 ]
 
 
-def _every_call_fails_with(monkeypatch: pytest.MonkeyPatch, code: str) -> None:
-    def fail(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        raise ClientError({"Error": {"Code": code, "Message": "library text"}}, operation)
-
-    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", fail)
-
-
+@pytest.mark.parametrize(
+    ("code", "error", "template"),
+    [
+        pytest.param("ThrottlingException", StorageUnavailable, "storage unavailable during {}"),
+        pytest.param("ValidationException", StoreError, "storage rejected {}"),
+    ],
+)
 @pytest.mark.parametrize(("call", "operation"), OPERATIONS)
-def test_throttled_storage_error_names_the_operation(
+def test_a_storage_failure_names_the_operation_and_nothing_else(
     moto_dynamodb: base.StoreConfig,
     monkeypatch: pytest.MonkeyPatch,
+    code: str,
+    error: type[StoreError],
+    template: str,
     call: Callable[[], Any],
     operation: str,
 ) -> None:
-    _every_call_fails_with(monkeypatch, "ThrottlingException")
-    with pytest.raises(StorageUnavailable) as excinfo:
-        call()
-    assert str(excinfo.value) == f"storage unavailable during {operation}"
-
-
-@pytest.mark.parametrize(("call", "operation"), OPERATIONS)
-def test_rejected_call_is_a_store_error_naming_the_operation(
-    moto_dynamodb: base.StoreConfig,
-    monkeypatch: pytest.MonkeyPatch,
-    call: Callable[[], Any],
-    operation: str,
-) -> None:
-    _every_call_fails_with(monkeypatch, "ValidationException")
+    fail_calls_with(monkeypatch, code)
     with pytest.raises(StoreError) as excinfo:
         call()
-    assert type(excinfo.value) is StoreError
-    assert str(excinfo.value) == f"storage rejected {operation}"
+    assert type(excinfo.value) is error
+    assert str(excinfo.value) == template.format(operation)
 
 
 @pytest.fixture
