@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 
 from storage import base
+from storage import connection as connection_module
 from storage.connection import ConnectionInfo, connection_store
+from storage.errors import ValidationError
+from tests.unit.store import no_network_fixture  # noqa: F401
 
 store = connection_store
 ADDRESS = "specific.c1!abc"
@@ -66,3 +69,25 @@ def test_iter_expired_lists_tokens_that_expired_strictly_before(
 ) -> None:
     store.save(info(expires_at=expires_at))
     assert [c for c, _, _ in store.iter_expired(before_ms=5_000)] == (["c1"] if listed else [])
+
+
+@pytest.mark.parametrize(
+    ("last_seen", "deleted"),
+    [
+        pytest.param(8_999, 1, id="older-than-the-age"),
+        pytest.param(9_000, 0, id="exactly-the-age"),
+    ],
+)
+def test_delete_stale_removes_connections_strictly_older_than_the_age(
+    dynamodb: base.StoreConfig, monkeypatch: pytest.MonkeyPatch, last_seen: int, deleted: int
+) -> None:
+    store.save(info(connected_at=1_000, last_seen=last_seen))
+    monkeypatch.setattr(connection_module, "now_ms", lambda: 10_000)
+    assert store.delete_stale(1_000) == deleted
+
+
+def test_a_cursor_of_another_shape_is_invalid(no_network: list[str]) -> None:
+    cursor = base.encode_cursor({"connection_id": {"S": "c1"}, "owner": {"S": "acme#alice"}})
+    with pytest.raises(ValidationError) as excinfo:
+        store.list_by_tenant("acme", cursor=cursor)
+    assert str(excinfo.value) == "invalid cursor"
