@@ -4,7 +4,7 @@ default progress message, and the checks of lease renewal."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -95,7 +95,42 @@ def test_renew_lease_names_the_bad_argument(
     assert str(excinfo.value) == message
 
 
-def test_progress_from_a_bad_worker_id_names_it(requests: RequestStore) -> None:
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda r, w: r.update_progress(KEY, 5, worker_id=w), id="progress"),
+        pytest.param(lambda r, w: r.complete(KEY, {}, worker_id=w), id="complete"),
+        pytest.param(lambda r, w: r.fail(KEY, "X", "m", worker_id=w), id="fail"),
+        pytest.param(lambda r, w: r.schedule_retry(KEY, 5, "X", "m", worker_id=w), id="retry"),
+        pytest.param(lambda r, w: r.claim(KEY, w, LEASE), id="claim"),
+    ],
+)
+def test_a_worker_id_past_256_chars_is_named(
+    requests: RequestStore, call: Callable[[RequestStore, str], object]
+) -> None:
     with pytest.raises(ValidationError) as excinfo:
-        requests.update_progress(KEY, 5, worker_id="w" * 257)
+        call(requests, "w" * 257)
     assert str(excinfo.value) == "worker_id must be a non-empty string of at most 256 chars"
+
+
+@pytest.mark.parametrize(
+    ("cursor", "valid"),
+    [
+        pytest.param({"u": "u", "r": "r", "c": 0}, True, id="shortest"),
+        pytest.param({"u": "u" * 256, "r": "r" * 128, "c": 5}, True, id="longest"),
+        pytest.param({"u": "u" * 257, "r": "r", "c": 5}, False, id="user-too-long"),
+        pytest.param({"u": "u", "r": "r" * 129, "c": 5}, False, id="id-too-long"),
+        pytest.param({"u": "", "r": "r", "c": 5}, False, id="no-user"),
+        pytest.param({"u": "u", "r": "r", "c": -1}, False, id="negative-time"),
+    ],
+)
+def test_tenant_list_cursor_limits(
+    requests: RequestStore, cursor: dict[str, object], valid: bool
+) -> None:
+    encoded = base.encode_cursor(cursor)
+    if valid:
+        assert requests.list_by_tenant("acme", cursor=encoded).items == []
+        return
+    with pytest.raises(ValidationError) as excinfo:
+        requests.list_by_tenant("acme", cursor=encoded)
+    assert str(excinfo.value) == "invalid cursor"
