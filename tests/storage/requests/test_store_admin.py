@@ -256,6 +256,7 @@ def test_heartbeats_roundtrip(moto_dynamodb: base.StoreConfig) -> None:
     ],
 )
 def test_heartbeat_validation(kwargs: dict[str, Any]) -> None:
+    kwargs = dict(kwargs)  # the parameter is shared: a second run in one process needs it whole
     worker_id = kwargs.pop("worker_id")
     with pytest.raises(ValidationError):
         heartbeat.beat(worker_id, **kwargs)
