@@ -130,7 +130,10 @@ async def test_resumes_after_the_client_socket_is_dropped_mid_job(live_stack: St
     assert record["status"] == "COMPLETED"
     assert record["result"] == result
     percentages = [p.percentage for p in events.progress]
-    assert percentages == sorted(percentages) and percentages[-1] == 100
+    # never down; the 100 % frame itself may have gone out while the socket was away
+    # (the resumed record says where the request got to)
+    assert percentages == sorted(percentages)
+    assert record["percentage"] == 100
     assert not [m for m in events.messages if m.get("request_id") == "drop-1"]
     assert client.pending_ids == []
 
