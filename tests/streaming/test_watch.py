@@ -12,6 +12,7 @@ from connections.manager import manager
 from protocol import frames
 from storage.requests import RequestKey, request_store
 from storage.subscription import subscription_store
+from streaming import requests_api
 from streaming.lifecycle import origin_of
 from streaming.session import DeliveryGuard
 from streaming.watchers import announce_request, watch_key
@@ -68,18 +69,13 @@ async def test_a_watcher_follows_a_request_started_in_another_tab(live) -> None:
         assert await other_tab.silent(0.05), "a connection that does not watch gets nothing"
 
 
-async def test_a_request_started_by_server_code_reaches_the_watcher(live) -> None:
+async def test_a_request_started_from_python_reaches_the_watcher(live) -> None:
     async with connected(ALICE) as watcher:
         await watcher.data("request.watch")
-        record = await asyncio.to_thread(
-            request_store.enqueue,
-            tenant_id="acme",
-            user_id="alice",
-            request_id="srv1",
-            action="generate_report",
-            payload=QUICK,
+        record = await requests_api.astart(
+            "acme", "alice", "generate_report", QUICK, request_id="srv1"
         )
-        await announce_request(record)
+        assert record["status"] == "PENDING"
         assert (await watcher.recv())["action"] == "generate_report"
         await finish("srv1")
         assert [(await watcher.recv())["type"] for _ in range(2)] == ["progress", "complete"]
