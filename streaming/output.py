@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from storage.errors import StoreError, ValidationError
+from storage.errors import StorageUnavailable, StoreError, ValidationError
 from storage.requests.model import RequestKey
 from storage.requests.output import (
     MAX_STREAM_BYTES,
@@ -80,6 +80,7 @@ class OutputWriter:
         self._publish = publish
         self._store = store
         self._interval = flush_interval_s
+        self._failures = 0  # flushes in a row that storage refused
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._pending: list[bytes] = []
@@ -143,16 +144,22 @@ class OutputWriter:
                 self._urgent.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._urgent.wait(), self._interval)
-            await self.flush()
+            if not await self.flush():
+                if self._closed:
+                    return  # close() makes the last attempts and says what failed
+                # Storage out of reach: the chunks wait in the buffer; back off so that an
+                # outage does not become a busy loop of failing writes.
+                await asyncio.sleep(min(2.0, self._interval * 2 ** min(self._failures, 5)))
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
         """Store what is buffered, then send it. Storage failures are logged and the
-        chunks kept for the next flush; a takeover by another writer drops them."""
+        chunks kept for the next flush (False is returned); a takeover by another writer
+        drops them."""
         async with self._flushing:
             with self._lock:
                 batch, self._pending, self._pending_bytes = self._pending, [], 0
             if not batch or self.lost:
-                return
+                return True
             try:
                 if self._last_seq is None:
                     self._last_seq = await asyncio.to_thread(self._store.last_seq, self._key)
@@ -163,15 +170,23 @@ class OutputWriter:
             except OutputConflict:
                 log.warning("output of %s continued by another writer", self._key.request_id)
                 self.lost = True
-                return
+                return True
             except StoreError:
-                log.warning("output of %s not stored yet", self._key.request_id, exc_info=True)
+                self._failures += 1
+                log.warning(
+                    "output of %s not stored yet (attempt %d)",
+                    self._key.request_id,
+                    self._failures,
+                    exc_info=self._failures == 1,
+                )
                 with self._lock:
                     self._pending[:0] = batch
                     self._pending_bytes += sum(len(c) for c in batch)
-                return
+                return False
+            self._failures = 0
             self._last_seq = first + len(batch) - 1
         await self._send(first, batch)
+        return True
 
     async def _send(self, first: int, batch: list[bytes]) -> None:
         try:
@@ -182,7 +197,8 @@ class OutputWriter:
     async def close(self, *, flush: bool = True) -> None:
         """Stop taking chunks and wait for a flush under way; with ``flush``, store and
         send what is buffered first, else drop it. Raises OutputLost when another writer
-        took the stream over (the request is not ours any more)."""
+        took the stream over (the request is not ours any more), StorageUnavailable when
+        written chunks could not be stored (no terminal frame may go out then)."""
         with self._lock:
             self._closed = True
             if not flush:
@@ -190,9 +206,12 @@ class OutputWriter:
         self._urgent.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        if flush:
-            await self.flush()
-            if self._pending:
-                await self.flush()  # one more try after a storage hiccup
+        if flush and not await self.flush():
+            await self.flush()  # one more try after a storage hiccup
         if self.lost:
             raise OutputLost(self._key.request_id)
+        if flush and self._pending:
+            # No terminal frame may go out before every written chunk is stored: the
+            # request ends like any other storage outage (its lease lets a retry finish
+            # it, continuing after the last stored seq).
+            raise StorageUnavailable("output not stored")
