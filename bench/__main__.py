@@ -471,7 +471,7 @@ def table(r: dict[str, Any]) -> str:
     )
     lines.append(fairness.report(r["fairness"]))
     lines.append("")
-    lines.append("budgets (../shared/spec/SYSTEM.md)")
+    lines.append("budgets (docs/performance.md)")
     for name, value, ok in budgets(r):
         lines.append(f"  [{'PASS' if ok else 'FAIL'}] {name:40} {value}")
     return "\n".join(lines)

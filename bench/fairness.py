@@ -1,4 +1,4 @@
-"""Fairness across tenants: SYSTEM.md's budget "one tenant with 1,000 queued long
+"""Fairness across tenants: the budget "one tenant with 1,000 queued long
 requests: another tenant's no-op request completes in under 2 s".
 
     python -m bench.fairness                 # 1,000 queued requests, 5 probes

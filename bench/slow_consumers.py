@@ -1,4 +1,4 @@
-"""Slow consumers (SYSTEM.md 1.1 budget): sockets that never read while publishes flood
+"""Slow consumers (a 1.1 budget, docs/performance.md): sockets that never read while publishes flood
 them. The server's memory may grow by at most 150 MiB, each such socket must be closed
 with 4408, and the echo p50 of the other sockets must stay within 1.5x.
 
@@ -189,7 +189,7 @@ async def flood(
 
 
 def verdict(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """The budget rows of SYSTEM.md for one run."""
+    """The budget rows of this scenario for one run."""
     during = r["echo_p50_ms_during"] or r["echo_p50_ms_after"]
     ratio = during / r["echo_p50_ms_idle"]
     return [

@@ -177,7 +177,7 @@ async def open_client(url: str) -> AsyncIterator[WSClient]:
 def check_request_stream(
     frames: list[dict[str, Any]], *, terminal: str = "complete", expect_ack: bool = True
 ) -> dict[str, Any]:
-    """PROTOCOL.md §2.2 for one request on one connection: acknowledgment first (when
+    """docs/protocol.md §6 for one request on one connection: acknowledgment first (when
     this connection sent it), progress never decreasing, output seqs consecutive, exactly
     one terminal frame and nothing after it. Returns the terminal frame."""
     types = [f["type"] for f in frames]

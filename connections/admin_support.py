@@ -42,7 +42,7 @@ COUNT_CACHE_S = 10
 MAX_COUNTED_TENANTS = 100
 #: Longest text of a test frame.
 MAX_TEST_TEXT = 1000
-#: Close code of a connection whose tenant was disabled (PROTOCOL.md §1).
+#: Close code of a connection whose tenant was disabled (docs/protocol.md §1).
 TENANT_DISABLED_CODE = 4403
 #: Close code of an admin's disconnect: a normal closure, with a reason.
 ADMIN_DISCONNECT_CODE = 1000

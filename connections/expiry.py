@@ -1,4 +1,4 @@
-"""Closing connections whose token expired (PROTOCOL.md §1, 1.1: close 4401).
+"""Closing connections whose token expired (docs/protocol.md §1, 1.1: close 4401).
 
 Our own consumer closes its sockets with a timer; an API Gateway socket has no process
 holding it, so the scheduled sweep (``lambda_handlers.sweep``) and

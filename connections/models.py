@@ -33,7 +33,7 @@ class Tenant(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Rate limit window in seconds; empty uses the server default.",
     )
-    # PROTOCOL.md §5 (1.1): per-tenant overrides of the server defaults; empty uses them.
+    # docs/protocol.md §5 (1.1): per-tenant overrides of the server defaults; empty uses them.
     max_connections_per_user = models.PositiveIntegerField(
         null=True,
         blank=True,

@@ -1,4 +1,4 @@
-"""What a tenant's webhook endpoint and secret may be (SYSTEM.md 1.1, webhooks).
+"""What a tenant's webhook endpoint and secret may be (docs/jobs.md, Webhooks).
 
 An endpoint is an ``https://`` URL; plain ``http://`` is accepted only for a loopback
 host (``localhost``, ``127.0.0.0/8``, ``::1``) and only while ``DJANGO_DEBUG`` is on, so

@@ -1,4 +1,4 @@
-"""The Streamer wire protocol (PROTOCOL.md): error codes, JSON codec, frame builders and
+"""The Streamer wire protocol (docs/protocol.md): error codes, JSON codec, frame builders and
 client-frame parsing. Pure Python: imports nothing from Django, Channels or the rest of
 the project.
 """

@@ -1,4 +1,4 @@
-"""Error codes of the wire protocol (PROTOCOL.md §4) and the exception that carries them.
+"""Error codes of the wire protocol (docs/protocol.md §4) and the exception that carries them.
 
 Messages here are written for clients: short, generic, never library exception text.
 """

@@ -1,4 +1,4 @@
-"""Builders of server → client frames (PROTOCOL.md §2.2).
+"""Builders of server → client frames (docs/protocol.md §2.2).
 
 Each builder returns a plain ``dict`` ready for :func:`protocol.codec.dumps`, with
 ``type`` and ``timestamp`` (integer milliseconds since the Unix epoch). Optional keys

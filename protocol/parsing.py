@@ -1,4 +1,4 @@
-"""Parsing and validation of client → server frames (PROTOCOL.md §2.1).
+"""Parsing and validation of client → server frames (docs/protocol.md §2.1).
 
 This is on the hot path of every frame, so the checks are hand-written (no pydantic).
 Every failure raises :class:`~protocol.errors.ProtocolError`:
@@ -9,7 +9,7 @@ Every failure raises :class:`~protocol.errors.ProtocolError`:
   field at once. ``request_id`` is the client's ``id`` when that was valid, otherwise a
   freshly generated UUID4 (the frame was parsed, so the error frame never says null).
 
-Choices where PROTOCOL.md is silent:
+Choices where docs/protocol.md is silent:
 
 * an explicit JSON ``null`` for ``type``, ``id``, ``payload`` or ``metadata`` counts as
   absent (``action: null`` is "required");

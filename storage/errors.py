@@ -24,7 +24,7 @@ class AlreadyExists(StoreError):
 
 
 class InvalidTransition(StoreError):
-    """A status change that PROTOCOL.md §3 does not allow, or a lost conditional race."""
+    """A status change that docs/protocol.md §3 does not allow, or a lost conditional race."""
 
     def __init__(self, message: str, current_status: str | None = None) -> None:
         super().__init__(message)

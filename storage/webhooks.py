@@ -49,7 +49,7 @@ from storage.validators import require_text
 SHARDS = 4
 #: Attempts kept per delivery (the oldest are dropped; ``attempt_count`` counts all).
 MAX_ATTEMPTS_KEPT = 50
-#: How long an event is retried before it is given up (SYSTEM.md: a day).
+#: How long an event is retried before it is given up (docs/jobs.md, Webhooks: a day).
 RETRY_WINDOW_MS = 24 * 60 * 60 * 1000
 #: Deliveries disappear (TTL) this long after they were created.
 RETENTION_MS = 30 * 24 * 60 * 60 * 1000

@@ -66,7 +66,7 @@ class StreamerError(Exception):
 
     Client-side codes: ``UNAUTHORIZED`` (close 4401), ``TENANT_FORBIDDEN`` (4403),
     ``TOO_MANY_CONNECTIONS`` (4429), ``CONNECTION_LOST``, ``CLOSED``, ``CANCELLED``,
-    ``TIMEOUT``; every other code is the server's (PROTOCOL.md §4).
+    ``TIMEOUT``; every other code is the server's (docs/protocol.md §4).
     """
 
     def __init__(
@@ -531,7 +531,7 @@ class StreamerClient:
         return token
 
     async def _refresh_loop(self, ws: ClientConnection) -> None:
-        """With ``get_token``, send ``auth.refresh`` (PROTOCOL.md §3) shortly before the
+        """With ``get_token``, send ``auth.refresh`` (docs/protocol.md §3) shortly before the
         token's ``exp``: ``refresh_lead_s`` before it, or half-way through a shorter
         remaining life. A refused or failed refresh keeps the socket: the server then
         closes it with 4401 and the client reconnects with a fresh token as usual."""

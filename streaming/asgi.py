@@ -39,7 +39,7 @@ if settings.DEBUG:
 
 def _allow_1011_under_daphne() -> None:
     """daphne closes a socket with autobahn's ``sendClose``, which refuses every code but
-    1000 and 3000-4999; PROTOCOL.md §1 closes with 1011 when storage is down, which then
+    1000 and 3000-4999; docs/protocol.md §1 closes with 1011 when storage is down, which then
     crashed the consumer (an ERROR traceback per refused connect). Send such codes as a
     plain close frame instead."""
     try:

@@ -1,4 +1,4 @@
-"""Who is on the other end of a socket: the JWT rules of PROTOCOL.md §1.
+"""Who is on the other end of a socket: the JWT rules of docs/protocol.md §1.
 
 Algorithms come from settings only, never from the token header. User, tenant and
 permissions come only from the verified token.
@@ -105,7 +105,7 @@ def verify_token(token: str | None) -> Identity:
         raise AuthFailure(UNAUTHORIZED, "Invalid token")
     options: dict[str, Any] = {"require": ["exp", "sub", "tenant_id"]}
     if not settings.STREAMER_JWT_AUDIENCE:
-        # PROTOCOL.md §1: ``aud`` is checked only when configured (PyJWT would otherwise
+        # docs/protocol.md §1: ``aud`` is checked only when configured (PyJWT would otherwise
         # refuse every token that carries one).
         options["verify_aud"] = False
     try:
@@ -130,7 +130,7 @@ def verify_token(token: str | None) -> Identity:
 
 
 def _check_lifetime(claims: dict[str, Any]) -> None:
-    """PROTOCOL.md §5: ``exp`` at most STREAMER_MAX_TOKEN_LIFETIME_S after ``iat`` and
+    """docs/protocol.md §5: ``exp`` at most STREAMER_MAX_TOKEN_LIFETIME_S after ``iat`` and
     after now, so a stolen token cannot be used for decades."""
     limit = settings.STREAMER_MAX_TOKEN_LIFETIME_S
     exp = claims["exp"]  # PyJWT checked that it is a number

@@ -3,7 +3,7 @@
 Authentication, session, metrics and ``last_seen`` are the shared edge's
 (:mod:`streaming.edge`, also used by the API Gateway handlers); this consumer adds what
 only a socket we hold has: close codes sent after accept so browsers can read them
-(PROTOCOL.md §1), backpressure (:mod:`streaming.outbox`), the idle and token-expiry
+(docs/protocol.md §1), backpressure (:mod:`streaming.outbox`), the idle and token-expiry
 timers. Frames pushed from elsewhere (workers, other
 processes) arrive as ``streamer.frame`` channel messages.
 """
@@ -114,7 +114,7 @@ class StreamerConsumer(AsyncWebsocketConsumer):
 
     def _slow_consumer(self) -> None:
         """The client stopped reading and its backlog passed STREAMER_MAX_OUTPUT_BYTES:
-        close with 4408 (PROTOCOL.md §1); it reconnects and resumes from storage."""
+        close with 4408 (docs/protocol.md §1); it reconnects and resumes from storage."""
         SLOW_CONSUMERS.inc()
         log.info("closing slow consumer %s", self.session and self.session.connection_id)
         self._closing = asyncio.ensure_future(self.close(code=4408, reason="Slow consumer"))
@@ -134,7 +134,7 @@ class StreamerConsumer(AsyncWebsocketConsumer):
             self._schedule_idle_check(timeout - idle_for)
 
     def _schedule_expiry_check(self) -> None:
-        """Close with 4401 when the token expires (PROTOCOL.md §1, 1.1), unless an
+        """Close with 4401 when the token expires (docs/protocol.md §1, 1.1), unless an
         ``auth.refresh`` replaced it meanwhile: then wait for the new token's expiry."""
         assert self.session is not None
         left = self.session.identity.seconds_left()

@@ -1,4 +1,4 @@
-"""How a worker shares its slots across tenants (PROTOCOL.md §5 1.1, fairness).
+"""How a worker shares its slots across tenants (docs/protocol.md §5 1.1, fairness).
 
 Every worker keeps part of its slots for other tenants: one tenant runs at most its
 *share* of a worker's slots at once (the tenant's ``max_running`` in the admin, else half

@@ -4,7 +4,7 @@ OpenAPI document at ``/api/v1/openapi.json``.
 
 Every call carries ``Authorization: Bearer <tenant API key>`` and reaches only that
 tenant. Errors are ``{"error": {"code", "message", "details"?, "retryable"}}`` with the
-codes of PROTOCOL.md §4, plus ``UNAUTHORIZED`` (401) and ``PAYLOAD_TOO_LARGE`` (413)
+codes of docs/protocol.md §4, plus ``UNAUTHORIZED`` (401) and ``PAYLOAD_TOO_LARGE`` (413)
 for what happens before a request is looked at. ``POST /api/v1/publish`` keeps its 1.0
 error shape, ``{"error": {"code", "message"}}``.
 """

@@ -43,7 +43,7 @@ class PublishOut(Schema):
 
 
 class StartIn(Schema):
-    """A request to start for ``user_id`` (PROTOCOL.md §2.1's fields)."""
+    """A request to start for ``user_id`` (docs/protocol.md §2.1's fields)."""
 
     model_config = ConfigDict(extra="forbid")
     user_id: Id
@@ -70,7 +70,7 @@ class RecordError(Schema):
 
 
 class RecordOut(Schema):
-    """The public record of a request (PROTOCOL.md §3): ``result`` once COMPLETED,
+    """The public record of a request (docs/protocol.md §3): ``result`` once COMPLETED,
     ``error`` once FAILED or CANCELLED."""
 
     request_id: str

@@ -14,7 +14,7 @@ from protocol.errors import ErrorCode
 from storage.requests.model import RequestStatus
 from streaming.actions.registry import registry
 
-# Frame types of PROTOCOL.md plus "message", the default type of published frames.
+# Frame types of docs/protocol.md plus "message", the default type of published frames.
 CLIENT_FRAME_TYPES = frozenset({"request", "ping", "invalid"})
 SERVER_FRAME_TYPES = frozenset(
     {"response", "acknowledgment", "progress", "complete", "error", "pong", "message", "output"}

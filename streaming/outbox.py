@@ -1,4 +1,4 @@
-"""Frames waiting for one client, bounded in bytes (PROTOCOL.md §5: 1 MiB of unsent
+"""Frames waiting for one client, bounded in bytes (docs/protocol.md §5: 1 MiB of unsent
 frames per connection, then close 4408).
 
 The ASGI spec gives an application no way to see what the server has not written to

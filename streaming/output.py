@@ -9,7 +9,7 @@ an ``output`` frame.
   at the first flush of an attempt). A chunk is sent only after it is stored, so what a
   client saw is what a retry continues after: never a gap, never a repeated seq.
 * ``close`` flushes what is left: the worker calls it before the terminal frame.
-* Limits (PROTOCOL.md §5): 64 KiB per chunk, 8 MiB per request (what earlier attempts
+* Limits (docs/protocol.md §5): 64 KiB per chunk, 8 MiB per request (what earlier attempts
   stored counts): past them ``write`` raises :class:`OutputTooLarge`.
 """
 

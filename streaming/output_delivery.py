@@ -1,4 +1,4 @@
-"""How ``output`` frames reach clients (PROTOCOL.md 1.1 §2.2).
+"""How ``output`` frames reach clients (docs/protocol.md 1.1 §2.2).
 
 * Live: the worker sends each stored batch, in order, to the sender and the subscribers
   as of now (:func:`publish_output`).

@@ -61,7 +61,7 @@ class Pipeline:
             except ProtocolError as exc:
                 if not wait_ms:
                     raise
-                # PROTOCOL.md §5 limits frames, not just requests: a flood of bad
+                # docs/protocol.md §5 limits frames, not just requests: a flood of bad
                 # frames is rate limited like any other.
                 raise _rate_limited(wait_ms, exc.request_id) from None
             if isinstance(message, Ping):

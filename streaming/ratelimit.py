@@ -1,4 +1,4 @@
-"""Per-connection token buckets (PROTOCOL.md §5): 100 frames per 10 s, and 4 MiB of
+"""Per-connection token buckets (docs/protocol.md §5): 100 frames per 10 s, and 4 MiB of
 inbound bytes per 10 s, by default."""
 
 from __future__ import annotations

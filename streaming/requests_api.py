@@ -6,7 +6,7 @@ command, a Django Tasks ``@task``), for one user of one tenant.
     from streaming.requests_api import start, DuplicateRequest
 
     record = start("acme", "alice", "generate_report", {"steps": 5}, request_id="export-42")
-    record["request_id"], record["status"]          # the public record (PROTOCOL.md §3)
+    record["request_id"], record["status"]          # the public record (docs/protocol.md §3)
 
 A request started here is a request like any other: the same checks as a ``request``
 frame (the envelope, the action's schema, the user's and tenant's quotas), the same
@@ -61,7 +61,7 @@ __all__ = [
 
 class RequestError(ProtocolError):
     """A request could not be started, read or cancelled: ``code`` is the error code
-    of PROTOCOL.md §4 (``VALIDATION_ERROR``, ``INVALID_ACTION``, ``QUOTA_EXCEEDED``,
+    of docs/protocol.md §4 (``VALIDATION_ERROR``, ``INVALID_ACTION``, ``QUOTA_EXCEEDED``,
     ``SERVICE_UNAVAILABLE`` …), ``retryable`` says whether trying again later may work."""
 
 
@@ -124,7 +124,7 @@ def _check_user(user_id: Any) -> str:
 
 
 def _parse(action: Any, payload: Any, request_id: Any, metadata: Any) -> ClientRequest:
-    """The checks of a ``request`` frame (PROTOCOL.md §2.1), applied to these values."""
+    """The checks of a ``request`` frame (docs/protocol.md §2.1), applied to these values."""
     frame = {"action": action, "payload": payload, "id": request_id, "metadata": metadata}
     try:
         encoded = codec.dumps(frame)

@@ -1,4 +1,4 @@
-"""daphne integration for the output limit (PROTOCOL.md §5, close 4408).
+"""daphne integration for the output limit (docs/protocol.md §5, close 4408).
 
 daphne (Twisted + autobahn) never makes ``websocket.send`` wait: every frame is appended
 to the Twisted transport's write buffer, which grows without bound while the client

@@ -48,7 +48,7 @@ class OutputOrder:
 
 
 class DeliveryGuard:
-    """Per-connection enforcement of PROTOCOL.md §2.2 for frames about requests:
+    """Per-connection enforcement of docs/protocol.md §6 for frames about requests:
     progress never goes down, ``output`` in seq order without gap or duplicate (live
     frames ahead of a replay wait for it), one terminal frame, nothing after it.
 
@@ -203,7 +203,7 @@ tenant_counts = TenantCounts()
 
 
 def inbound_bucket() -> TokenBucket:
-    """The inbound-bytes budget of one connection (PROTOCOL.md §5: 4 MiB per 10 s):
+    """The inbound-bytes budget of one connection (docs/protocol.md §5: 4 MiB per 10 s):
     the frame bucket alone lets 100 frames of 128 KiB each through per window."""
     return TokenBucket(settings.STREAMER_MAX_INBOUND_BYTES, settings.STREAMER_RATE_LIMIT_WINDOW_S)
 

@@ -207,7 +207,7 @@ STREAMER_JWT_ISSUER = os.environ.get("STREAMER_JWT_ISSUER", "") or None
 STREAMER_JWT_AUDIENCE = os.environ.get("STREAMER_JWT_AUDIENCE", "") or None
 STREAMER_JWT_LEEWAY_S = 30
 
-# --- Limits (PROTOCOL.md §5) ----------------------------------------------------------------
+# --- Limits (docs/protocol.md §5) ----------------------------------------------------------------
 STREAMER_MAX_FRAME_BYTES = env_int("STREAMER_MAX_FRAME_BYTES", 128 * 1024)
 STREAMER_RATE_LIMIT_FRAMES = env_int("STREAMER_RATE_LIMIT_FRAMES", 100)
 STREAMER_RATE_LIMIT_WINDOW_S = env_int("STREAMER_RATE_LIMIT_WINDOW_S", 10)

@@ -1,4 +1,4 @@
-"""PROTOCOL.md §5 "connections per user": at most ``limit`` connections per user,
+"""docs/protocol.md §5 "connections per user": at most ``limit`` connections per user,
 across every server process, with one DynamoDB write per connect.
 
 A connect first counts the user's connections (``by_user`` index, Select=COUNT) and is

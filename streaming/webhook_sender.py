@@ -44,7 +44,7 @@ from streaming.worker import retry_delay_s
 
 log = logging.getLogger(__name__)
 
-#: Longest wait between two attempts (SYSTEM.md: capped at an hour).
+#: Longest wait between two attempts (docs/jobs.md, Webhooks: capped at an hour).
 MAX_RETRY_DELAY_S = 3600.0
 USER_AGENT = "Streamer-Webhooks/1.0"
 

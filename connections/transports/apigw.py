@@ -288,7 +288,7 @@ def _retry_after(response: dict[str, Any]) -> float | None:
 
 
 def _never_dropped(frame: dict[str, Any]) -> bool:
-    """Terminal frames and 100 % progress are never dropped (PROTOCOL.md §5): they skip
+    """Terminal frames and 100 % progress are never dropped (docs/protocol.md §5): they skip
     an open circuit (one per request, they cannot hammer a connection)."""
     kind = frame.get("type")
     if kind in ("complete", "error"):

@@ -1,4 +1,4 @@
-"""Durable asynchronous requests: the DynamoDB model, its status machine (PROTOCOL.md
+"""Durable asynchronous requests: the DynamoDB model, its status machine (docs/protocol.md
 §3) and the store every other part uses to enqueue, claim, report on and end them."""
 
 from storage.requests.model import (

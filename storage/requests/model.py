@@ -6,7 +6,7 @@ Table ``requests`` (prefixed by the store configuration), one item per request:
 * hash key ``owner`` = ``f"{tenant_id}#{user_id}"``, range key ``request_id``. Tenant
   ids are slugs without ``#``, so the owner splits unambiguously at its first ``#``, and
   request ids are scoped to one user: two users (or two tenants) sending the same id
-  never clash (PROTOCOL.md §2.1).
+  never clash (docs/protocol.md §2.1).
 * LSI ``by_created`` (``owner``, ``created_at``): a user's requests newest first, with
   a cursor, without a scan (``request.list``).
 * sparse GSI ``due`` (``due_shard``, ``due_at``): the work queue. Only requests that
@@ -30,7 +30,7 @@ Table ``requests`` (prefixed by the store configuration), one item per request:
 
 Every time is an integer number of milliseconds since the Unix epoch (sortable), except
 ``ttl``: DynamoDB TTL wants epoch seconds, and it is set to ``ended_at`` + 7 days when a
-request ends (PROTOCOL.md §5). JSON-valued attributes (payload, metadata, progress
+request ends (docs/protocol.md §5). JSON-valued attributes (payload, metadata, progress
 details, result, error) are stored as orjson-encoded strings.
 """
 
@@ -60,11 +60,11 @@ DEFAULT_SHARDS = 4
 """Shards of the ``due`` index (``settings.STREAMER_QUEUE_SHARDS`` overrides it)."""
 
 RECORD_TTL_S = 7 * 24 * 3600
-"""How long a request's record stays after it ends (PROTOCOL.md §5)."""
+"""How long a request's record stays after it ends (docs/protocol.md §5)."""
 
 
 class RequestStatus(StrEnum):
-    """Status of a request (PROTOCOL.md §3)."""
+    """Status of a request (docs/protocol.md §3)."""
 
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
@@ -96,7 +96,7 @@ ALLOWED: dict[RequestStatus, frozenset[RequestStatus]] = {
     RequestStatus.FAILED: frozenset(),
     RequestStatus.CANCELLED: frozenset(),
 }
-"""Allowed transitions, exactly PROTOCOL.md §3 (PROCESSING → PROCESSING, a reclaim of
+"""Allowed transitions, exactly docs/protocol.md §3 (PROCESSING → PROCESSING, a reclaim of
 an expired lease, is not a status change)."""
 
 
@@ -184,7 +184,7 @@ class RequestRecord:
         return self.status in FINAL
 
     def public(self) -> dict[str, Any]:
-        """The public record of PROTOCOL.md §3 (what ``request.status``/``list`` return)."""
+        """The public record of docs/protocol.md §3 (what ``request.status``/``list`` return)."""
         data: dict[str, Any] = {
             "request_id": self.request_id,
             "action": self.action,

@@ -1,4 +1,4 @@
-"""A request's output stream (PROTOCOL.md 1.1 ``output``): its chunks, stored in pages.
+"""A request's output stream (docs/protocol.md 1.1 ``output``): its chunks, stored in pages.
 
 Table ``outputs`` (prefixed by the store configuration), one item per *page* of
 consecutive chunks:
@@ -41,10 +41,10 @@ from storage.errors import StoreError, ValidationError
 from storage.requests.model import RECORD_TTL_S, RequestKey, RequestModel
 
 MAX_CHUNK_BYTES = 64 * 1024
-"""Largest chunk, as encoded JSON (PROTOCOL.md §5)."""
+"""Largest chunk, as encoded JSON (docs/protocol.md §5)."""
 
 MAX_STREAM_BYTES = 8 * 1024 * 1024
-"""Most output one request may write, as encoded JSON (PROTOCOL.md §5)."""
+"""Most output one request may write, as encoded JSON (docs/protocol.md §5)."""
 
 PAGE_BYTES = 300_000
 """Chunk bytes per page: with a 64 KiB chunk on top, still under DynamoDB's 400 KB item."""

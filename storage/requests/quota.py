@@ -1,4 +1,4 @@
-"""Quotas of active asynchronous requests (PROTOCOL.md §5, 1.1): per user and per tenant.
+"""Quotas of active asynchronous requests (docs/protocol.md §5, 1.1): per user and per tenant.
 
 Table ``quotas``, hash key ``tenant_id``, range key ``holder``: one item per tenant
 (``holder = "#tenant"``) and one per user holding requests (``"user#<user_id>"``). Each

@@ -1,9 +1,9 @@
 """The request store: every read and state change of an asynchronous request.
 
 Each state change is ONE conditional DynamoDB write whose condition encodes the allowed
-transitions of PROTOCOL.md §3, so two workers can never both claim a request, a
+transitions of docs/protocol.md §3, so two workers can never both claim a request, a
 cancelled request can never complete, and an ``error`` can never be followed by a
-``complete`` (PROTOCOL.md §6). When a condition fails, one consistent read tells the
+``complete`` (docs/protocol.md §6). When a condition fails, one consistent read tells the
 caller why (NotFound, InvalidTransition with the current status, or for ``claim``
 simply ``None``). No transactions, TTL or streams are needed, so the embedded server
 (dynalite) behaves like DynamoDB.
@@ -563,7 +563,7 @@ class RequestStore:
         ``created_at``, origin and subscribers; ``attempts`` goes back to 0, error,
         result, progress, ``started_at``/``ended_at`` and the TTL are cleared,
         ``requeued_at`` is set and it is due at once in the ``due`` index. This is an
-        operator override of PROTOCOL.md §3 (final states are final for clients);
+        operator override of docs/protocol.md §3 (final states are final for clients);
         docs/admin.md explains what clients see. COMPLETED or still live →
         InvalidTransition with the current status; missing → NotFound.
         """

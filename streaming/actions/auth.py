@@ -1,4 +1,4 @@
-"""``auth.refresh`` (PROTOCOL.md §3, 1.1): a new token for a live connection.
+"""``auth.refresh`` (docs/protocol.md §3, 1.1): a new token for a live connection.
 
 The new token goes through every check of the handshake (signature, claims, issuer,
 audience, lifetime cap, tenant still active) and must name the same ``sub`` and

@@ -1,4 +1,4 @@
-"""Actions every deployment has (PROTOCOL.md §3): echo and the request.* family."""
+"""Actions every deployment has (docs/protocol.md §3): echo and the request.* family."""
 
 from __future__ import annotations
 

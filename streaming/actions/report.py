@@ -5,7 +5,7 @@ connections, and computes counts by status and action, completion latencies (p50
 and queue waits. The work is split into steps reported as progress; ``duration_s``
 paces the steps over about that many seconds so clients can watch, cancel and resume.
 
-As it goes it writes what it finds to its output stream (PROTOCOL.md 1.1): one chunk
+As it goes it writes what it finds to its output stream (docs/protocol.md 1.1): one chunk
 per step with the requests read so far, one per second of pacing with the running
 totals, and the findings at the end: at least one chunk in all and at least one per
 second of ``duration_s``. A retry writes its own chunks after the earlier attempt's.

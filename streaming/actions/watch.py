@@ -1,4 +1,4 @@
-"""``request.watch`` (PROTOCOL.md §3, 1.1): a connection that asks receives the frames of
+"""``request.watch`` (docs/protocol.md §3, 1.1): a connection that asks receives the frames of
 every request of its user, however the request was started (another tab, server code,
 the HTTP jobs API). How watchers are kept and reached: :mod:`streaming.watchers`.
 """

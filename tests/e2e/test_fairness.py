@@ -1,6 +1,6 @@
 """The starvation scenario of issue 11 with real processes: one tenant queues more long
 reports than the workers have slots, and another tenant's quick report still completes
-while the first tenant's are running and queued (PROTOCOL.md §5 1.1, fairness).
+while the first tenant's are running and queued (docs/protocol.md §5 1.1, fairness).
 
 Redis mode with separate ``process_requests`` workers of 2 slots each (a tenant's
 default share is then 1 slot per worker), against the embedded DynamoDB server.

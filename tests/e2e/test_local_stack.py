@@ -208,7 +208,7 @@ async def test_bad_handshake_closes_with_code(stack: Stack, case: str, expected:
     async with open_client(stack.servers[0].ws_url(token)) as client:
         assert await client.wait_closed(within=10) == expected
         assert client.frames == []
-        # PROTOCOL.md wants a short generic reason; daphne 4.2 drops the reason of a
+        # docs/protocol.md wants a short generic reason; daphne 4.2 drops the reason of a
         # server-side close (WebSocketProtocol.serverClose takes only a code), so it may
         # be empty here. Whatever comes must be short and generic.
         assert len(client.ws.close_reason) < 64

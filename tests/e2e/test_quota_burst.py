@@ -15,7 +15,7 @@ from bench.stack import Environment, Stack, running_stack
 
 pytestmark = pytest.mark.e2e
 
-LIMIT = 20  # PROTOCOL.md §5: active async requests per user
+LIMIT = 20  # docs/protocol.md §5: active async requests per user
 SOCKETS = 10
 PER_SOCKET = 6
 LONG = {"duration_s": 120, "steps": 4, "max_requests": 0, "include_connections": False}

@@ -1,4 +1,4 @@
-"""Slow consumers (issue 11, PROTOCOL.md §1/§5 1.1) on real server processes, daphne and
+"""Slow consumers (issue 11, docs/protocol.md §1/§5 1.1) on real server processes, daphne and
 uvicorn: three sockets that keep sending echo frames but never read the replies are
 each closed with 4408, the server's memory grows by a bounded amount, and a
 well-behaved socket still gets its echo."""

@@ -866,7 +866,7 @@ describe("resumption", () => {
   });
 });
 
-// --- token refresh (auth.refresh, PROTOCOL.md 1.1) ------------------------------------------
+// --- token refresh (auth.refresh, docs/protocol.md 1.1) ------------------------------------------
 
 /** An unsigned JWT-shaped token whose `exp` is `expSeconds` (the client never verifies). */
 function jwtWith(claims) {

@@ -1,4 +1,4 @@
-"""Error codes (PROTOCOL.md §4), ProtocolError and validation_error."""
+"""Error codes (docs/protocol.md §4), ProtocolError and validation_error."""
 
 from __future__ import annotations
 

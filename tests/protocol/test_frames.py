@@ -1,4 +1,4 @@
-"""protocol.frames: server → client frame builders (PROTOCOL.md §2.2)."""
+"""protocol.frames: server → client frame builders (docs/protocol.md §2.2)."""
 
 from __future__ import annotations
 

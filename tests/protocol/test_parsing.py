@@ -1,4 +1,4 @@
-"""protocol.parsing.parse_frame: client → server frames (PROTOCOL.md §2.1)."""
+"""protocol.parsing.parse_frame: client → server frames (docs/protocol.md §2.1)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 pipeline (rate limit → parse → route → validate → run or enqueue) with storage in moto.
 
 Whatever the payload, one frame answers: a ``response``, an ``acknowledgment`` or an
-``error`` with a code of PROTOCOL.md §4, never INTERNAL_ERROR (a bug), never library
+``error`` with a code of docs/protocol.md §4, never INTERNAL_ERROR (a bug), never library
 text, always the client's request id; and another user's requests are never reached.
 The frame parser itself is fuzzed in tests/protocol/test_parsing_properties.py.
 """

@@ -6,7 +6,7 @@ be controlled exactly: what the process-level fault tests can only hit by luck.
   into a permanent INTERNAL_ERROR.
 * A channel layer that is down (Redis) makes a send fail, it does not raise through
   fan-outs, cancels or completions.
-* Under daphne the 1011 close of PROTOCOL.md §1 is a clean close frame.
+* Under daphne the 1011 close of docs/protocol.md §1 is a clean close frame.
 """
 
 from __future__ import annotations

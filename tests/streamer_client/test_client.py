@@ -554,7 +554,7 @@ async def test_output_once_each_in_order_and_resumed_after_the_last_seq() -> Non
         await client.close()
 
 
-# --- token refresh (auth.refresh, PROTOCOL.md 1.1) -------------------------------------------
+# --- token refresh (auth.refresh, docs/protocol.md 1.1) -------------------------------------------
 
 
 def jwt_with(**claims: Any) -> str:

@@ -1,4 +1,4 @@
-"""Tokens over API Gateway (PROTOCOL.md 1.1), against moto: the per-user cap, an
+"""Tokens over API Gateway (docs/protocol.md 1.1), against moto: the per-user cap, an
 expired token noticed at the next frame, the sweep closing expired sockets, and
 ``auth.refresh`` recorded so a cold container rebuilds the refreshed session."""
 

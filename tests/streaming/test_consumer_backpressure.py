@@ -1,4 +1,4 @@
-"""Backpressure (PROTOCOL.md 1.1): the per-connection output limit (close 4408) and the
+"""Backpressure (docs/protocol.md 1.1): the per-connection output limit (close 4408) and the
 inbound-bytes limit (RATE_LIMITED with retry_after_ms)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Client frames over a real socket (PROTOCOL.md §2, §4): every bad frame is answered
+"""Client frames over a real socket (docs/protocol.md §2, §4): every bad frame is answered
 with an error frame and never closes the connection."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Handshake (PROTOCOL.md §1): where the token comes from, what each failure closes
+"""Handshake (docs/protocol.md §1): where the token comes from, what each failure closes
 with, the connection record, the Origin check."""
 
 from __future__ import annotations

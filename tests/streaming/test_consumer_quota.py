@@ -1,4 +1,4 @@
-"""QUOTA_EXCEEDED over a real socket (PROTOCOL.md §4, §5 1.1): active async requests per
+"""QUOTA_EXCEEDED over a real socket (docs/protocol.md §4, §5 1.1): active async requests per
 user and per tenant, nothing stored when refused, room again once a request ends."""
 
 from __future__ import annotations

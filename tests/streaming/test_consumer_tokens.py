@@ -1,4 +1,4 @@
-"""Tokens on live sockets (PROTOCOL.md 1.1): the lifetime cap, the per-user connection
+"""Tokens on live sockets (docs/protocol.md 1.1): the lifetime cap, the per-user connection
 cap, close 4401 when the token expires, ``auth.refresh``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fair scheduling (PROTOCOL.md §5 1.1): a tenant holds at most its share of a worker's
+"""Fair scheduling (docs/protocol.md §5 1.1): a tenant holds at most its share of a worker's
 slots, polls find other tenants' work behind its backlog, and the slots of one poll
 go round-robin by tenant. moto for storage, real workers on this event loop, tenant
 settings in the test database."""

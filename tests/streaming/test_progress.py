@@ -1,5 +1,5 @@
 """ProgressReporter: coalescing (≤10 frames/s, ≤1 write/s), clamping, monotonicity,
-flush on close, resilience of its sinks (PROTOCOL.md §5, SYSTEM.md budgets)."""
+flush on close, resilience of its sinks (docs/protocol.md §5, the benchmark budgets)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The per-connection token bucket (PROTOCOL.md §5: 100 frames per 10 s)."""
+"""The per-connection token bucket (docs/protocol.md §5: 100 frames per 10 s)."""
 
 from __future__ import annotations
 

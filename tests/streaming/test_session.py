@@ -1,5 +1,5 @@
 """streaming/session.py: DeliveryGuard (the per-connection ordering guarantees of
-PROTOCOL.md §2.2), the tenant connection counts, opening a session."""
+docs/protocol.md §6), the tenant connection counts, opening a session."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def test_terminal_clears_progress_entry() -> None:
     assert "r" not in guard._progress
 
 
-# --- output frames (PROTOCOL.md 1.1 §2.2) -----------------------------------------------
+# --- output frames (docs/protocol.md 1.1 §2.2) -----------------------------------------------
 
 
 def out(seq: int, replay: str | None = None, rid: str = "r") -> dict:

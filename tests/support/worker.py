@@ -1,5 +1,5 @@
 """Helpers of the worker tests: the fake socket, submitting a request, checking a
-stream of frames against PROTOCOL.md §2.2, running workers."""
+stream of frames against docs/protocol.md §6, running workers."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ async def submit(
 
 
 def check_stream(stream: list[dict[str, Any]]) -> dict[str, Any]:
-    """PROTOCOL.md §2.2 for one request on one connection; returns the terminal frame."""
+    """docs/protocol.md §6 for one request on one connection; returns the terminal frame."""
     assert stream, "no frames"
     assert stream[0]["type"] == "acknowledgment", stream
     kinds = [f["type"] for f in stream]

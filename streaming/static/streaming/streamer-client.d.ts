@@ -17,7 +17,7 @@ export declare const CloseCode: Readonly<{
   STORAGE_DOWN: 1011;
 }>;
 
-/** Codes the server sends (PROTOCOL.md §4). */
+/** Codes the server sends (docs/protocol.md §4). */
 export type ServerErrorCode =
   | "INVALID_MESSAGE"
   | "VALIDATION_ERROR"

@@ -37,7 +37,7 @@ export const State = Object.freeze({
   CLOSED: "closed",
 });
 
-/** Close codes of PROTOCOL.md §1. */
+/** Close codes of docs/protocol.md §1. */
 export const CloseCode = Object.freeze({
   UNAUTHORIZED: 4401,
   FORBIDDEN_TENANT: 4403,
@@ -45,7 +45,7 @@ export const CloseCode = Object.freeze({
   STORAGE_DOWN: 1011,
 });
 
-/** Client-side error codes (the server's codes of PROTOCOL.md §4 are used as they are). */
+/** Client-side error codes (the server's codes of docs/protocol.md §4 are used as they are). */
 export const ClientErrorCode = Object.freeze({
   UNAUTHORIZED: "UNAUTHORIZED", // close 4401
   TENANT_FORBIDDEN: "TENANT_FORBIDDEN", // close 4403
@@ -522,7 +522,7 @@ export class StreamerClient extends EventTarget {
   }
 
   /**
-   * With a `getToken` hook, send `auth.refresh` (PROTOCOL.md §3) shortly before the
+   * With a `getToken` hook, send `auth.refresh` (docs/protocol.md §3) shortly before the
    * current token's `exp`: `refreshLeadMs` before it, or half-way through a shorter
    * remaining life. A refused or failed refresh keeps the socket; the server then
    * closes it with 4401 and the client reconnects with a fresh token as usual.

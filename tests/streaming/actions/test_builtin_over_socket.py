@@ -1,4 +1,4 @@
-"""The built-in actions over a real socket (PROTOCOL.md §3)."""
+"""The built-in actions over a real socket (docs/protocol.md §3)."""
 
 from __future__ import annotations
 
