@@ -27,12 +27,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from connections.storage_pool import run_storage
-from connections.tenants import TenantPolicy, get_tenant_policy
 from protocol import codec
 from protocol.errors import ErrorCode, ProtocolError, field_errors, validation_error
 from protocol.parsing import ClientRequest, parse_frame
@@ -41,8 +40,7 @@ from storage.errors import ValidationError as StoreValidationError
 from storage.requests.model import RequestKey, RequestRecord, RequestStatus
 from storage.requests.store import MAX_USER_ID, request_store
 from streaming import lifecycle
-from streaming.actions.registry import ActionRegistry, ActionSpec, registry
-from streaming.auth import Identity
+from streaming.actions.registry import ActionRegistry, registry
 
 __all__ = [
     "DuplicateRequest",
@@ -97,24 +95,6 @@ class ListQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=2048)
 
 
-async def _enqueue(
-    identity: Identity, request: ClientRequest, spec: ActionSpec, policy: TenantPolicy
-) -> RequestRecord:
-    """Store and queue a checked request that has no sender socket: THE one place that
-    hands a server-side request to the request lifecycle (quota holds from the tenant's
-    policy, one conditional write, watchers told, a worker woken)."""
-    return await lifecycle.submit(
-        spec,
-        tenant_id=identity.tenant_id,
-        user_id=identity.user_id,
-        request_id=request.id,
-        payload=request.payload,
-        metadata=request.metadata,
-        origin=None,
-        limits=lifecycle.quota_limits(policy),
-    )
-
-
 def _check_user(user_id: Any) -> str:
     if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID:
         raise validation_error(
@@ -133,13 +113,6 @@ def _parse(action: Any, payload: Any, request_id: Any, metadata: Any) -> ClientR
             [{"field": "payload", "message": "must hold only JSON values"}]
         ) from None
     return parse_frame(encoded)  # type: ignore[return-value]  # no "type": never a ping
-
-
-async def _policy(tenant_id: str) -> TenantPolicy:
-    policy = await sync_to_async(get_tenant_policy)(tenant_id)
-    if policy is None or not policy.active:
-        raise ProtocolError(ErrorCode.FORBIDDEN, "Tenant unknown or disabled")
-    return policy
 
 
 async def astart(
@@ -162,16 +135,17 @@ async def astart(
     try:
         user = _check_user(user_id)
         request = _parse(action, payload, request_id, metadata)
-        spec = actions.get(request.action)
-        if spec.mode != "async":
-            raise ProtocolError(
-                ErrorCode.INVALID_ACTION,
-                "Only asynchronous actions can be started as requests",
-                {"action": request.action},
-            )
-        spec.validate(request.payload)
-        policy = await _policy(tenant_id)
-        record = await _enqueue(Identity(tenant_id, user, frozenset()), request, spec, policy)
+        # The one server-side entry of the request lifecycle: the action must be an
+        # async one, its schema and the tenant's state and quotas are checked there.
+        record = await lifecycle.enqueue(
+            tenant_id=tenant_id,
+            user_id=user,
+            action=request.action,
+            payload=request.payload,
+            request_id=request.id,
+            metadata=request.metadata,
+            actions=actions,
+        )
     except ProtocolError as exc:
         raise _typed(exc) from None
     except StorageUnavailable:
