@@ -36,6 +36,9 @@ from storage.requests.output import (
 )
 from streaming.actions.registry import FinalError
 
+#: Stored chunks kept for another publish attempt at most (older ones: after_seq).
+MAX_UNSENT = 10_000
+
 log = logging.getLogger(__name__)
 
 Publish = Callable[[list[tuple[int, Any]]], Awaitable[None]]
@@ -81,6 +84,9 @@ class OutputWriter:
         self._store = store
         self._interval = flush_interval_s
         self._failures = 0  # flushes in a row that storage refused
+        # Stored chunks whose publish failed (subscriber lookup or channel layer out of
+        # reach): sent again, oldest first, before anything newer.
+        self._unsent: list[tuple[int, Any]] = []
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._pending: list[bytes] = []
@@ -152,47 +158,57 @@ class OutputWriter:
                 await asyncio.sleep(min(2.0, self._interval * 2 ** min(self._failures, 5)))
 
     async def flush(self) -> bool:
-        """Store what is buffered, then send it. Storage failures are logged and the
-        chunks kept for the next flush (False is returned); a takeover by another writer
-        drops them."""
+        """Store what is buffered, then send it (after anything stored but not sent yet).
+        Storage failures are logged and the chunks kept for the next flush (False is
+        returned); a takeover by another writer drops them."""
         async with self._flushing:
             with self._lock:
                 batch, self._pending, self._pending_bytes = self._pending, [], 0
-            if not batch or self.lost:
+            if self.lost:
                 return True
-            try:
-                if self._last_seq is None:
-                    self._last_seq = await asyncio.to_thread(self._store.last_seq, self._key)
-                first = self._last_seq + 1
-                self.writes_made += await asyncio.to_thread(
-                    self._store.append, self._key, first, batch
-                )
-            except OutputConflict:
-                log.warning("output of %s continued by another writer", self._key.request_id)
-                self.lost = True
-                return True
-            except StoreError:
-                self._failures += 1
-                log.warning(
-                    "output of %s not stored yet (attempt %d)",
-                    self._key.request_id,
-                    self._failures,
-                    exc_info=self._failures == 1,
-                )
-                with self._lock:
-                    self._pending[:0] = batch
-                    self._pending_bytes += sum(len(c) for c in batch)
-                return False
-            self._failures = 0
-            self._last_seq = first + len(batch) - 1
-        await self._send(first, batch)
+            if batch:
+                try:
+                    if self._last_seq is None:
+                        self._last_seq = await asyncio.to_thread(self._store.last_seq, self._key)
+                    first = self._last_seq + 1
+                    self.writes_made += await asyncio.to_thread(
+                        self._store.append, self._key, first, batch
+                    )
+                except OutputConflict:
+                    log.warning("output of %s continued by another writer", self._key.request_id)
+                    self.lost = True
+                    return True
+                except StoreError:
+                    self._failures += 1
+                    log.warning(
+                        "output of %s not stored yet (attempt %d)",
+                        self._key.request_id,
+                        self._failures,
+                        exc_info=self._failures == 1,
+                    )
+                    with self._lock:
+                        self._pending[:0] = batch
+                        self._pending_bytes += sum(len(c) for c in batch)
+                    return False
+                self._failures = 0
+                self._last_seq = first + len(batch) - 1
+                self._unsent += [(first + i, orjson.loads(c)) for i, c in enumerate(batch)]
+        await self._resend()
         return True
 
-    async def _send(self, first: int, batch: list[bytes]) -> None:
+    async def _resend(self) -> None:
+        """Publish what is stored and not sent yet, oldest first. A failed publish is
+        tried again at the next flush and at close (before the terminal frame), so a
+        subscribed socket sees no gap; each connection's guard drops what it already
+        had. Past MAX_UNSENT chunks the oldest are left to ``after_seq`` resumption."""
+        if not self._unsent:
+            return
+        chunks, self._unsent = self._unsent, []
         try:
-            await self._publish([(first + i, orjson.loads(c)) for i, c in enumerate(batch)])
+            await self._publish(chunks)
         except Exception:
-            log.warning("output frames not delivered", exc_info=True)
+            log.warning("output frames not delivered yet", exc_info=True)
+            self._unsent = [*chunks, *self._unsent][-MAX_UNSENT:]
 
     async def close(self, *, flush: bool = True) -> None:
         """Stop taking chunks and wait for a flush under way; with ``flush``, store and

@@ -296,6 +296,31 @@ async def test_a_failing_publish_loses_nothing_stored(store: RequestStore) -> No
     assert stored_stream(key) == [(1, "kept")]
 
 
+@pytest.mark.parametrize("failures", [1, 2])
+async def test_chunks_whose_publish_failed_are_sent_again_in_order(
+    store: RequestStore, failures: int
+) -> None:
+    """A stored chunk whose frame could not be published (the layer or the subscriber
+    lookup out of reach) goes out with the next flush, before newer ones: no gap."""
+    key = RequestKey("acme", "alice", f"republish-{failures}")
+    sent: list[tuple[int, Any]] = []
+    left = [failures]
+
+    async def flaky(chunks: list[tuple[int, Any]]) -> None:
+        if left[0]:
+            left[0] -= 1
+            raise RuntimeError("layer down")
+        sent.extend(chunks)
+
+    writer = OutputWriter(asyncio.get_running_loop(), key, flaky, flush_interval_s=3600)
+    for n in range(1, 4):
+        writer.write(f"c{n}")
+        await writer.flush()
+    await writer.close()
+    assert sent == [(1, "c1"), (2, "c2"), (3, "c3")]
+    assert stored_stream(key) == sent
+
+
 async def test_a_page_worth_of_output_is_flushed_at_once(store: RequestStore) -> None:
     key = RequestKey("acme", "alice", "bulk")
     sent: list[tuple[int, Any]] = []
