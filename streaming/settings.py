@@ -159,6 +159,9 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
+# The JS client is its own npm package (clients/js/); its source folder is served under the
+# app's namespace, so the demo page imports it from /static/streaming/streamer-client.js.
+STATICFILES_DIRS = [("streaming", BASE_DIR / "clients" / "js" / "src")]
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

@@ -1,4 +1,4 @@
-// Unit tests of streaming/static/streaming/streamer-client.js: `node --test tests/js/`.
+// Unit tests of clients/js/src/streamer-client.js: `node --test tests/js/`.
 // A fake WebSocket class and a fake clock stand in for the network and for time.
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, it } from "node:test";
@@ -8,7 +8,7 @@ import {
   StreamerError,
   backoffDelay,
   tokenExpiresAt,
-} from "../../streaming/static/streaming/streamer-client.js";
+} from "../../clients/js/src/streamer-client.js";
 
 // --- fakes ---------------------------------------------------------------------------
 

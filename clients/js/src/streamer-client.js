@@ -1,7 +1,8 @@
 /**
- * Streamer JavaScript client — wire protocol version 1 (see docs/clients.md).
+ * Streamer JavaScript client — wire protocol version 1.1 (see docs/clients.md).
  *
- * An ES module with no dependencies and no build step: import it from
+ * An ES module with no dependencies and no build step, and the whole npm package
+ * `streamer-client` (clients/js/): import it from the package, from
  * `/static/streaming/streamer-client.js` in a browser, or from Node >= 20 (pass a
  * WebSocket implementation with the `WebSocket` option where there is no global one).
  *
@@ -27,6 +28,9 @@
  *   request that was acknowledged with `request.status` + `subscribe`;
  * - close codes 4401/4403/4429 are not retried forever (see `_onClose`).
  */
+
+/** The wire protocol version this client speaks (docs/protocol.md). */
+export const PROTOCOL_VERSION = "1.1";
 
 /** Connection states, as carried by the "state" event's `detail`. */
 export const State = Object.freeze({

@@ -1,4 +1,5 @@
-"""Python client of the Streamer WebSocket service (asyncio, on ``websockets``).
+"""Python client of the Streamer WebSocket service (asyncio, on ``websockets``), the
+``streamer-client`` distribution (``pip install ./clients/python``).
 
     from streamer_client import StreamerClient
 
@@ -25,11 +26,15 @@ from streamer_client.client import (
     token_expires_at,
 )
 
+# The wire protocol version this client speaks (docs/protocol.md).
+PROTOCOL_VERSION = "1.1"
+
 __all__ = [
     "CLOSED",
     "CONNECTING",
     "IDLE",
     "OPEN",
+    "PROTOCOL_VERSION",
     "RECONNECTING",
     "Backoff",
     "Progress",

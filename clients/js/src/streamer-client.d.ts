@@ -1,4 +1,7 @@
-// Type declarations for streamer-client.js (Streamer wire protocol version 1).
+// Type declarations for streamer-client.js (Streamer wire protocol version 1.1).
+
+/** The wire protocol version this client speaks (docs/protocol.md). */
+export declare const PROTOCOL_VERSION: "1.1";
 
 export type ConnectionState = "idle" | "connecting" | "open" | "reconnecting" | "closed";
 

@@ -1,6 +1,6 @@
-"""The Streamer client for Python (asyncio, on ``websockets``): wire protocol version 1.
+"""The Streamer client for Python (asyncio, on ``websockets``): wire protocol version 1.1.
 
-Same behaviour as the JavaScript client (``streaming/static/streaming/streamer-client.js``;
+Same behaviour as the JavaScript client (``clients/js/src/streamer-client.js``;
 docs/clients.md describes both):
 
 * requests are correlated by ``id`` (a UUID4 unless given); a request made while the
