@@ -46,6 +46,8 @@ COPY protocol ./protocol
 COPY storage ./storage
 COPY connections ./connections
 COPY streaming ./streaming
+# The JS client's source (its npm package, clients/js/) is served at /static/streaming/.
+COPY clients/js/src ./clients/js/src
 
 # A throw-away key: settings refuse to load without one, and collectstatic signs nothing.
 RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0 \
