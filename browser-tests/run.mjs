@@ -530,7 +530,7 @@ async function logLines(page, id) {
 scenarios["output-log"] = async function outputLog({ page, baseUrl }) {
   await page.goto(`${baseUrl}/?user=${uniqueUser("log")}`);
   await waitConnected(page);
-  const id = await startReport(page, 6);
+  const id = await startReport(page, 8);
   const before = await until(async () => {
     const lines = await logLines(page, id);
     return lines.length >= 2 ? lines : null;
