@@ -1,158 +1,189 @@
-"""Output streams against the embedded DynamoDB (dynalite, on disk):
+"""Output streams end to end, on the benchmark's own stack (dynalite on disk, daphne
+with the in-process worker; ``bench.output`` writes the chunks):
 
-* DynamoDB writes per 1,000 small chunks (a burst, and written over ~1 s by a handler);
 * chunks per second one request streams, handler ``write`` to ``output`` frame on a
-  subscriber's channel (a real worker, the in-memory channel layer; no socket);
-* replay time of an 8 MiB stream (every stored chunk read back in order and encoded as
-  frames, what ``request.status`` ``after_seq=0`` does).
+  WebSocket, from its first ``output`` frame to its terminal frame (every seq checked
+  in order), and how long after the send the acknowledgment and the first chunk came;
+* DynamoDB writes per 1,000 small chunks, written in one burst and over about a second
+  (one every ms): counted on the server's ``/metrics``
+  (``streamer_dynamodb_calls_total``), minus a twin request run the same way that
+  writes no chunk (its claim, completion, quota holds and lease renewals);
+* replay of an 8 MiB stream (128 chunks of 64 KiB): ``request.status`` with
+  ``after_seq`` 0 on a fresh socket, until the frame of the last seq.
 
-    python -m bench.output_stream [--chunks 20000]
+    python -m bench.output_stream [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import tempfile
-import time
-from pathlib import Path
+import statistics
 from typing import Any
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streaming.settings")
-os.environ.setdefault("DJANGO_DEBUG", "1")  # a local measurement: the development key will do
+from bench.stack import Stack, local_stack, token
+from bench.wsclient import WSClient, open_client
 
-import django
+WRITE_OPS = ("PutItem", "UpdateItem", "BatchWriteItem", "DeleteItem")
+SMALL_CHUNK = 16  # characters of each small chunk
+BIG_CHUNK = 65_534  # 64 KiB as JSON
+REPLAY_CHUNKS = 128  # x 64 KiB = 8 MiB, the most one request may write
+USER = "output"
 
-django.setup()
-
-from channels.layers import InMemoryChannelLayer, channel_layers  # noqa: E402
-
-from bench.store_ops import total_calls  # noqa: E402
-from protocol import codec, frames  # noqa: E402
-from storage import base, localserver, tables  # noqa: E402
-from storage.requests.model import RequestKey  # noqa: E402
-from storage.requests.output import MAX_CHUNK_BYTES, encode_chunk, output_store  # noqa: E402
-from storage.requests.store import request_store  # noqa: E402
-from streaming.actions.registry import ActionRegistry, action  # noqa: E402
-from streaming.lifecycle import wake_worker  # noqa: E402
-from streaming.output import OutputWriter  # noqa: E402
-from streaming.worker import Worker  # noqa: E402
+#: Budgets (docs/performance.md, "Budgets").
+MIN_CHUNKS_PER_S = 5_000
+MAX_BURST_WRITES = 4  # one page + one output_seq update, with room for a page split
+MAX_PACED_WRITES = 30  # a flush every 0.1 s for about a second, 2 writes each
+MAX_REPLAY_S = 2.0
 
 
-def enqueue(request_id: str, action_name: str = "bench.out", **origin: Any) -> RequestKey:
-    record = request_store.enqueue(
-        tenant_id="bench",
-        user_id="u",
-        request_id=request_id,
-        action=action_name,
-        payload={},
-        shards=1,
-        **origin,
+def writes(stack: Stack) -> float:
+    """DynamoDB write calls the server (and its in-process worker) made so far."""
+    return sum(
+        stack.metric("streamer_dynamodb_calls_total", f'operation="{op}"') for op in WRITE_OPS
     )
-    return record.key
 
 
-def writes_per_thousand_burst() -> float:
-    key = enqueue("burst")
-    before = total_calls()
-    output_store.append(key, 1, [encode_chunk(f"line {i}") for i in range(1000)])
-    return total_calls() - before
-
-
-async def writes_per_thousand_paced() -> float:
-    """1,000 chunks written one per ms (about a second) by a handler."""
-    key = enqueue("paced")
-
-    async def nowhere(_chunks: list[tuple[int, Any]]) -> None:
-        return None
-
-    writer = OutputWriter(asyncio.get_running_loop(), key, nowhere)
-    before = total_calls()
-    for i in range(1000):
-        writer.write(f"line {i}")
-        await asyncio.sleep(0.001)
-    await writer.close()
-    return total_calls() - before - 1  # minus the one read of where the stream stands
-
-
-async def chunks_per_second(count: int) -> tuple[float, int]:
-    """Handler writes ``count`` chunks as fast as it can; the clock stops when the
-    subscriber's channel has the terminal frame. Returns (chunks/s, frames seen)."""
-    layer = InMemoryChannelLayer(capacity=100_000, expiry=60)
-    channel_layers.set("default", layer)
-    actions = ActionRegistry()
-
-    @action("bench.out", mode="async", registry=actions)
-    async def out(job: Any, payload: Any) -> int:
-        for i in range(count):
-            job.write(f"line {i}")
-            if i % 1000 == 0:
-                await asyncio.sleep(0)
-        return count
-
-    channel = await layer.new_channel("bench.")
-    worker = Worker(actions=actions, shards=1, poll_interval_s=0.05)
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    started = time.perf_counter()
-    key = await asyncio.to_thread(
-        enqueue,
-        "speed",
-        connection_id="bench-conn",
-        origin_transport="channels",
-        origin_address=channel,
+async def run_request(
+    client: WSClient, request_id: str, payload: dict[str, Any], within: float = 120.0
+) -> tuple[float, list[dict[str, Any]]]:
+    """Send ``bench.output`` and wait for its terminal frame: (the perf_counter time it
+    was sent, the request's ``output`` frames and then its terminal frame, each with its
+    ``_rx`` time). RuntimeError unless it completed with every seq once, in order."""
+    since = len(client.frames)
+    sent = await client.send({"id": request_id, "action": "bench.output", "payload": payload})
+    end = await client.wait_for(
+        lambda f: f.get("request_id") == request_id and f["type"] in ("complete", "error"),
+        within=within,
+        since=since,
     )
-    await wake_worker(key.as_string())
-    outputs = 0
-    while True:
-        message = await layer.receive(channel)
-        batch = message["frames"] if message["type"] == "streamer.frames" else [message]
-        outputs += sum(1 for m in batch if m.get("frame_type") == "output")
-        if any(m.get("frame_type") in ("complete", "error") for m in batch):
-            break
-    elapsed = time.perf_counter() - started
-    stop.set()
-    await running
-    return count / elapsed, outputs
+    if end["type"] != "complete":
+        raise RuntimeError(f"bench.output failed: {end}")
+    outputs = [
+        f
+        for f in client.frames[since:]
+        if f.get("request_id") == request_id and f["type"] == "output"
+    ]
+    expected = payload["chunks"] if payload.get("write", True) else 0
+    if [f["seq"] for f in outputs] != list(range(1, expected + 1)):
+        raise RuntimeError(f"{request_id}: output seqs not 1..{expected} in order")
+    return sent, [*outputs, end]
 
 
-def replay_seconds() -> tuple[float, int]:
-    """An 8 MiB stream (128 chunks of 64 KiB) read back and encoded as frames."""
-    key = enqueue("replay")
-    chunk = encode_chunk("x" * (MAX_CHUNK_BYTES - 2))
-    output_store.append(key, 1, [chunk] * 128)
-    started = time.perf_counter()
-    size = 0
-    for seq, data in output_store.iter_after(key, 0):
-        size += len(codec.dumps_text(frames.output("replay", seq, data)))
-    return time.perf_counter() - started, size
+async def throughput(stack: Stack, client: WSClient, chunks: int) -> dict[str, Any]:
+    """One request streaming ``chunks`` small chunks as fast as its handler writes."""
+    payload = {"chunks": chunks, "chunk_bytes": SMALL_CHUNK}
+    await run_request(client, "warm-up", {**payload, "chunks": 100})
+    since = len(client.frames)
+    sent, frames = await run_request(client, "speed", payload)
+    ack = next(f for f in client.frames[since:] if f["type"] == "acknowledgment")
+    first, end = frames[0]["_rx"], frames[-1]["_rx"]
+    return {
+        "chunks": chunks,
+        "seconds": round(end - sent, 3),
+        "ack_ms": round((ack["_rx"] - sent) * 1000, 1),
+        "first_chunk_ms": round((first - sent) * 1000, 1),
+        # The stream itself: first output frame to the terminal frame.
+        "chunks_per_s": round(chunks / (end - first)),
+    }
+
+
+async def writes_per_thousand(
+    stack: Stack, client: WSClient, pace_ms: float, repeats: int
+) -> dict[str, Any]:
+    """Writes of 1,000 chunks (burst: ``pace_ms`` 0), the median of ``repeats`` pairs of
+    (with output, the same without)."""
+    counts = []
+    for i in range(repeats):
+        made = {}
+        for write in (True, False):
+            payload = {"chunks": 1000, "chunk_bytes": SMALL_CHUNK, "pace_ms": pace_ms}
+            before = writes(stack)
+            await run_request(client, f"w{pace_ms}-{i}-{write}", {**payload, "write": write})
+            made[write] = writes(stack) - before
+        counts.append(made[True] - made[False])
+    return {"pace_ms": pace_ms, "writes": counts, "median": statistics.median(counts)}
+
+
+async def replay(stack: Stack, client: WSClient) -> dict[str, Any]:
+    """Write an 8 MiB stream, then time its replay on another socket."""
+    payload = {"chunks": REPLAY_CHUNKS, "chunk_bytes": BIG_CHUNK}
+    await run_request(client, "big", payload)
+    # A fresh socket of the same user (a request is readable by its own user only).
+    async with open_client(f"{stack.ws}/ws?token={token(USER)}") as reader:
+        status = {"request_id": "big", "after_seq": 0}
+        sent = await reader.send({"id": "replay", "action": "request.status", "payload": status})
+        last = await reader.wait_for(
+            lambda f: f["type"] == "output" and f.get("seq") == REPLAY_CHUNKS, within=60.0
+        )
+        seqs = [f["seq"] for f in reader.frames if f["type"] == "output"]
+        size = sum(len(f["data"]) for f in reader.frames if f["type"] == "output")
+    if seqs != list(range(1, REPLAY_CHUNKS + 1)):
+        raise RuntimeError("replay: seqs not 1..128 in order")
+    return {"bytes": size, "chunks": len(seqs), "seconds": round(last["_rx"] - sent, 3)}
+
+
+async def measure(quick: bool) -> dict[str, Any]:
+    """Every output-stream number on a fresh stack."""
+    chunks = 20_000 if quick else 50_000
+    repeats = 1 if quick else 3
+    with local_stack() as stack:
+        async with open_client(f"{stack.ws}/ws?token={token(USER)}") as client:
+            speed = await throughput(stack, client, chunks)
+            burst = await writes_per_thousand(stack, client, 0.0, repeats)
+            paced = await writes_per_thousand(stack, client, 1.0, repeats)
+            replayed = await replay(stack, client)
+    return {"quick": quick, "throughput": speed, "burst": burst, "paced": paced, "replay": replayed}
+
+
+def report(r: dict[str, Any]) -> str:
+    """Lines for the benchmark's output."""
+    s, b, p, rp = r["throughput"], r["burst"], r["paced"], r["replay"]
+    return (
+        f"output: {s['chunks']:,} chunks of one request in {s['seconds']} s from the send "
+        f"(ack {s['ack_ms']} ms, first chunk {s['first_chunk_ms']} ms; then "
+        f"{s['chunks_per_s']:,} chunks/s); "
+        f"DynamoDB writes per 1,000 chunks: burst {b['writes']}, over ~1 s {p['writes']}; "
+        f"replay of {rp['bytes'] / 2**20:.1f} MiB ({rp['chunks']} chunks): {rp['seconds']} s"
+    )
+
+
+def budgets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The rows of the budget table."""
+    s, b, p, rp = r["throughput"], r["burst"], r["paced"], r["replay"]
+    return [
+        (
+            f"output: chunks/s end to end >= {MIN_CHUNKS_PER_S:,}",
+            f"{s['chunks_per_s']:,}/s ({s['chunks']:,} chunks)",
+            s["chunks_per_s"] >= MIN_CHUNKS_PER_S,
+        ),
+        (
+            f"output: writes per 1,000 chunks, burst <= {MAX_BURST_WRITES}",
+            f"{b['median']:g}",
+            b["median"] <= MAX_BURST_WRITES,
+        ),
+        (
+            f"output: writes per 1,000 chunks, over 1 s <= {MAX_PACED_WRITES}",
+            f"{p['median']:g}",
+            p["median"] <= MAX_PACED_WRITES,
+        ),
+        (
+            f"output: replay of 8 MiB < {MAX_REPLAY_S:g} s",
+            f"{rp['seconds']:.2f} s",
+            rp["seconds"] < MAX_REPLAY_S,
+        ),
+    ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--chunks", type=int, default=20_000)
-    count = parser.parse_args().chunks
-    workdir = Path(tempfile.mkdtemp(prefix="output-bench-"))
-    port = localserver.free_port()
-    proc = localserver.start_dynalite(port, workdir / "db")
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        localserver.wait_until_up(endpoint)
-        base.configure(base.StoreConfig(endpoint_url=endpoint, table_prefix="outbench"))
-        tables.create_all()
-        base.warm_up()
-        burst = writes_per_thousand_burst()
-        paced = asyncio.run(writes_per_thousand_paced())
-        rate, seen = asyncio.run(chunks_per_second(count))
-        replay_s, replay_bytes = replay_seconds()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-    print(f"DynamoDB writes per 1,000 chunks, one burst:        {burst:.0f}")
-    print(f"DynamoDB writes per 1,000 chunks, over ~1 s:        {paced:.0f}")
-    print(f"chunks per second, one request ({seen} frames):  {rate:,.0f}")
-    print(f"replay of an 8 MiB stream ({replay_bytes:,} bytes of frames): {replay_s:.2f} s")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    result = asyncio.run(measure(parser.parse_args().quick))
+    print(report(result))
+    for name, value, ok in budgets(result):
+        print(f"[{'PASS' if ok else 'FAIL'}] {name:48} {value}")
 
 
 if __name__ == "__main__":

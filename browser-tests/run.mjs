@@ -518,6 +518,48 @@ scenarios["admin-lists"] = async function adminLists({ page, baseUrl }) {
   };
 };
 
+/** The log lines of a job row: [{seq, text}] in page order. */
+async function logLines(page, id) {
+  return page.$$eval(`#jobs > li[data-request-id="${id}"] [data-role=log] > li`, (items) =>
+    items.map((li) => ({ seq: Number(li.dataset.seq), text: li.textContent })),
+  );
+}
+
+/** A report's live log survives a reload: the lines written before it come back (from
+ * storage), new ones follow live, in seq order, none twice, until the report ends. */
+scenarios["output-log"] = async function outputLog({ page, baseUrl }) {
+  await page.goto(`${baseUrl}/?user=${uniqueUser("log")}`);
+  await waitConnected(page);
+  const id = await startReport(page, 8);
+  const before = await until(async () => {
+    const lines = await logLines(page, id);
+    return lines.length >= 2 ? lines : null;
+  }, "two log lines before the reload", 20000);
+  check((await jobById(page, id)).state !== "completed", "still running at the reload");
+  await stateShot(page, "log-before-reload");
+  await page.reload();
+  await waitConnected(page);
+  let runningAfterReload = false;
+  const done = await until(async () => {
+    const j = await jobById(page, id);
+    if (j && j.state === "running") runningAfterReload = true;
+    return j && j.state === "completed" ? j : null;
+  }, "the resumed report to complete", 30000);
+  await page.waitForTimeout(800); // a repeated or late line would show up by now
+  const after = await logLines(page, id);
+  const seqs = after.map((l) => l.seq);
+  check(seqs.every((seq, i) => seq === i + 1), `log in seq order from 1, no gap or repeat: ${seqs.join(",")}`);
+  for (const line of before) {
+    check(after[line.seq - 1] && after[line.seq - 1].text === line.text, `line ${line.seq} shown again: ${line.text}`);
+  }
+  check(after.length > before.length, `new lines after the reload (${before.length} → ${after.length})`);
+  check(runningAfterReload, "the report was followed live after the reload");
+  check(/connections/.test(after[after.length - 1].text), `the last line is the report's last: ${after[after.length - 1].text}`);
+  check(done.settled === 1, `settled ${done.settled} times`);
+  await stateShot(page, "log-after-reload");
+  return { id, before: before.length, after: after.length };
+};
+
 // --- main -------------------------------------------------------------------------------
 
 async function main() {

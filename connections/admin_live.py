@@ -263,9 +263,10 @@ class LiveAdminViews(Generic[RecordT, RefT]):
             context = self.context(request, title, breadcrumbs=crumbs, error=error)
             return TemplateResponse(request, self.detail_template, context, status=503)
         values = self.detail_context(record, now_ms())
+        status, more = self.detail_query(request, record)
         crumbs = self.crumbs((self.title, values["tenant_url"]), (title, ""))
-        context = self.context(request, title, breadcrumbs=crumbs, object=record, **values)
-        return TemplateResponse(request, self.detail_template, context)
+        context = self.context(request, title, breadcrumbs=crumbs, object=record, **values, **more)
+        return TemplateResponse(request, self.detail_template, context, status=status)
 
     def parse_ref(self, ref: str) -> RefT:
         """The record's reference from its URL part (ValidationError when malformed)."""
@@ -284,6 +285,11 @@ class LiveAdminViews(Generic[RecordT, RefT]):
         too): ``object_id`` is shown first, ``tenant_url`` is the list of its tenant
         (also the breadcrumb back), ``user_url`` the list of its user."""
         raise NotImplementedError
+
+    def detail_query(self, request: HttpRequest, record: RecordT) -> tuple[int, dict[str, Any]]:
+        """The part of a detail page its query string chooses (e.g. a page of a
+        request's output): the HTTP status (400 for a bad parameter) and more context."""
+        return 200, {}
 
     def detail_action(self, request: HttpRequest, ref: RefT) -> HttpResponse:
         """Run the POSTed action on one record and redirect."""

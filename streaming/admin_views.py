@@ -6,7 +6,8 @@ Requests live in DynamoDB, so, like the live connection pages, these are pages o
 * list: one tenant's requests, or one user's, optionally of one status, newest first,
   50 a page with a forward cursor, and the bulk actions *cancel* and *retry*;
 * detail: payload, metadata, progress, result, error, attempts, lease, timings (queue
-  wait, run time), origin and subscribers, and the same two actions.
+  wait, run time), origin and subscribers, a page of its stored output
+  (``?after_seq=N`` / ``?before_seq=N``, :mod:`streaming.admin_output`), and the same two actions.
 
 *Cancel* is exactly a client's ``request.cancel`` (:func:`lifecycle.cancel`); *retry*
 sends a FAILED or CANCELLED request back to PENDING under the same id
@@ -46,6 +47,7 @@ from storage.requests.model import FINAL, RequestKey, RequestRecord, RequestStat
 from storage.requests.store import request_store
 from storage.subscription import subscription_store
 from streaming import lifecycle
+from streaming.admin_output import parse_seq, read_page
 
 LIST_TEMPLATE = "admin/streaming/request_list.html"
 DETAIL_TEMPLATE = "admin/streaming/request_detail.html"
@@ -202,6 +204,28 @@ class RequestAdminViews(LiveAdminViews[RequestRecord, RequestKey]):
             "can_cancel": record.status not in FINAL,
             "can_retry": record.status in RETRYABLE,
         }
+
+    def detail_query(
+        self, request: HttpRequest, record: RequestRecord
+    ) -> tuple[int, dict[str, Any]]:
+        """The page of stored output that ``?after_seq=`` or ``?before_seq=`` asks for
+        (400 unless it is a whole number >= 0; clamped to the stream)."""
+        url = self.detail_url(record.key.as_string())
+        try:
+            after_seq = parse_seq("after_seq", request.GET.get("after_seq"))
+            before_seq = parse_seq("before_seq", request.GET.get("before_seq"))
+            if after_seq is not None and before_seq is not None:
+                raise ValidationError("give after_seq or before_seq, not both")
+        except ValidationError as exc:
+            return 400, {"output_error": f"{exc}.", "output_url": url}
+        page = read_page(
+            record.key,
+            record.output_seq,
+            record.output_bytes,
+            after_seq=after_seq,
+            before_seq=before_seq,
+        )
+        return 200, {"output": page, "output_url": url}
 
     def detail_action(self, request: HttpRequest, ref: RequestKey) -> HttpResponse:
         action = request.POST.get("action", "")

@@ -4,10 +4,13 @@
   is measured against, on the same daphne.
 * ``bench.noop`` (async, does nothing) and ``bench.flood`` (reports progress in a tight
   loop) to measure the queue and the progress coalescing.
+* ``bench.output`` writes ``chunks`` output chunks of ``chunk_bytes`` characters, in a
+  burst or one every ``pace_ms``, to measure output streams (``bench/output_stream.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -28,6 +31,13 @@ class BareEchoConsumer(AsyncWebsocketConsumer):
 class FloodPayload(BaseModel):
     reports: int = Field(default=100_000, ge=1, le=1_000_000)
     sustain_s: float = Field(default=0.0, ge=0, le=30)
+
+
+class OutputPayload(BaseModel):
+    chunks: int = Field(default=1000, ge=0, le=1_000_000)
+    chunk_bytes: int = Field(default=16, ge=1, le=65_534)  # 64 KiB as JSON at most
+    pace_ms: float = Field(default=0.0, ge=0, le=1000)
+    write: bool = True  # False: the same run without output (the writes it costs anyway)
 
 
 def register() -> None:
@@ -60,3 +70,15 @@ def register() -> None:
             "frames_sent": job.reporter.frames_sent,
             "writes_made": job.reporter.writes_made,
         }
+
+    @action("bench.output", mode="async", schema=OutputPayload, timeout_s=300)
+    async def output(job: JobContext, payload: OutputPayload) -> dict[str, Any]:
+        line = "x" * payload.chunk_bytes
+        for i in range(payload.chunks):
+            if payload.write:
+                job.write(line)
+            if payload.pace_ms:
+                await asyncio.sleep(payload.pace_ms / 1000)  # the paced producer
+            elif i % 1000 == 999:
+                await asyncio.sleep(0)  # let the writer flush and send
+        return {"chunks": payload.chunks if payload.write else 0}

@@ -117,3 +117,10 @@ def test_reports_started_by_the_server_or_another_tab_show_up_through_watch(
 ) -> None:
     outcome = run_scenario("watch", browser_stack, browser_driver, chromium)
     assert len(set(outcome["ids"])) == 2
+
+
+def test_a_reports_log_survives_a_reload_in_order_without_repeats(
+    browser_stack: Stack, browser_driver: Path, chromium: str
+) -> None:
+    outcome = run_scenario("output-log", browser_stack, browser_driver, chromium)
+    assert 2 <= outcome["before"] < outcome["after"]

@@ -42,6 +42,7 @@ let jobCount = 0;
 let historyCursor = null;
 let historyTimer = null;
 const runningJobs = new Map(); // request id -> job
+const shownJobs = new Map(); // request id -> job, every row of the page (running or not)
 
 // --- connection -----------------------------------------------------------------------
 
@@ -242,6 +243,7 @@ function describeError(error) {
 // --- reports ------------------------------------------------------------------------------
 
 const STORAGE_KEY = "streamer-demo-running-jobs";
+const RECENT_JOBS = 10; // reports a reload shows again (running or ended)
 
 function startReport(event) {
   event.preventDefault();
@@ -267,16 +269,21 @@ function follow(job) {
   job.client = c;
   job.controller = new AbortController();
   runningJobs.set(job.id, job);
-  saveRunningJobs();
+  saveJobs();
   const options = {
     signal: job.controller.signal,
     onProgress: ({ percentage, message }) => {
       if (job.client === c) showProgress(job, percentage, message);
     },
+    // In seq order, once each, also across reconnections; a resume replays what this
+    // row has not shown yet (all of it after a reload) from storage, then goes on live.
+    onOutput: (chunk, seq) => {
+      if (job.client === c) appendLog(job, seq, chunk);
+    },
   };
   let outcome;
   if (job.sent) {
-    outcome = c.resume(job.id, options);
+    outcome = c.resume(job.id, { ...options, afterSeq: job.lastSeq });
   } else {
     job.sent = true;
     const steps = Math.max(1, Math.min(100, Math.ceil(job.duration * 4)));
@@ -320,7 +327,7 @@ function followWatched(c, watched) {
   job.sent = true;
   job.client = c;
   runningJobs.set(job.id, job);
-  saveRunningJobs();
+  saveJobs();
   setJobStatus(job, "queued", "Queued", "Started elsewhere; followed through request.watch…");
   watched.onProgress(({ percentage, message }) => {
     if (job.client === c) showProgress(job, percentage, message);
@@ -348,17 +355,22 @@ async function startServerReport() {
   }
 }
 
-function saveRunningJobs() {
+/** Remember the page's most recent reports (running or ended), so a reload shows them again. */
+function saveJobs() {
   try {
-    const list = [...runningJobs.values()].map(({ id, duration, number }) => ({ id, duration, number }));
+    const list = [...shownJobs.values()]
+      .sort((a, b) => b.number - a.number)
+      .slice(0, RECENT_JOBS)
+      .map(({ id, duration, number, action }) => ({ id, duration, number, action }));
     sessionStorage.setItem(STORAGE_KEY, JSON.stringify(list));
   } catch {
     /* storage unavailable: reloads just forget the jobs */
   }
 }
 
-/** Jobs still running when the page was last left: shown again and resumed. */
-function restoreRunningJobs() {
+/** The reports remembered by saveJobs: shown again and resumed, each with its whole log
+ * (replayed from the server's storage), running ones then followed live. */
+function restoreJobs() {
   let list = [];
   try {
     list = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || "[]");
@@ -367,10 +379,11 @@ function restoreRunningJobs() {
   }
   for (const saved of list.reverse()) {
     if (!saved || typeof saved.id !== "string") continue;
-    const job = createJobRow(saved.id, Number(saved.duration) || 0, Number(saved.number) || jobCount + 1);
+    const duration = saved.duration === null ? null : Number(saved.duration) || 0;
+    const job = createJobRow(saved.id, duration, Number(saved.number) || jobCount + 1, saved.action);
     job.sent = true;
     setJobStatus(job, "queued", "Resuming", "Fetching its state…");
-    note(job, "Resumed after the page was reloaded.");
+    note(job, "Shown again after the page was reloaded: its log so far comes from the server.");
     follow(job);
   }
 }
@@ -395,12 +408,17 @@ function createJobRow(id, duration, number, action = "generate_report") {
     note: part("note"),
     result: part("result"),
     cancel: part("cancel"),
+    log: part("log"),
+    lastSeq: 0, // the seq of the last log line shown
+    action,
   };
+  shownJobs.set(id, job);
   row.dataset.requestId = id;
   row.querySelector(".job-title").textContent = duration === null
     ? `Report #${number} · ${action}, started elsewhere`
     : `Report #${number} · ${duration} s`;
   job.progress.setAttribute("aria-label", `Report #${number} progress`);
+  job.log.setAttribute("aria-label", `Report #${number} log`);
   part("id").textContent = id;
   job.cancel.setAttribute("aria-label", `Cancel report #${number}`);
   job.cancel.addEventListener("click", async () => {
@@ -444,6 +462,27 @@ function showProgress(job, percentage, message) {
   setJobStatus(job, "running", "Running", message || "Working…");
 }
 
+/** One chunk of the report's output stream as a line of its log (numbered by seq). */
+function appendLog(job, seq, chunk) {
+  if (seq <= job.lastSeq) return; // shown already (a newer client replays from the start)
+  job.lastSeq = seq;
+  const log = job.log;
+  const following = log.hidden || log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+  const line = document.createElement("li");
+  line.value = seq;
+  line.dataset.seq = String(seq);
+  line.textContent = logText(chunk);
+  log.append(line);
+  log.hidden = false;
+  if (following) log.scrollTop = log.scrollHeight; // keep the newest line in view
+}
+
+function logText(chunk) {
+  if (typeof chunk === "string") return chunk;
+  if (chunk && typeof chunk.line === "string") return chunk.line;
+  return JSON.stringify(chunk);
+}
+
 function note(job, text) {
   job.note.textContent = text;
   job.note.hidden = false;
@@ -456,7 +495,6 @@ function finishJob(job, state, label, text) {
   job.row.dataset.settledCount = String(count);
   if (count > 1) return;
   runningJobs.delete(job.id);
-  saveRunningJobs();
   job.row.dataset.state = state;
   job.badge.dataset.status = state;
   job.badge.textContent = label;
@@ -621,7 +659,7 @@ async function init() {
       if (answer) {
         useDevToken(answer);
         connect();
-        restoreRunningJobs();
+        restoreJobs();
         return;
       }
     } catch {
