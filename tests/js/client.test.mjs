@@ -985,6 +985,31 @@ describe("watch", () => {
     assert.equal(ws.requests().length, 1, "following a watched request sends nothing");
   });
 
+  it("a watched request's output reaches onOutput in seq order, once each, and resumes after a reconnect", async () => {
+    const client = makeClient({ backoff: { initialMs: 10, jitter: 0 } });
+    const watched = [];
+    client.addEventListener("request", (e) => watched.push(e.detail));
+    const ws1 = await connected(client);
+    client.watch();
+    await flush();
+    ws1.receive({ type: "acknowledgment", request_id: "w1", status: "queued", message: "", action: "generate_report" });
+    await flush();
+    const chunks = [];
+    const job = watched[0];
+    assert.equal(job.onOutput((chunk, seq) => chunks.push([seq, chunk])), job);
+    ws1.receive({ type: "output", request_id: "w1", seq: 2, data: "b" });
+    ws1.receive({ type: "output", request_id: "w1", seq: 1, data: "a" });
+    ws1.receive({ type: "output", request_id: "w1", seq: 1, data: "a" });
+    await flush();
+    assert.deepEqual(chunks, [[1, "a"], [2, "b"]]);
+    ws1.serverClose(1006);
+    await clock.advance(10);
+    const ws2 = FakeWebSocket.last;
+    ws2.open();
+    await flush();
+    assert.deepEqual(ws2.requests("request.status").map((f) => f.payload), [{ request_id: "w1", subscribe: true, after_seq: 2 }]);
+  });
+
   it("a failed watched request rejects with a StreamerError; its own requests are not announced", async () => {
     const client = makeClient();
     const watched = [];

@@ -209,6 +209,9 @@ export interface WatchedRequest<T = unknown> {
   readonly result: Promise<T>;
   /** Called like `RequestOptions.onProgress`; returns the same object. */
   onProgress(callback: (progress: Progress) => void): WatchedRequest<T>;
+  /** Called like `RequestOptions.onOutput` for the chunks heard from now on (and, after a
+   * reconnect, those missed meanwhile); returns the same object. */
+  onOutput(callback: (chunk: string | Record<string, unknown>, seq: number) => void): WatchedRequest<T>;
   cancel(): Promise<RequestRecord>;
 }
 

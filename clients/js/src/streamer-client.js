@@ -393,7 +393,8 @@ export class StreamerClient extends EventTarget {
    * Receive every request of this user on this connection, however it was started
    * (another tab, server code, the HTTP API): `request.watch` now and after every
    * reconnection. Each request this client did not start fires a `request` event whose
-   * `detail` is a WatchedRequest: `{requestId, action, result, onProgress(fn), cancel()}`,
+   * `detail` is a WatchedRequest: `{requestId, action, result, onProgress(fn), onOutput(fn),
+   * cancel()}`,
    * where `result` settles like the promise of `request()`. `watch(false)` stops.
    * Resolves with the server's answer (`{watching, requests}`).
    * @param {boolean} [enabled]
@@ -425,6 +426,10 @@ export class StreamerClient extends EventTarget {
       result,
       onProgress: (fn) => {
         if (entry) entry.onProgress = fn;
+        return watched;
+      },
+      onOutput: (fn) => {
+        if (entry) entry.onOutput = fn;
         return watched;
       },
       cancel: () => this.cancel(id),

@@ -329,9 +329,13 @@ function followWatched(c, watched) {
   runningJobs.set(job.id, job);
   saveJobs();
   setJobStatus(job, "queued", "Queued", "Started elsewhere; followed through request.watch…");
-  watched.onProgress(({ percentage, message }) => {
-    if (job.client === c) showProgress(job, percentage, message);
-  });
+  watched
+    .onProgress(({ percentage, message }) => {
+      if (job.client === c) showProgress(job, percentage, message);
+    })
+    .onOutput((chunk, seq) => {
+      if (job.client === c) appendLog(job, seq, chunk);
+    });
   settleWhenDone(job, c, watched.result);
 }
 
