@@ -49,6 +49,12 @@ def _key(identity: Identity) -> tuple[str, str]:
     return identity.tenant_id, identity.user_id
 
 
+def forget_full_users() -> None:
+    """Forget every refused user (their next connects are not counted first)."""
+    with _full_lock:
+        _full.clear()
+
+
 def _remember_full(identity: Identity) -> None:
     with _full_lock:
         _full[_key(identity)] = None
