@@ -53,7 +53,6 @@ def _fresh_process_caches() -> Iterator[None]:
     """Per-process caches (tenant policies, tenant connection counts) start empty."""
     from connections.tenants import forget_tenant
     from streaming.session import tenant_counts
-
     from streaming.user_cap import forget_full_users
 
     forget_tenant()
