@@ -17,7 +17,7 @@ from connections.registrations import RegistrationBatcher
 from storage import base
 from storage.connection import ConnectionInfo, connection_store
 from storage.errors import NotFound, StorageUnavailable, ValidationError
-from tests.storage.helpers import unreachable_fixture  # noqa: F401
+from tests.storage.helpers import record_calls, unreachable_fixture  # noqa: F401
 
 
 def info(n: int | str, user: str | None = None) -> ConnectionInfo:
@@ -45,21 +45,7 @@ Patch = Callable[[Callable[..., Any], BaseClient, str, dict[str, Any]], Any]
 def api_calls(monkeypatch: pytest.MonkeyPatch) -> Callable[[Patch | None], list[str]]:
     """Record every DynamoDB call; an optional ``patch(original, client, op, params)``
     answers them instead (to make some fail)."""
-
-    def install(patch: Patch | None = None) -> list[str]:
-        calls: list[str] = []
-        original = BaseClient._make_api_call
-
-        def call(self: BaseClient, operation_name: str, params: dict[str, Any]) -> Any:
-            calls.append(operation_name)
-            if patch is not None:
-                return patch(original, self, operation_name, params)
-            return original(self, operation_name, params)
-
-        monkeypatch.setattr(BaseClient, "_make_api_call", call)
-        return calls
-
-    return install
+    return lambda patch=None: record_calls(monkeypatch, patch)
 
 
 async def register_all(batcher: RegistrationBatcher, infos: list[ConnectionInfo]) -> list[Any]:

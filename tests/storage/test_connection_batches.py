@@ -7,12 +7,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from botocore.client import BaseClient
 
 from storage import base
 from storage.connection import ConnectionInfo, connection_store
 from storage.errors import NotFound, StorageUnavailable, ValidationError
-from tests.storage.helpers import fail_calls_with, no_network_fixture  # noqa: F401
+from tests.storage.helpers import fail_calls_with, no_network_fixture, record_calls  # noqa: F401
 
 
 def info(n: int, **overrides: Any) -> ConnectionInfo:
@@ -32,15 +31,7 @@ def info(n: int, **overrides: Any) -> ConnectionInfo:
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    made: list[str] = []
-    original = BaseClient._make_api_call
-
-    def record(self: BaseClient, operation_name: str, params: dict[str, Any]) -> Any:
-        made.append(operation_name)
-        return original(self, operation_name, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", record)
-    return made
+    return record_calls(monkeypatch)
 
 
 @pytest.mark.parametrize(("count", "batches"), [(1, 1), (25, 1), (26, 2)])

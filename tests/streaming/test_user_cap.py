@@ -8,7 +8,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from botocore.client import BaseClient
 
 from connections.models import Tenant
 from connections.tenants import forget_tenant
@@ -16,7 +15,7 @@ from storage import base
 from storage.connection import connection_store
 from streaming.auth import STORAGE_DOWN, TOO_MANY_CONNECTIONS, AuthFailure, Identity
 from streaming.session import Session, open_session
-from tests.storage.helpers import unreachable_config
+from tests.storage.helpers import record_calls, unreachable_config
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,15 +32,7 @@ def tenant(moto_dynamodb: base.StoreConfig) -> str:
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every DynamoDB operation made from now on, in order."""
-    made: list[str] = []
-    original = BaseClient._make_api_call
-
-    def record(self: BaseClient, operation_name: str, params: dict[str, Any]) -> Any:
-        made.append(operation_name)
-        return original(self, operation_name, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", record)
-    return made
+    return record_calls(monkeypatch)
 
 
 def user(name: str) -> Identity:
