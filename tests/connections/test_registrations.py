@@ -163,3 +163,19 @@ def test_event_loops_in_several_threads_share_one_batcher(
     assert all(outcomes == [None] * 30 for outcomes in results.values()), results
     assert len(results) == threads
     assert connection_store.count_by_tenant("acme") == threads * 30
+
+
+async def test_a_connect_cancelled_while_its_batch_is_stored_leaves_no_record(
+    dynamodb: base.StoreConfig,
+) -> None:
+    batcher = RegistrationBatcher()
+    gone = asyncio.ensure_future(batcher.register(info("gone")))
+    for _ in range(3):
+        await asyncio.sleep(0)  # its batch leaves and is on its way to storage
+    gone.cancel()
+    for _ in range(200):  # until the batch was stored and the record removed again
+        if not stored("cgone") and not batcher._queue(asyncio.get_running_loop()).tasks:
+            break
+        await asyncio.sleep(0.05)
+    assert gone.cancelled()
+    assert not stored("cgone")

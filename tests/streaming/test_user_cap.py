@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from connections.models import Tenant
 from connections.tenants import forget_tenant
@@ -128,4 +129,20 @@ async def test_storage_down_during_a_storm_closes_every_connect_1011_and_stores_
     base.configure(working)
     assert [code(o) for o in outcomes] == [STORAGE_DOWN] * 30
     assert all(o.reason == "Service unavailable, try again later" for o in outcomes)  # type: ignore[union-attr]
+    assert connection_store.count_by_tenant("cap") == 0
+
+
+async def test_a_count_failing_after_the_write_closes_1011_and_removes_the_record(
+    tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_counts(original: Any, client: Any, op: str, params: dict[str, Any]) -> Any:
+        if op == "Query":
+            error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"}}
+            raise ClientError(error, op)
+        return original(client, op, params)
+
+    made = record_calls(monkeypatch, no_counts)
+    assert code(await connect(user("ann"), "counted")) == STORAGE_DOWN
+    assert made == ["BatchWriteItem", "Query", "DeleteItem"]
+    monkeypatch.undo()
     assert connection_store.count_by_tenant("cap") == 0
