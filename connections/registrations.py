@@ -5,8 +5,8 @@ PutItem per connect means one storage round trip and one pool thread per connect
 the connects arriving while earlier writes are in flight are instead gathered and
 stored with :meth:`storage.connection.ConnectionStore.save_many` (PynamoDB's
 ``batch_write()``, BatchWriteItem of up to 25): still one write per connection, a
-round trip per 25. A lone connect is not delayed: its batch (of one) leaves on the next
-turn of the event loop.
+round trip per 25. A lone connect is not delayed: its batch of one leaves on the next
+turn of the event loop, as the PutItem it was before.
 
 Measured reason for the hand-written gathering (``bench/storm.py``, 1,500 clients on
 the loaded 2-core machine): with a PutItem per connect the storage pool's queue grew
@@ -107,7 +107,10 @@ class RegistrationBatcher:
     async def _send(self, queue: _LoopQueue, batch: list[_Waiter]) -> None:
         infos = [info for info, _ in batch]
         try:
-            await run_storage(connection_store.save_many, infos)
+            if len(infos) == 1:  # a lone connect: one PutItem, as without batching
+                await run_storage(connection_store.save, infos[0])
+            else:
+                await run_storage(connection_store.save_many, infos)
         except StoreError as exc:
             await _undo(infos)
             failure: BaseException | None = exc

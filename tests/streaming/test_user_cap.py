@@ -56,11 +56,11 @@ def code(outcome: Session | AuthFailure) -> int | str:
 @pytest.mark.parametrize(
     ("already", "expected_code", "expected_calls"),
     [
-        pytest.param(0, "accepted", ["BatchWriteItem", "Query"], id="fresh-user"),
-        pytest.param(1, "accepted", ["BatchWriteItem", "Query"], id="last-slot"),
+        pytest.param(0, "accepted", ["PutItem", "Query"], id="fresh-user"),
+        pytest.param(1, "accepted", ["PutItem", "Query"], id="last-slot"),
         # not refused here before: it writes, counts, and removes its own record
         pytest.param(
-            LIMIT, TOO_MANY_CONNECTIONS, ["BatchWriteItem", "Query", "DeleteItem"], id="full"
+            LIMIT, TOO_MANY_CONNECTIONS, ["PutItem", "Query", "DeleteItem"], id="full"
         ),
     ],
 )
@@ -87,12 +87,12 @@ async def test_a_refused_user_is_counted_first_and_refused_without_a_write(
     # another user is still fresh: no count before its write
     calls.clear()
     assert code(await connect(user("bob"), "bob1")) == "accepted"
-    assert calls == ["BatchWriteItem", "Query"]
+    assert calls == ["PutItem", "Query"]
     # a freed slot is taken again (the remembered user is counted, finds room)
     connection_store.delete("old0")
     calls.clear()
     assert code(await connect(user("ann"), "back")) == "accepted"
-    assert calls == ["Query", "BatchWriteItem", "Query"]
+    assert calls == ["Query", "PutItem", "Query"]
     assert connection_store.count_by_user("cap", "ann") == LIMIT
 
 
@@ -143,6 +143,6 @@ async def test_a_count_failing_after_the_write_closes_1011_and_removes_the_recor
 
     made = record_calls(monkeypatch, no_counts)
     assert code(await connect(user("ann"), "counted")) == STORAGE_DOWN
-    assert made == ["BatchWriteItem", "Query", "DeleteItem"]
+    assert made == ["PutItem", "Query", "DeleteItem"]
     monkeypatch.undo()
     assert connection_store.count_by_tenant("cap") == 0
