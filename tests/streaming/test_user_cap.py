@@ -59,9 +59,7 @@ def code(outcome: Session | AuthFailure) -> int | str:
         pytest.param(0, "accepted", ["PutItem", "Query"], id="fresh-user"),
         pytest.param(1, "accepted", ["PutItem", "Query"], id="last-slot"),
         # not refused here before: it writes, counts, and removes its own record
-        pytest.param(
-            LIMIT, TOO_MANY_CONNECTIONS, ["PutItem", "Query", "DeleteItem"], id="full"
-        ),
+        pytest.param(LIMIT, TOO_MANY_CONNECTIONS, ["PutItem", "Query", "DeleteItem"], id="full"),
     ],
 )
 async def test_what_a_connect_costs(
