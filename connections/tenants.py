@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
@@ -30,18 +31,26 @@ class TenantPolicy:
 
 
 MAX_CACHED_TENANTS = 10_000
-_MISSING = object()
+#: What :func:`cached_tenant_policy` returns for a tenant not in the cache.
+MISSING: Any = object()
 # Shared by every thread of the process (sync_to_async runs lookups in threads).
 _cache = expiring_cache(MAX_CACHED_TENANTS, lambda: settings.STREAMER_TENANT_CACHE_S)
 _lock = threading.Lock()
 
 
+def cached_tenant_policy(tenant_id: str) -> TenantPolicy | None:
+    """The cached answer of :func:`get_tenant_policy` (None: no such tenant), or
+    ``MISSING`` when there is none: safe on the event loop, it never queries (a
+    connect's tenant check then costs no thread hop)."""
+    with _lock:
+        return _cache.get(tenant_id, MISSING)  # type: ignore[no-any-return]
+
+
 def get_tenant_policy(tenant_id: str) -> TenantPolicy | None:
     """The tenant's policy, or None when it does not exist (cached briefly, misses too)."""
-    with _lock:
-        hit = _cache.get(tenant_id, _MISSING)
-    if hit is not _MISSING:
-        return hit  # type: ignore[no-any-return]
+    hit = cached_tenant_policy(tenant_id)
+    if hit is not MISSING:
+        return hit
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     policy = None
     if tenant is not None:

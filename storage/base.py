@@ -43,6 +43,9 @@ class StoreConfig:
     #: only): PynamoDB's default ``retry_configuration`` passes
     #: ``total_max_attempts = 1 + max_retry_attempts`` to the client.
     max_retry_attempts: int = 2
+    #: HTTP connections each model's client keeps (PynamoDB's default is 10): at least
+    #: the storage pool's threads, or a burst opens and discards connections per call.
+    max_pool_connections: int = 64
 
 
 _config = StoreConfig(endpoint_url=None)
@@ -99,6 +102,7 @@ def _apply(model: type[Model], config: StoreConfig) -> None:
     meta.connect_timeout_seconds = config.connect_timeout_s
     meta.read_timeout_seconds = config.read_timeout_s
     meta.max_retry_attempts = config.max_retry_attempts
+    meta.max_pool_connections = config.max_pool_connections
     if config.endpoint_url:
         # Local endpoints accept any credentials; real AWS uses the normal chain.
         meta.aws_access_key_id = "local"

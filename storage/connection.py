@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -273,6 +273,37 @@ def _cursor_of(model: ConnectionModel, hash_name: str) -> str | None:
     )
 
 
+def _item_of(info: ConnectionInfo, now: int) -> tuple[ConnectionInfo, ConnectionModel]:
+    """What :meth:`ConnectionStore.save` stores for ``info`` (times defaulting to
+    ``now``) and the item that stores it."""
+    connected_at = info.connected_at or now
+    last_seen = info.last_seen or max(now, connected_at)
+    stored = replace(
+        info,
+        permissions=tuple(info.permissions),
+        connected_at=connected_at,
+        last_seen=last_seen,
+        user_agent=info.user_agent[:MAX_USER_AGENT],
+    )
+    item = ConnectionModel(
+        stored.connection_id,
+        tenant_id=stored.tenant_id,
+        user_id=stored.user_id,
+        owner=stored.owner,
+        transport=stored.transport,
+        address=stored.address,
+        permissions=list(stored.permissions),
+        connected_at=connected_at,
+        last_seen=last_seen,
+        user_agent=stored.user_agent or None,
+        source_ip=stored.source_ip,
+        stale_shard=stale_shard_of(stored.connection_id),
+        ttl=_ttl_at(last_seen),
+        expires_at=stored.expires_at,
+    )
+    return stored, item
+
+
 class ConnectionStore:
     """Typed operations on the connection registry.
 
@@ -289,36 +320,32 @@ class ConnectionStore:
         ``connected_at`` and ``last_seen`` default to now when 0; ``user_agent`` is
         truncated to :data:`MAX_USER_AGENT` characters.
         """
-        _validate(info)
-        now = now_ms()
-        connected_at = info.connected_at or now
-        last_seen = info.last_seen or max(now, connected_at)
-        stored = replace(
-            info,
-            permissions=tuple(info.permissions),
-            connected_at=connected_at,
-            last_seen=last_seen,
-            user_agent=info.user_agent[:MAX_USER_AGENT],
-        )
-        item = ConnectionModel(
-            stored.connection_id,
-            tenant_id=stored.tenant_id,
-            user_id=stored.user_id,
-            owner=stored.owner,
-            transport=stored.transport,
-            address=stored.address,
-            permissions=list(stored.permissions),
-            connected_at=connected_at,
-            last_seen=last_seen,
-            user_agent=stored.user_agent or None,
-            source_ip=stored.source_ip,
-            stale_shard=stale_shard_of(stored.connection_id),
-            ttl=_ttl_at(last_seen),
-            expires_at=stored.expires_at,
-        )
+        self.validate(info)
+        stored, item = _item_of(info, now_ms())
         with storage_call("connection.save"):
             item.save()
         return stored
+
+    def save_many(self, infos: Sequence[ConnectionInfo]) -> list[ConnectionInfo]:
+        """Store several connections like :meth:`save` with PynamoDB's ``batch_write()``
+        (BatchWriteItem, 25 items per call, the items DynamoDB left unprocessed sent
+        again): one write per connection, a round trip per 25. Every item is validated
+        before any network call. On ``StorageUnavailable`` some of the items may be
+        stored and others not (remove them with :meth:`delete_many`)."""
+        for info in infos:
+            self.validate(info)
+        now = now_ms()
+        prepared = [_item_of(info, now) for info in infos]
+        with storage_call("connection.save_many"), ConnectionModel.batch_write() as writer:
+            for _, item in prepared:
+                writer.save(item)
+        return [stored for stored, _ in prepared]
+
+    @staticmethod
+    def validate(info: ConnectionInfo) -> None:
+        """``ValidationError`` when ``info`` cannot be stored (no network call), so a
+        caller gathering connections for :meth:`save_many` refuses a bad one alone."""
+        _validate(info)
 
     def get(self, connection_id: str) -> ConnectionInfo:
         """The connection ``connection_id``; ``NotFound`` when it is not registered."""
@@ -348,6 +375,16 @@ class ConnectionStore:
         except ConditionFailed:
             return False
         return True
+
+    def delete_many(self, connection_ids: Sequence[str]) -> int:
+        """Remove connections unconditionally with BatchWriteItem (25 per call): the
+        undo of a :meth:`save_many` that failed. Returns how many deletes were sent."""
+        for connection_id in connection_ids:
+            _connection_id(connection_id)
+        with storage_call("connection.delete_many"):
+            return delete_in_batches(
+                ConnectionModel, (ConnectionModel(c) for c in connection_ids), batch_size=_BATCH
+            )
 
     def touch(self, connection_id: str, at_ms: int | None = None) -> None:
         """Record activity: set ``last_seen`` (default now) and push the TTL back.

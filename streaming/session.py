@@ -17,8 +17,9 @@ from django.conf import settings
 
 from connections.caches import deadline_cache
 from connections.manager import Target
+from connections.registrations import registrations
 from connections.storage_pool import run_storage
-from connections.tenants import TenantPolicy, get_tenant_policy
+from connections.tenants import MISSING, TenantPolicy, cached_tenant_policy, get_tenant_policy
 from storage.connection import ConnectionInfo, connection_store
 from storage.errors import StorageUnavailable
 from storage.subscription import subscription_store
@@ -272,8 +273,9 @@ async def open_session(
     source_ip: str | None = None,
 ) -> Session:
     """Check the tenant, its connection limit and the user's own limit, then register
-    the connection with one DynamoDB write. Raises AuthFailure with the close code to
-    use."""
+    the connection with one DynamoDB write (gathered with concurrent connects' into one
+    BatchWriteItem: :mod:`connections.registrations`). Raises AuthFailure with the close
+    code to use."""
     policy = await active_policy(identity.tenant_id)
     info = ConnectionInfo(
         connection_id=connection_id,
@@ -306,7 +308,7 @@ async def open_session(
             tenant_counts.bump(tenant, 1)
             reserved = True
         await check_room(identity, policy.max_connections_per_user)
-        await run_storage(connection_store.save, info)
+        await registrations.register(info)
         await confirm(identity, connection_id, policy.max_connections_per_user)
         if not reserved:
             tenant_counts.bump(tenant, 1)
@@ -323,7 +325,9 @@ async def open_session(
 
 async def active_policy(tenant_id: str) -> TenantPolicy:
     """The tenant's (cached) policy; AuthFailure(4403) when it is unknown or disabled."""
-    policy = await sync_to_async(get_tenant_policy)(tenant_id)
+    policy = cached_tenant_policy(tenant_id)
+    if policy is MISSING:  # not cached: the lookup runs a query, off the event loop
+        policy = await sync_to_async(get_tenant_policy)(tenant_id)
     if policy is None or not policy.active:
         raise AuthFailure(FORBIDDEN_TENANT, "Tenant unavailable")
     return policy

@@ -53,12 +53,15 @@ def _fresh_process_caches() -> Iterator[None]:
     """Per-process caches (tenant policies, tenant connection counts) start empty."""
     from connections.tenants import forget_tenant
     from streaming.session import tenant_counts
+    from streaming.user_cap import forget_full_users
 
     forget_tenant()
     tenant_counts._counts.clear()
+    forget_full_users()
     yield
     forget_tenant()
     tenant_counts._counts.clear()
+    forget_full_users()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ what it uses; fixtures are imported as ``*_fixture`` and requested by their shor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -44,6 +44,26 @@ def no_network_fixture(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def record(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
         calls.append(operation_name)
         raise AssertionError(f"unexpected network call {operation_name}")
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", record)
+    return calls
+
+
+def record_calls(
+    monkeypatch: pytest.MonkeyPatch,
+    answer: Callable[[Callable[..., Any], BaseClient, str, dict[str, Any]], Any] | None = None,
+) -> list[str]:
+    """From now on every DynamoDB API call is recorded (its operation name, in order);
+    ``answer(original, client, operation, params)``, when given, makes the call instead
+    (to make some of them fail). Returns the list of operations."""
+    calls: list[str] = []
+    original = BaseClient._make_api_call
+
+    def record(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
+        calls.append(operation_name)
+        if answer is not None:
+            return answer(original, self, operation_name, api_params)
+        return original(self, operation_name, api_params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", record)
     return calls

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import jwt
@@ -120,3 +122,65 @@ def test_issue_token_needs_hs_secret(settings, secret, algorithms) -> None:
     settings.STREAMER_JWT_ALGORITHMS = algorithms
     with pytest.raises(ValueError):
         issue_token("acme", "alice")
+
+
+# --- the verification key is parsed once -------------------------------------------------
+
+
+def _rsa_pair() -> tuple[object, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public.decode()
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "RS256"])
+def test_the_key_is_parsed_once_for_many_tokens(
+    settings, monkeypatch: pytest.MonkeyPatch, algorithm: str
+) -> None:
+    if algorithm == "RS256":
+        signing, settings.STREAMER_JWT_PUBLIC_KEY = _rsa_pair()
+    else:
+        signing = SECRET
+    settings.STREAMER_JWT_ALGORITHMS = [algorithm]
+    claims = {"sub": "alice", "tenant_id": "acme", "exp": int(time.time()) + 600}
+    tokens = [jwt.encode({**claims, "sub": f"u{n}"}, signing, algorithm) for n in range(5)]  # type: ignore[arg-type]
+    parsed: list[str] = []
+    algorithm_class = type(jwt.get_algorithm_by_name(algorithm))
+    original = algorithm_class.prepare_key
+
+    def counting(self: object, key: object) -> object:
+        if isinstance(key, str):
+            parsed.append(key)  # a key still to be parsed (not an already prepared one)
+        return original(self, key)
+
+    monkeypatch.setattr(algorithm_class, "prepare_key", counting)
+    assert [verify_token(t).user_id for t in tokens] == [f"u{n}" for n in range(5)]
+    assert len(parsed) <= 1  # once (none when an earlier test already parsed this key)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "key", "header"),
+    [
+        pytest.param("none", None, None, id="none"),
+        pytest.param("HS512", SECRET, None, id="algorithm-not-configured"),
+        pytest.param("HS256", SECRET, {"alg": ["HS256"]}, id="alg-not-a-string"),
+    ],
+)
+def test_a_header_naming_another_algorithm_is_refused(
+    algorithm: str, key: str | None, header: dict[str, object] | None
+) -> None:
+    claims = {"sub": "alice", "tenant_id": "acme", "exp": int(time.time()) + 600}
+    if header is None:
+        token = jwt.encode(claims, key, algorithm)  # type: ignore[arg-type]
+    else:  # a header PyJWT would not write: swapped into a signed token
+        _, body, signature = jwt.encode(claims, key, algorithm).split(".")  # type: ignore[arg-type]
+        raw = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+        token = f"{raw}.{body}.{signature}"
+    with pytest.raises(AuthFailure) as failure:
+        verify_token(token)
+    assert failure.value.close_code == UNAUTHORIZED

@@ -127,10 +127,18 @@ class Command(BaseCommand):
         reactor.addSystemEventTrigger("before", "shutdown", stop_worker)  # type: ignore[attr-defined,arg-type]
         Server(
             application,
-            endpoints=build_endpoint_description_strings(
-                host=options["host"], port=options["port"]
-            ),
+            # twisted listens with a backlog of 50: a reconnect storm overflows it
+            # and connects wait for SYN retransmits (1 s, 3 s, 7 s); uvicorn uses 2048.
+            endpoints=[
+                f"{e}:backlog=2048"
+                for e in build_endpoint_description_strings(
+                    host=options["host"], port=options["port"]
+                )
+            ],
             ready_callable=ready,
             verbosity=0,
             application_close_timeout=10,
+            # daphne's default 5 s: in a reconnect storm the last connects of the queue
+            # would be dropped while their registration waits (docs/performance.md).
+            websocket_handshake_timeout=15,
         ).run()
