@@ -1,17 +1,21 @@
-"""manage.py serve — daphne (default) or uvicorn on PORT, with the worker in the same
-process unless told otherwise (the one-process local stack; with Redis, run
-process_requests separately).
+"""manage.py serve — an ASGI server (uvicorn by default; daphne and granian too) on PORT,
+with the worker in the same process unless told otherwise (the one-process local stack;
+with Redis, run process_requests separately).
 
-Both servers enforce the per-connection output limit (close 4408): uvicorn's
-``websockets`` protocol makes a send wait while the client does not read, so frames
-wait in the consumer's bounded outbox; daphne never waits, so
-:mod:`streaming.server_integration` lets the outbox count Twisted's buffer.
+The server is chosen with ``--server`` (default :data:`DEFAULT_SERVER`; the measurements
+behind the choice are in docs/performance.md, "Choosing the ASGI server"). Every server
+enforces the per-connection output limit (close 4408): uvicorn's ``websockets`` protocol
+and granian make a send wait while the client does not read, so frames wait in the
+consumer's bounded outbox; daphne never waits, so :mod:`streaming.server_integration`
+lets the outbox count Twisted's buffer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -19,9 +23,19 @@ from django.core.management.base import BaseCommand, CommandParser
 
 log = logging.getLogger(__name__)
 
+#: The server ``serve`` runs when ``--server`` is not given.
+DEFAULT_SERVER = "uvicorn"
+#: Concurrent connections one server process accepts. granian and uvicorn otherwise cap
+#: them (granian: its listen backlog, 128; uvicorn: unlimited) — sockets are long-lived,
+#: so the cap is on what a process can hold, not on requests in flight.
+MAX_CONNECTIONS = 100_000
+LISTEN_BACKLOG = 2048
+
+Ready = Callable[[], None]
+
 
 class Command(BaseCommand):
-    help = "Serve HTTP and WebSockets (daphne or uvicorn); optionally run a worker in-process."
+    help = "Serve HTTP and WebSockets (uvicorn, granian or daphne), optionally with a worker."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -32,9 +46,9 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=settings.STREAMER_WORKER_CONCURRENCY)
         parser.add_argument(
             "--server",
-            choices=("daphne", "uvicorn"),
-            default="daphne",
-            help="ASGI server (default: daphne)",
+            choices=sorted(SERVERS),
+            default=DEFAULT_SERVER,
+            help=f"ASGI server (default: {DEFAULT_SERVER})",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -63,74 +77,130 @@ class Command(BaseCommand):
             )
             self.stdout.flush()
 
-        if options["server"] == "uvicorn":
-            asyncio.run(self._uvicorn(options, ready, stop, worker_task))
-        else:
-            self._daphne(options, ready, stop, worker_task)
+        SERVERS[options["server"]](options, ready, stop, worker_task)
 
-    @staticmethod
-    async def _uvicorn(
-        options: dict[str, Any],
-        ready: Any,
-        stop: asyncio.Event,
-        worker_task: list[asyncio.Task[None]],
-    ) -> None:
-        """uvicorn with its ``websockets`` protocol, which applies backpressure on send."""
-        import uvicorn
 
-        from streaming.asgi import application
+async def _stop_worker(stop: asyncio.Event, worker_task: list[asyncio.Task[None]]) -> None:
+    stop.set()
+    if worker_task:
+        await asyncio.gather(*worker_task)
 
-        config = uvicorn.Config(
-            application,
-            host=options["host"],
-            port=options["port"],
-            ws="websockets",
-            # like daphne: no compression, so bytes counted are bytes on the wire
-            ws_per_message_deflate=False,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-        )
 
-        class Server(uvicorn.Server):
-            async def startup(self, sockets: Any = None) -> None:
-                await super().startup(sockets)
-                if self.started:
-                    ready()
+def _uvicorn(
+    options: dict[str, Any],
+    ready: Ready,
+    stop: asyncio.Event,
+    worker_task: list[asyncio.Task[None]],
+) -> None:
+    """uvicorn with its ``websockets`` protocol (which applies backpressure on send),
+    uvloop and httptools."""
+    import uvicorn
 
+    from streaming.asgi import application
+
+    config = uvicorn.Config(
+        application,
+        host=options["host"],
+        port=options["port"],
+        ws="websockets",
+        loop="uvloop",
+        http="httptools",
+        # like daphne: no compression, so bytes counted are bytes on the wire
+        ws_per_message_deflate=False,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        backlog=LISTEN_BACKLOG,
+    )
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                ready()
+
+    async def serve() -> None:
         await Server(config).serve()
-        stop.set()
-        if worker_task:
-            await asyncio.gather(*worker_task)
+        await _stop_worker(stop, worker_task)
 
-    @staticmethod
-    def _daphne(
-        options: dict[str, Any],
-        ready: Any,
-        stop: asyncio.Event,
-        worker_task: list[asyncio.Task[None]],
-    ) -> None:
-        from daphne.endpoints import build_endpoint_description_strings
-        from daphne.server import Server
-        from twisted.internet import defer, reactor
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(serve())
 
-        from streaming.asgi import application
 
-        def stop_worker() -> Any:
-            stop.set()
-            if worker_task:
-                return defer.Deferred.fromFuture(
-                    asyncio.ensure_future(asyncio.gather(*worker_task))
-                )
-            return None
+def _granian(
+    options: dict[str, Any],
+    ready: Ready,
+    stop: asyncio.Event,
+    worker_task: list[asyncio.Task[None]],
+) -> None:
+    """granian's embedded server (ASGI, websockets on), sharing this process's event
+    loop with the in-process worker."""
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server.embed import Server
 
-        reactor.addSystemEventTrigger("before", "shutdown", stop_worker)  # type: ignore[attr-defined,arg-type]
-        Server(
+    from streaming.asgi import application
+
+    class Embedded(Server):
+        def startup(self, spawn_target: Any, target_loader: Any) -> None:
+            super().startup(spawn_target, target_loader)
+            ready()
+
+    async def serve() -> None:
+        server = Embedded(
             application,
-            endpoints=build_endpoint_description_strings(
-                host=options["host"], port=options["port"]
-            ),
-            ready_callable=ready,
-            verbosity=0,
-            application_close_timeout=10,
-        ).run()
+            address=options["host"],
+            port=options["port"],
+            interface=Interfaces.ASGINL,
+            websockets=True,
+            backlog=LISTEN_BACKLOG,
+            backpressure=MAX_CONNECTIONS,
+            log_level=LogLevels.warning,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.stop)
+        await server.serve()
+        await _stop_worker(stop, worker_task)
+
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve())
+
+
+def _daphne(
+    options: dict[str, Any],
+    ready: Ready,
+    stop: asyncio.Event,
+    worker_task: list[asyncio.Task[None]],
+) -> None:
+    """daphne (Twisted), the stock Channels server; backpressure through
+    :mod:`streaming.server_integration`."""
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server
+    from twisted.internet import defer, reactor
+
+    from streaming.asgi import application
+
+    def stop_worker() -> Any:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(_stop_worker(stop, worker_task)))
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop_worker)  # type: ignore[attr-defined,arg-type]
+    Server(
+        application,
+        endpoints=build_endpoint_description_strings(host=options["host"], port=options["port"]),
+        ready_callable=ready,
+        verbosity=0,
+        application_close_timeout=10,
+    ).run()
+
+
+#: ``--server`` name → the function that runs it until SIGTERM/SIGINT.
+SERVERS: dict[
+    str, Callable[[dict[str, Any], Ready, asyncio.Event, list[asyncio.Task[None]]], None]
+] = {
+    "daphne": _daphne,
+    "granian": _granian,
+    "uvicorn": _uvicorn,
+}
