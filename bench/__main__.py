@@ -18,8 +18,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -28,81 +26,15 @@ from typing import Any
 import orjson
 
 from bench import fairness
+from bench.probes import (
+    connect_rate,
+    fan_out,
+    idle_connections,
+    raw_floor,
+    round_trips,
+    summary,
+)
 from bench.stack import ROOT, Stack, connect, local_stack, token
-from storage.localserver import free_port
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values),
-        "p50": pct(values, 50),
-        "p90": pct(values, 90),
-        "p99": pct(values, 99),
-    }
-
-
-# -- echo ---------------------------------------------------------------------------------
-async def round_trips(url: str, n: int, message: bytes | str) -> list[float]:
-    ws = await connect(url)
-    try:
-        for _ in range(50):  # warm-up
-            await ws.send(message)
-            await ws.recv()
-        out = []
-        for _ in range(n):
-            t = time.perf_counter()
-            await ws.send(message)
-            await ws.recv()
-            out.append((time.perf_counter() - t) * 1000)
-        return out
-    finally:
-        await ws.close()
-
-
-RAW_ECHO_SERVER = """
-import asyncio, sys, websockets
-async def echo(ws):
-    async for m in ws:
-        await ws.send(m)
-async def main():
-    async with websockets.serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None):
-        print("ready", flush=True)
-        await asyncio.Future()
-asyncio.run(main())
-"""
-
-
-async def raw_floor(n: int, message: str) -> list[float]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RAW_ECHO_SERVER, str(port)], stdout=subprocess.PIPE
-    )
-    try:
-        assert proc.stdout is not None
-        proc.stdout.readline()
-        return await round_trips(f"ws://127.0.0.1:{port}", n, message)
-    finally:
-        proc.terminate()
-        proc.wait()
-
-
-# -- connects -------------------------------------------------------------------------------
-async def connect_rate(url_for: Any, n: int, concurrency: int = 20) -> float:
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(i: int) -> None:
-        async with sem:
-            ws = await connect(url_for(i))
-            await ws.close()
-
-    t = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
-    return n / (time.perf_counter() - t)
 
 
 # -- async requests -------------------------------------------------------------------------
@@ -127,92 +59,6 @@ async def async_latencies(stack: Stack, n: int, user: str) -> tuple[list[float],
     finally:
         await ws.close()
     return acks, completes
-
-
-# -- idle connections -------------------------------------------------------------------------
-async def idle_connections(stack: Stack, n: int) -> dict[str, Any]:
-    before = stack.rss_kib("server")
-    sockets: list[Any] = []
-    t = time.perf_counter()
-    sem = asyncio.Semaphore(50)
-
-    async def one(i: int) -> None:
-        async with sem:
-            sockets.append(await connect(f"{stack.ws}/ws?token={token(f'idle{i}')}"))
-
-    results = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
-    opened_s = time.perf_counter() - t
-    failures = sum(isinstance(r, BaseException) for r in results)
-    await asyncio.sleep(2)
-    after = stack.rss_kib("server")
-    echo = await round_trips(f"{stack.ws}/ws?token={token('probe')}", 100, '{"action":"echo"}')
-    deletes = stack.metric("streamer_dynamodb_calls_total", 'operation="DeleteItem"')
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    held = len(sockets)
-    # Let the server finish its disconnects (one DeleteItem each) before anything else
-    # is measured on it.
-    for _ in range(600):
-        done = stack.metric("streamer_dynamodb_calls_total", 'operation="DeleteItem"') - deletes
-        if done >= held + 1:  # the probe socket too
-            break
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(1)
-    return {
-        "held": held,
-        "failed": failures,
-        "open_s": round(opened_s, 2),
-        "rss_before_mib": round(before / 1024, 1),
-        "rss_after_mib": round(after / 1024, 1),
-        "kib_per_connection": round((after - before) / max(1, held), 1),
-        "echo_p50_ms_while_held": round(pct(echo, 50), 3),
-    }
-
-
-# -- fan-out ---------------------------------------------------------------------------------
-async def fan_out(stack: Stack, n: int) -> dict[str, Any]:
-    api_key = stack.manage(
-        "shell",
-        "-c",
-        "from connections.models import ApiKey, Tenant; print(ApiKey.issue(Tenant.objects.get(pk='fan'))[1])",
-    ).splitlines()[-1]
-    sem = asyncio.Semaphore(50)
-    sockets: list[Any] = []
-
-    async def one(i: int) -> None:
-        async with sem:
-            sockets.append(await connect(f"{stack.ws}/ws?token={token(f'f{i}', 'fan')}"))
-
-    await asyncio.gather(*(one(i) for i in range(n)))
-    got: list[float] = []
-
-    async def wait(ws: Any) -> None:
-        frame = orjson.loads(await ws.recv())
-        if frame.get("type") == "notice":
-            got.append(time.perf_counter())
-
-    waiters = [asyncio.create_task(wait(ws)) for ws in sockets]
-    body = orjson.dumps({"frame": {"type": "notice", "n": 1}})
-    request = urllib.request.Request(
-        f"{stack.base}/api/v1/publish",
-        data=body,
-        method="POST",
-        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
-    )
-    t = time.perf_counter()
-    response = await asyncio.to_thread(
-        lambda: json.loads(urllib.request.urlopen(request, timeout=60).read())
-    )
-    await asyncio.wait(waiters, timeout=30)
-    for task in waiters:
-        task.cancel()
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    return {
-        "connections": n,
-        "delivered_reported": response.get("delivered"),
-        "received": len(got),
-        "lost": n - len(got),
-        "last_delivery_ms": round((max(got) - t) * 1000, 1) if got else None,
-    }
 
 
 # -- progress flood ----------------------------------------------------------------------------
