@@ -4,12 +4,13 @@ idle sockets and their memory, fan-out of one frame, on any stack of bench/stack
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -65,7 +66,9 @@ asyncio.run(main())
 """
 
 
-async def raw_floor(n: int, message: str) -> list[float]:
+@contextlib.asynccontextmanager
+async def raw_echo_server() -> AsyncIterator[str]:
+    """A minimal ``websockets`` echo server in its own process (the floor); yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-c", RAW_ECHO_SERVER, str(port)], stdout=subprocess.PIPE
@@ -73,10 +76,26 @@ async def raw_floor(n: int, message: str) -> list[float]:
     try:
         assert proc.stdout is not None
         proc.stdout.readline()
-        return await round_trips(f"ws://127.0.0.1:{port}", n, message)
+        yield f"ws://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait()
+
+
+async def raw_floor(n: int, message: str) -> list[float]:
+    """``n`` round trips to a fresh raw ``websockets`` echo server."""
+    async with raw_echo_server() as url:
+        return await round_trips(url, n, message)
+
+
+async def echo_rounds(urls: dict[str, str], n: int, rounds: int = 4) -> dict[str, list[float]]:
+    """``n`` round trips to each URL, taken in ``rounds`` alternating slices so that a
+    change in the machine's load during the run shows up in every series alike."""
+    out: dict[str, list[float]] = {name: [] for name in urls}
+    for _ in range(rounds):
+        for name, url in urls.items():
+            out[name] += await round_trips(url, max(1, n // rounds), ECHO_MSG)
+    return out
 
 
 # -- connects -------------------------------------------------------------------------------
