@@ -58,8 +58,9 @@ USER streamer
 EXPOSE 8000
 ENTRYPOINT ["tini", "--"]
 # --ws websockets: its send waits while a client does not read, which the 1 MiB output limit
-# (close 4408) relies on; no compression, so bytes counted are bytes on the wire.
+# (close 4408) relies on; no compression, so bytes counted are bytes on the wire; messages
+# over 1 MiB close the socket with 1009, as under daphne (docs/protocol.md §2.1).
 CMD ["uvicorn", "streaming.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
      "--loop", "uvloop", "--http", "httptools", "--ws", "websockets", \
-     "--ws-per-message-deflate", "false", "--lifespan", "off", "--backlog", "2048", \
+     "--ws-per-message-deflate", "false", "--ws-max-size", "1048576", "--lifespan", "off", "--backlog", "2048", \
      "--proxy-headers", "--forwarded-allow-ips", "*", "--no-access-log"]

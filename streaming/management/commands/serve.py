@@ -30,6 +30,9 @@ DEFAULT_SERVER = "uvicorn"
 #: so the cap is on what a process can hold, not on requests in flight.
 MAX_CONNECTIONS = 100_000
 LISTEN_BACKLOG = 2048
+#: Largest WebSocket message a server reads: a bigger one closes the socket with 1009
+#: before any application code runs (daphne's own limit; docs/protocol.md §2.1).
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 Ready = Callable[[], None]
 
@@ -107,6 +110,7 @@ def _uvicorn(
         http="httptools",
         # like daphne: no compression, so bytes counted are bytes on the wire
         ws_per_message_deflate=False,
+        ws_max_size=MAX_MESSAGE_BYTES,
         lifespan="off",
         log_level="warning",
         access_log=False,
