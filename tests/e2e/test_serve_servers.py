@@ -1,17 +1,13 @@
 """``manage.py serve --server``: every supported ASGI server serves the full stack (a
-token-authenticated echo, an async request to its terminal frame, a clean SIGTERM), the
-default is the one docs/performance.md chose, and a server name it does not know is a
-clear error that starts nothing."""
+token-authenticated echo, an async request to its terminal frame, a clean SIGTERM); the
+choices themselves: tests/streaming/test_serve_command.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from bench.stack import MANAGE, Environment, running_stack
-from streaming.management.commands.serve import DEFAULT_SERVER, SERVERS
+from bench.stack import Environment, running_stack
+from streaming.management.commands.serve import DEFAULT_SERVER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -34,29 +30,3 @@ async def test_each_server_serves_the_full_stack(e2e: Environment, server: str |
             assert done["type"] == "complete", client.brief()
             assert [f["type"] for f in client.about("report-1")].count("complete") == 1
     assert proc.popen.returncode is not None
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--server", "tornado"], "invalid choice: 'tornado'"),
-        (["--server", ""], "invalid choice: ''"),
-        (["--server", "DAPHNE"], "invalid choice: 'DAPHNE'"),
-        (["--server"], "expected one argument"),
-    ],
-)
-def test_an_unknown_server_is_refused_with_the_choices(
-    e2e: Environment, args: list[str], message: str
-) -> None:
-    done = subprocess.run(
-        [sys.executable, str(MANAGE), "serve", "--port", "1", *args],
-        env=e2e.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode != 0
-    assert message in done.stderr, done.stderr
-    if "invalid choice" in message:
-        assert "(choose from " + ", ".join(f"'{s}'" for s in sorted(SERVERS)) in done.stderr
-    assert "serving on" not in done.stdout
