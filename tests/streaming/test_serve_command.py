@@ -4,7 +4,6 @@ anything starts. The servers themselves run in tests/e2e/test_serve_servers.py."
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -20,10 +19,8 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]
     runs: list[tuple[str, dict[str, Any]]] = []
     for name in list(serve.SERVERS):
 
-        def record(
-            options: dict[str, Any], ready: Any, stop: asyncio.Event, tasks: list[Any], name=name
-        ) -> None:
-            runs.append((name, options))
+        def record(launch: serve.Launch, name: str = name) -> None:
+            runs.append((name, launch.options))
 
         monkeypatch.setitem(serve.SERVERS, name, record)
     return runs

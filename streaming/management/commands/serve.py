@@ -16,6 +16,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -33,8 +34,6 @@ LISTEN_BACKLOG = 2048
 #: Largest WebSocket message a server reads: a bigger one closes the socket with 1009
 #: before any application code runs (daphne's own limit; docs/protocol.md §2.1).
 MAX_MESSAGE_BYTES = 1024 * 1024
-
-Ready = Callable[[], None]
 
 
 class Command(BaseCommand):
@@ -58,8 +57,6 @@ class Command(BaseCommand):
         with_worker = options["worker"]
         if with_worker is None:
             with_worker = settings.STREAMER_INPROCESS_WORKER
-        stop = asyncio.Event()
-        worker_task: list[asyncio.Task[None]] = []
 
         def ready() -> None:
             from storage.base import warm_up
@@ -70,9 +67,9 @@ class Command(BaseCommand):
             if with_worker:
                 worker = Worker.from_settings(concurrency=options["concurrency"])
                 loop = asyncio.get_event_loop()
-                worker_task.append(loop.create_task(worker.run(stop)))
+                launch.worker_tasks.append(loop.create_task(worker.run(launch.stop)))
                 # The in-process worker's companion: this process also sends webhooks.
-                worker_task.append(loop.create_task(WebhookSender().run(stop)))
+                launch.worker_tasks.append(loop.create_task(WebhookSender().run(launch.stop)))
             self.stdout.write(
                 f"serving on http://{options['host']}:{options['port']}/ "
                 f"({'with' if with_worker else 'without'} in-process worker, "
@@ -80,21 +77,28 @@ class Command(BaseCommand):
             )
             self.stdout.flush()
 
-        SERVERS[options["server"]](options, ready, stop, worker_task)
+        launch = Launch(options, ready)
+        SERVERS[options["server"]](launch)
 
 
-async def _stop_worker(stop: asyncio.Event, worker_task: list[asyncio.Task[None]]) -> None:
-    stop.set()
-    if worker_task:
-        await asyncio.gather(*worker_task)
+@dataclass
+class Launch:
+    """What a server runner gets: the command's options, ``ready`` to call once it
+    listens (starts the in-process worker), and the worker's tasks to stop after it."""
+
+    options: dict[str, Any]
+    ready: Callable[[], None]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop_worker(self) -> None:
+        """Tell the in-process worker to stop and wait for it."""
+        self.stop.set()
+        if self.worker_tasks:
+            await asyncio.gather(*self.worker_tasks)
 
 
-def _uvicorn(
-    options: dict[str, Any],
-    ready: Ready,
-    stop: asyncio.Event,
-    worker_task: list[asyncio.Task[None]],
-) -> None:
+def _uvicorn(launch: Launch) -> None:
     """uvicorn with its ``websockets`` protocol (which applies backpressure on send),
     uvloop and httptools."""
     import uvicorn
@@ -103,8 +107,8 @@ def _uvicorn(
 
     config = uvicorn.Config(
         application,
-        host=options["host"],
-        port=options["port"],
+        host=launch.options["host"],
+        port=launch.options["port"],
         ws="websockets",
         loop="uvloop",
         http="httptools",
@@ -121,22 +125,17 @@ def _uvicorn(
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started:
-                ready()
+                launch.ready()
 
     async def serve() -> None:
         await Server(config).serve()
-        await _stop_worker(stop, worker_task)
+        await launch.stop_worker()
 
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(serve())
 
 
-def _granian(
-    options: dict[str, Any],
-    ready: Ready,
-    stop: asyncio.Event,
-    worker_task: list[asyncio.Task[None]],
-) -> None:
+def _granian(launch: Launch) -> None:
     """granian's embedded server (ASGI, websockets on), sharing this process's event
     loop with the in-process worker."""
     from granian.constants import Interfaces
@@ -148,13 +147,13 @@ def _granian(
     class Embedded(Server):
         def startup(self, spawn_target: Any, target_loader: Any) -> None:
             super().startup(spawn_target, target_loader)
-            ready()
+            launch.ready()
 
     async def serve() -> None:
         server = Embedded(
             application,
-            address=options["host"],
-            port=options["port"],
+            address=launch.options["host"],
+            port=launch.options["port"],
             interface=Interfaces.ASGINL,
             websockets=True,
             backlog=LISTEN_BACKLOG,
@@ -165,7 +164,7 @@ def _granian(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.stop)
         await server.serve()
-        await _stop_worker(stop, worker_task)
+        await launch.stop_worker()
 
     import uvloop
 
@@ -173,12 +172,7 @@ def _granian(
         runner.run(serve())
 
 
-def _daphne(
-    options: dict[str, Any],
-    ready: Ready,
-    stop: asyncio.Event,
-    worker_task: list[asyncio.Task[None]],
-) -> None:
+def _daphne(launch: Launch) -> None:
     """daphne (Twisted), the stock Channels server; backpressure through
     :mod:`streaming.server_integration`."""
     from daphne.endpoints import build_endpoint_description_strings
@@ -188,22 +182,22 @@ def _daphne(
     from streaming.asgi import application
 
     def stop_worker() -> Any:
-        return defer.Deferred.fromFuture(asyncio.ensure_future(_stop_worker(stop, worker_task)))
+        return defer.Deferred.fromFuture(asyncio.ensure_future(launch.stop_worker()))
 
     reactor.addSystemEventTrigger("before", "shutdown", stop_worker)  # type: ignore[attr-defined,arg-type]
     Server(
         application,
-        endpoints=build_endpoint_description_strings(host=options["host"], port=options["port"]),
-        ready_callable=ready,
+        endpoints=build_endpoint_description_strings(
+            host=launch.options["host"], port=launch.options["port"]
+        ),
+        ready_callable=launch.ready,
         verbosity=0,
         application_close_timeout=10,
     ).run()
 
 
 #: ``--server`` name → the function that runs it until SIGTERM/SIGINT.
-SERVERS: dict[
-    str, Callable[[dict[str, Any], Ready, asyncio.Event, list[asyncio.Task[None]]], None]
-] = {
+SERVERS: dict[str, Callable[[Launch], None]] = {
     "daphne": _daphne,
     "granian": _granian,
     "uvicorn": _uvicorn,
