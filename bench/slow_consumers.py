@@ -253,7 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
+    parser.add_argument("--server", choices=("daphne", "uvicorn", "granian"), default="daphne")
     parser.add_argument("--sockets", type=int, default=100)
     parser.add_argument("--echo-flood", action="store_true")
     parser.add_argument("--max-s", type=float, default=60.0, help="longest flood, seconds")

@@ -633,11 +633,11 @@ async def connect(url: str) -> Any:
 def local_stack(
     redis: bool = False,
     workers: int = 0,
-    server: str = "daphne",
+    server: str | None = None,
     env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """dynalite (on disk) + tables + tenants ``bench`` and ``fan`` (no connection limit)
-    + ``serve --server`` (daphne by default) with its in-process worker, or Redis and
+    + ``serve --server`` (serve's default when None) with its in-process worker, or Redis and
     ``workers`` worker processes; ``env`` overrides the stack's settings."""
     root = Path(tempfile.mkdtemp(prefix="streamer-bench-"))
     unlimited = ("--max-connections", "0")

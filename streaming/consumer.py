@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -35,6 +36,13 @@ from streaming.session import Session
 
 log = logging.getLogger(__name__)
 
+#: Messages answered without Channels' per-message ``close_old_connections``. That call is
+#: a thread hop (about a third of a bare consumer's echo round trip, measured with
+#: cProfile: docs/performance.md "Echo"); these handlers reach the database only through
+#: ``database_sync_to_async`` (:func:`streaming.session.active_policy`), which closes
+#: stale connections itself, on the thread that uses them.
+NO_DATABASE_MESSAGES = frozenset({"websocket.receive", "streamer.frame", "streamer.frames"})
+
 
 class StreamerConsumer(AsyncWebsocketConsumer):
     """One client socket."""
@@ -43,6 +51,14 @@ class StreamerConsumer(AsyncWebsocketConsumer):
     outbox: Outbox | None = None
     _idle_handle: asyncio.TimerHandle | None = None
     _expiry_handle: asyncio.TimerHandle | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch, without its database clean-up hop for the messages of
+        :data:`NO_DATABASE_MESSAGES` (connect, disconnect and the rest keep it)."""
+        if message["type"] in NO_DATABASE_MESSAGES:
+            await getattr(self, get_handler_name(message))(message)
+        else:
+            await super().dispatch(message)
 
     async def connect(self) -> None:
         scope = self.scope

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from cachetools import FIFOCache, LRUCache
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from connections.caches import deadline_cache
@@ -327,7 +327,7 @@ async def active_policy(tenant_id: str) -> TenantPolicy:
     """The tenant's (cached) policy; AuthFailure(4403) when it is unknown or disabled."""
     policy = cached_tenant_policy(tenant_id)
     if policy is MISSING:  # not cached: the lookup runs a query, off the event loop
-        policy = await sync_to_async(get_tenant_policy)(tenant_id)
+        policy = await database_sync_to_async(get_tenant_policy)(tenant_id)
     if policy is None or not policy.active:
         raise AuthFailure(FORBIDDEN_TENANT, "Tenant unavailable")
     return policy

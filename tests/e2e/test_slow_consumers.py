@@ -1,6 +1,6 @@
-"""Slow consumers (issue 11, docs/protocol.md §1/§5 1.1) on real server processes, daphne and
-uvicorn: three sockets that keep sending echo frames but never read the replies are
-each closed with 4408, the server's memory grows by a bounded amount, and a
+"""Slow consumers (issue 11, docs/protocol.md §1/§5 1.1) on real server processes, uvicorn
+(the default), daphne and granian: three sockets that keep sending echo frames but never
+read the replies are each closed with 4408, the server's memory grows by a bounded amount, and a
 well-behaved socket still gets its echo."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 MAX_GROWTH_MIB = 40
 
 
-@pytest.fixture(scope="module", params=["daphne", "uvicorn"])
+@pytest.fixture(scope="module", params=["uvicorn", "daphne", "granian"])
 def stack(e2e: Environment, request: pytest.FixtureRequest) -> Iterator[Stack]:
     with running_stack(e2e, f"slow-{request.param}", server=request.param) as running:
         yield running
