@@ -22,21 +22,23 @@ import platform
 import resource
 import statistics
 import time
-import urllib.request
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import orjson
 
-from bench import fairness, slow_consumers
+from bench import fairness, output_stream, slow_consumers, storm
 from bench.probes import (
+    calls,
     connect_rate,
+    diff,
     echo_rounds,
     fan_out,
     idle_curve,
     raw_echo_server,
     summary,
+    writes,
 )
 from bench.stack import ROOT, Stack, connect, local_stack, token
 from streaming.management.commands.serve import DEFAULT_SERVER
@@ -115,20 +117,6 @@ async def progress_flood(stack: Stack, reports: int, sustain_s: float) -> dict[s
 
 
 # -- DynamoDB calls per operation -------------------------------------------------------------
-def calls(stack: Stack) -> dict[str, float]:
-    text = urllib.request.urlopen(f"{stack.base}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("streamer_dynamodb_calls_total{"):
-            op = line.split('operation="', 1)[1].split('"', 1)[0]
-            out[op] = float(line.split()[-1])
-    return out
-
-
-def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
-
-
 async def dynamodb_calls(stack: Stack) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     b = calls(stack)
@@ -153,23 +141,14 @@ async def dynamodb_calls(stack: Stack) -> dict[str, dict[str, float]]:
     return out
 
 
-def writes(ops: dict[str, float]) -> float:
-    return sum(
-        v for k, v in ops.items() if k in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem")
-    )
-
-
 # -- the run ----------------------------------------------------------------------------------
 #: Benchmark sections: modules with ``async measure(quick) -> dict``, ``report(r) -> str``
 #: and ``budgets(r) -> [(name, value, ok)]`` (``ok`` None: not measured at the budget's
 #: size). Each runs on stacks of its own after the core measurements.
-# >>> sections: add bench.fanout and bench.storm here, one line each <<<
-SECTIONS: tuple[ModuleType, ...] = ()
+#: Sections measured after the ones above, each a module with measure/report/budgets.
+SECTIONS: tuple[ModuleType, ...] = (storm, output_stream)
 #: 1.1 budgets whose section is not in SECTIONS yet: (budget, module that measures it).
-PENDING_1_1 = (
-    ("fan-out: 10,000 sockets, last < 1 s, none lost", "bench.fanout"),
-    ("reconnect storm: 5,000 accepted < 10 s", "bench.storm"),
-)
+PENDING_1_1 = (("fan-out: 10,000 sockets, last < 1 s, none lost", "bench.fanout"),)
 IDLE_LEVELS = {True: [500, 1000, 2000], False: [1000, 2500, 5000, 10_000]}
 IDLE_BUDGET = 5000
 SLOW_CONSUMER_SOCKETS = {True: 30, False: 100}

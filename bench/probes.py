@@ -257,3 +257,27 @@ async def fan_out(stack: Stack, n: int) -> dict[str, Any]:
         "lost": n - len(got),
         "last_delivery_ms": round((max(got) - t) * 1000, 1) if got else None,
     }
+
+
+# -- DynamoDB calls counted by the server ------------------------------------------------------
+def calls(stack: Stack) -> dict[str, float]:
+    """The server's DynamoDB calls so far, by operation (its /metrics counter)."""
+    text = urllib.request.urlopen(f"{stack.base}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("streamer_dynamodb_calls_total{"):
+            op = line.split('operation="', 1)[1].split('"', 1)[0]
+            out[op] = float(line.split()[-1])
+    return out
+
+
+def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """The calls made between two readings of :func:`calls`."""
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def writes(ops: dict[str, float]) -> float:
+    """How many of ``ops`` are writes."""
+    return sum(
+        v for k, v in ops.items() if k in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem")
+    )

@@ -27,7 +27,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from bench.__main__ import token  # also sets the JWT secret the stack's server uses
+from bench.stack import token
 
 MEMORY_BUDGET_MIB = 150
 ECHO_RATIO_BUDGET = 1.5

@@ -35,8 +35,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from bench.__main__ import calls, diff, writes
+from bench.probes import calls, diff, writes
 from bench.stack import Stack, local_stack, token
+from streaming.management.commands.serve import DEFAULT_SERVER
 
 BUDGET_CLIENTS = 5000
 BUDGET_S = 10.0
@@ -211,7 +212,7 @@ async def measure(
     *,
     clients: int | None = None,
     procs: int = CLIENT_PROCS,
-    server: str = "daphne",
+    server: str = DEFAULT_SERVER,
 ) -> dict[str, Any]:
     """The bare consumer's storm, then the full stack's, on one fresh ``server``."""
     n = clients or (QUICK_CLIENTS if quick else BUDGET_CLIENTS)
@@ -245,13 +246,13 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def budgets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
+def budgets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """The storm's rows: 5,000 accepted in under 10 s (only a run at that size can pass
     it), and at most one write per connect."""
     full = r["full"]
     name = f"storm: {BUDGET_CLIENTS:,} connects all accepted < {BUDGET_S:g} s"
     if full["clients"] < BUDGET_CLIENTS:
-        timed = (name, f"not measured in the quick run ({full['clients']} clients)", False)
+        timed = (name, f"not measured in the quick run ({full['clients']} clients)", None)
     else:
         ok = full["accepted"] == full["clients"] and full["all_accepted_s"] < BUDGET_S
         timed = (
@@ -271,7 +272,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--clients", type=int, default=None)
     parser.add_argument("--procs", type=int, default=CLIENT_PROCS)
-    parser.add_argument("--server", default="daphne", help="ASGI server of manage.py serve")
+    parser.add_argument("--server", default=DEFAULT_SERVER, help="ASGI server of manage.py serve")
     args = parser.parse_args()
     result = asyncio.run(
         measure(args.quick, clients=args.clients, procs=args.procs, server=args.server)
