@@ -7,7 +7,9 @@ an ``output`` frame.
   trip for the whole batch.
 * Seqs are given at flush time, consecutively after the last stored chunk (read once,
   at the first flush of an attempt). A chunk is sent only after it is stored, so what a
-  client saw is what a retry continues after: never a gap, never a repeated seq.
+  client saw is what a retry continues after: never a gap, never a repeated seq. A
+  retry first sends the last RESENT_TAIL stored chunks again (those the stopped attempt
+  stored but could not send); each connection's guard drops what it already had.
 * ``close`` flushes what is left: the worker calls it before the terminal frame.
 * Limits (docs/protocol.md §5): 64 KiB per chunk, 8 MiB per request (what earlier attempts
   stored counts): past them ``write`` raises :class:`OutputTooLarge`.
@@ -38,6 +40,9 @@ from streaming.actions.registry import FinalError
 
 #: Stored chunks kept for another publish attempt at most (older ones: after_seq).
 MAX_UNSENT = 10_000
+#: Chunks of an earlier attempt sent again before a retry's first chunk: those it stored
+#: but could not publish before it stopped (connections' guards drop what they had).
+RESENT_TAIL = 200
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,7 @@ class OutputWriter:
         self._total_bytes = stored_bytes
         self._last_seq: int | None = None  # unknown until the first flush reads it
         self._flushing = asyncio.Lock()
+        self._sending = asyncio.Lock()  # publishes go out one at a time, oldest first
         self._task: asyncio.Task[None] | None = None
         self._scheduled = False
         self._urgent = asyncio.Event()
@@ -170,6 +176,12 @@ class OutputWriter:
                 try:
                     if self._last_seq is None:
                         self._last_seq = await asyncio.to_thread(self._store.last_seq, self._key)
+                        if self._last_seq:  # a retry: what the stopped attempt left unsent
+                            self._unsent[:0] = await asyncio.to_thread(
+                                self._store.read_after,
+                                self._key,
+                                max(0, self._last_seq - RESENT_TAIL),
+                            )
                     first = self._last_seq + 1
                     self.writes_made += await asyncio.to_thread(
                         self._store.append, self._key, first, batch
@@ -200,15 +212,17 @@ class OutputWriter:
         """Publish what is stored and not sent yet, oldest first. A failed publish is
         tried again at the next flush and at close (before the terminal frame), so a
         subscribed socket sees no gap; each connection's guard drops what it already
-        had. Past MAX_UNSENT chunks the oldest are left to ``after_seq`` resumption."""
-        if not self._unsent:
-            return
-        chunks, self._unsent = self._unsent, []
-        try:
-            await self._publish(chunks)
-        except Exception:
-            log.warning("output frames not delivered yet", exc_info=True)
-            self._unsent = [*chunks, *self._unsent][-MAX_UNSENT:]
+        had. Past MAX_UNSENT chunks the oldest are left to ``after_seq`` resumption.
+        One publish at a time: a later batch never overtakes an earlier one."""
+        async with self._sending:
+            if not self._unsent:
+                return
+            chunks, self._unsent = self._unsent, []
+            try:
+                await self._publish(chunks)
+            except Exception:
+                log.warning("output frames not delivered yet", exc_info=True)
+                self._unsent = [*chunks, *self._unsent][-MAX_UNSENT:]
 
     async def close(self, *, flush: bool = True) -> None:
         """Stop taking chunks and wait for a flush under way; with ``flush``, store and

@@ -20,7 +20,7 @@ from streaming import output_delivery
 from streaming.actions.registry import ActionRegistry, RetryableError, action
 from streaming.jobs import JobCancelled
 from streaming.lifecycle import cancel as cancel_request
-from streaming.output import OutputLost, OutputTooLarge, OutputWriter
+from streaming.output import RESENT_TAIL, OutputLost, OutputTooLarge, OutputWriter
 from streaming.worker import Worker
 from tests.support.worker import FakeSocket, eventually, running, submit
 
@@ -108,7 +108,14 @@ async def test_a_retry_continues_after_the_stored_chunks(
 
     assert terminal == "complete"
     expected = [f"attempt {a} line {i}" for a in (1, 2) for i in range(3)]
-    assert [(f["seq"], f["data"]) for f in frames] == list(enumerate(expected, start=1))
+    # The retry sends attempt 1's stored tail again first; the socket's delivery guard
+    # (streaming/session.py) drops the seqs it already had, as this does.
+    shown: list[tuple[int, Any]] = []
+    for f in frames:
+        if not shown or f["seq"] > shown[-1][0]:
+            shown.append((f["seq"], f["data"]))
+    assert shown == list(enumerate(expected, start=1))
+    assert [f["seq"] for f in frames] == [1, 2, 3, 1, 2, 3, 4, 5, 6]
     assert stored_stream(record.key) == list(enumerate(expected, start=1))
 
 
@@ -255,7 +262,30 @@ async def test_a_writer_whose_stream_was_taken_over_stops(store: RequestStore) -
     old.write("ignored")
     await new.close()
     assert stored_stream(key) == [(1, "old 1"), (2, "new 2")]
-    assert (sent_old, sent_new) == ([(1, "old 1")], [(2, "new 2")])
+    # the next owner sends the stored tail again first (guards drop what sockets had)
+    assert (sent_old, sent_new) == ([(1, "old 1")], [(1, "old 1"), (2, "new 2")])
+
+
+@pytest.mark.parametrize(("earlier", "resent"), [(0, 0), (3, 3), (RESENT_TAIL + 5, RESENT_TAIL)])
+async def test_a_retry_sends_the_stored_tail_again_before_its_own_chunks(
+    store: RequestStore, earlier: int, resent: int
+) -> None:
+    """An attempt that stopped (storage out, worker killed) may have stored chunks it
+    never sent: the next attempt sends the last ones again first, so a subscribed
+    socket sees no gap."""
+    key = RequestKey("acme", "alice", f"tail-{earlier}")
+    loop = asyncio.get_running_loop()
+    if earlier:
+        stopped = OutputWriter(loop, key, functools.partial(collect, []))
+        for n in range(1, earlier + 1):
+            stopped.write(f"old {n}")
+        await stopped.flush()
+    sent: list[tuple[int, Any]] = []
+    retry = OutputWriter(loop, key, functools.partial(collect, sent))
+    retry.write("new")
+    await retry.close()
+    old = [(n, f"old {n}") for n in range(earlier - resent + 1, earlier + 1)]
+    assert sent == [*old, (earlier + 1, "new")]
 
 
 @pytest.mark.parametrize(("failures", "stored"), [(1, True), (2, True), (3, False)])
