@@ -50,15 +50,19 @@ def _restore_store_config() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches() -> Iterator[None]:
-    """Per-process caches (tenant policies, tenant connection counts) start empty."""
+    """Per-process caches (tenant policies, tenant connection counts, the hub's sockets)
+    start empty."""
+    from connections.hub import hub
     from connections.tenants import forget_tenant
     from streaming.session import tenant_counts
 
     forget_tenant()
     tenant_counts._counts.clear()
+    hub.reset()
     yield
     forget_tenant()
     tenant_counts._counts.clear()
+    hub.reset()
 
 
 @pytest.fixture
