@@ -20,8 +20,9 @@ the exact tenant and user, and a process delivers only to its sockets of exactly
 audience, so a hash collision can never leak a frame to another tenant.
 
 Capacity: ``channels_redis`` drops a ``group_send`` silently for a channel at
-capacity, so hub channels get a large one (``channel_capacity`` for
-``streamer.hub.*`` in ``CHANNEL_LAYERS``). Each message carries its publisher's
+capacity (and the process-specific channels of one process share one Redis list, whose
+length is what is compared), so hub channels get a large one (``channel_capacity`` for
+``*!streamer.hub.*`` in ``CHANNEL_LAYERS``). Each message carries its publisher's
 sequence number per audience; a reader that sees a gap counts the frames lost in
 ``streamer_hub_lost_total`` and logs it (docs/architecture.md, "The fan-out hub").
 """
@@ -44,8 +45,10 @@ from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
-#: Prefix of every hub channel and group (``channel_capacity`` patterns match on it).
+#: Prefix of every hub group, and of the part of a hub channel after its ``!``.
 HUB_PREFIX = "streamer.hub"
+#: The ``channel_capacity`` pattern of hub channels (streaming/settings.py).
+HUB_CHANNEL_PATTERN = f"*!{HUB_PREFIX}.*"
 HUB_MESSAGE = "streamer.hub"
 #: Memberships are added again after this share of the layer's ``group_expiry``.
 REFRESH_SHARE = 0.25
@@ -287,7 +290,7 @@ class Hub:
         if binding.channel is None and layer is not None:
             async with binding.start_lock:
                 if binding.channel is None:
-                    binding.channel = await layer.new_channel(HUB_PREFIX)
+                    binding.channel = hub_channel(await layer.new_channel())
                     binding.tasks = [
                         loop.create_task(self._read(binding)),
                         loop.create_task(self._refresh(binding)),
@@ -366,6 +369,16 @@ class Hub:
     def channel(self) -> str | None:
         """This process's hub channel on the current binding (None before first use)."""
         return self._binding.channel if self._binding is not None else None
+
+
+def hub_channel(process_channel: str) -> str:
+    """The hub channel of this process, made from a channel the layer issued to it:
+    the same process part (``specific.<process>!``), so that ``channels_redis``'s one
+    receive loop per process reads it along with the consumers' channels (a channel of
+    another prefix would only be read while its own reader holds that loop), and a name
+    of its own after the ``!`` that ``channel_capacity`` matches (``*!streamer.hub.*``)."""
+    process_part = process_channel.partition("!")[0]
+    return f"{process_part}!{HUB_PREFIX}.{secrets.token_hex(12)}"
 
 
 def shared(layer: BaseChannelLayer) -> bool:

@@ -178,7 +178,7 @@ if REDIS_URL:
                 "capacity": 1000,
                 "expiry": 60,
                 # Hub channels: one per process, every frame to its tenants and users.
-                "channel_capacity": {"streamer.hub.*": HUB_CHANNEL_CAPACITY},
+                "channel_capacity": {"*!streamer.hub.*": HUB_CHANNEL_CAPACITY},
             },
         }
     }
@@ -191,7 +191,7 @@ else:
             "CONFIG": {
                 "capacity": 1000,
                 "expiry": 60,
-                "channel_capacity": {"streamer.hub.*": HUB_CHANNEL_CAPACITY},
+                "channel_capacity": {"*!streamer.hub.*": HUB_CHANNEL_CAPACITY},
             },
         }
     }

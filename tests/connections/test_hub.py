@@ -218,7 +218,7 @@ async def test_a_failed_join_is_retried_and_local_delivery_goes_on() -> None:
         inbox = Inbox("a1")
         await hub.register(inbox.member)
         assert members_of(flaky, T) == set()
-        report = await manager.send_to_tenant("acme", frame(0, 1))
+        report = await hub.send("acme", None, message(1))
         assert (report.delivered, report.relayed) == (1, False)  # not relayed: layer down
         flaky.down = False
         await eventually(lambda: hub.channel() in members_of(flaky, T))  # the retry joins
