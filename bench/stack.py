@@ -635,10 +635,11 @@ def local_stack(
     workers: int = 0,
     server: str = "daphne",
     env: dict[str, str] | None = None,
+    servers: int = 1,
 ) -> Iterator[Stack]:
     """dynalite (on disk) + tables + tenants ``bench`` and ``fan`` (no connection limit)
-    + ``serve --server`` (daphne by default) with its in-process worker, or Redis and
-    ``workers`` worker processes; ``env`` overrides the stack's settings."""
+    + ``servers`` × ``serve --server`` (daphne by default) with its in-process worker, or
+    Redis and ``workers`` worker processes; ``env`` overrides the stack's settings."""
     root = Path(tempfile.mkdtemp(prefix="streamer-bench-"))
     unlimited = ("--max-connections", "0")
     try:
@@ -654,6 +655,7 @@ def local_stack(
                 storage,
                 "bench",
                 redis=redis,
+                servers=servers,
                 server_worker=not redis,
                 workers=workers,
                 worker_args=("--concurrency", "16"),
