@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 FRAME_TYPE = "bench.fan"
 CONNECT_CONCURRENCY = 50
+COMMAND_LIMIT = 64 * 1024 * 1024  # an "open" command carries thousands of URLs
 
 
 class Sockets:
@@ -102,7 +103,7 @@ class Sockets:
 async def serve() -> None:
     sockets = Sockets()
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=COMMAND_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     try:
         while line := await reader.readline():

@@ -24,7 +24,7 @@ capacity (and the process-specific channels of one process share one Redis list,
 length is what is compared), so hub channels get a large one (``channel_capacity`` for
 ``*!streamer.hub.*`` in ``CHANNEL_LAYERS``). Each message carries its publisher's
 sequence number per audience; a reader that sees a gap counts the frames lost in
-``streamer_hub_lost_total`` and logs it (docs/architecture.md, "The fan-out hub").
+``streamer_hub_lost_total`` and logs it (docs/hub.md).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ class Hub:
         self.registry = Registry()
         self.origin = secrets.token_hex(8)
         self._binding: _Binding | None = None
-        self._seq: dict[Audience, int] = {}
+        self._seq: LRUCache[Audience, int] = LRUCache(MAX_TRACKED_SOURCES)
         self._last_seen: LRUCache[tuple[str, Audience], int] = LRUCache(MAX_TRACKED_SOURCES)
 
     # -- sockets --------------------------------------------------------------------------
@@ -352,12 +352,18 @@ class Hub:
                 log.warning("hub reader: layer unavailable (%s)", type(exc).__name__)
                 await asyncio.sleep(RETRY_S)
                 continue
-            if message.get("origin") == self.origin:
-                continue
-            audience = tuple(message["audience"])
-            self._count_gap(message["origin"], audience, int(message["seq"]))
-            RECEIVED.inc()
-            await self.deliver(audience, message["frame"])
+            try:
+                await self._dispatch(message)
+            except Exception:  # a malformed message never stops the reader
+                log.warning("hub reader: message not delivered", exc_info=True)
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        if message["origin"] == self.origin:
+            return  # published here: delivered to this process's sockets already
+        audience = tuple(message["audience"])
+        self._count_gap(message["origin"], audience, int(message["seq"]))
+        RECEIVED.inc()
+        await self.deliver(audience, message["frame"])
 
     def _count_gap(self, origin: str, audience: Audience, seq: int) -> None:
         last = self._last_seen.get((origin, audience))

@@ -367,3 +367,25 @@ async def test_each_process_has_its_own_channel(layer: InMemoryChannelLayer) -> 
         await other.register(Inbox(uuid.uuid4().hex).member)
         assert hub.channel() != other.channel()
         assert members_of(layer, T) == {hub.channel(), other.channel()}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": HUB_MESSAGE},
+        {"type": HUB_MESSAGE, "origin": "elsewhere", "seq": "x", "audience": ["t", "acme"]},
+        {"type": HUB_MESSAGE, "origin": "elsewhere", "seq": 1, "audience": ["t", "acme"]},
+    ],
+)
+async def test_a_malformed_message_does_not_stop_the_reader(
+    layer: InMemoryChannelLayer, bad: dict[str, Any]
+) -> None:
+    inbox = Inbox("a1")
+    await hub.register(inbox.member)
+    channel = hub.channel()
+    assert channel is not None
+    good = {"type": HUB_MESSAGE, "origin": "o2", "seq": 1, "audience": list(T), "frame": message(7)}
+    await get_channel_layer().send(channel, bad)
+    await get_channel_layer().send(channel, good)
+    await inbox.until(1)
+    assert [f["n"] for f in inbox.frames] == [7]

@@ -1,7 +1,7 @@
 """The fan-out hub across two real server processes sharing Redis: a frame to a tenant
 or a user, published through one server's HTTP API, reaches every socket of that
 audience on both servers exactly once and in the publisher's order, and never a socket
-of another tenant (``connections/hub.py``, docs/architecture.md)."""
+of another tenant (``connections/hub.py``, docs/hub.md)."""
 
 from __future__ import annotations
 
