@@ -296,15 +296,25 @@ async def test_a_failing_socket_does_not_stop_the_fan_out(layer: InMemoryChannel
 
 @pytest.mark.parametrize(
     ("backend", "relayed"),
-    [(InMemoryChannelLayer, True), (ProcessChannelLayer, False)],
+    [(InMemoryChannelLayer, True), (ProcessChannelLayer, False), (None, False)],
 )
-async def test_only_a_shared_layer_relays(backend: type, relayed: bool) -> None:
-    channel_layers.set("default", backend())
+async def test_only_a_shared_layer_relays(
+    settings: Any, backend: type | None, relayed: bool
+) -> None:
+    if backend is None:  # no channel layer configured at all: local delivery only
+        settings.CHANNEL_LAYERS = {}
+        channel_layers.backends = {}
+    else:
+        channel_layers.set("default", backend())
     try:
         inbox = Inbox("a1")
         await hub.register(inbox.member)
         report = await hub.send("acme", None, message(1))
         assert (report.delivered, report.relayed) == (1, relayed)
+        await hub.refresh()
+        await hub.unregister("a1")
+        assert (await hub.send("acme", None, message(2))).delivered == 0
+        assert [f["n"] for f in inbox.frames] == [1]
     finally:
         channel_layers.backends.pop("default", None)
 
