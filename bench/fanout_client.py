@@ -4,7 +4,8 @@ client side is not what is measured.
 
 Driven by JSON lines on stdin, one JSON line answered on stdout per command:
 
-* ``{"open": [url, ...]}``: open these sockets too → ``{"open": total, "failed": n}``
+* ``{"open": [url, ...]}``: open these sockets too → ``{"open": total, "failed": n,
+  "errors": {exception name: count}}`` (every failed attempt)
 * ``{"wait": id, "timeout": s}``: until every open socket got the ``bench.fan`` frame
   ``id`` (or the timeout) → ``{"received": n, "last": t, "duplicates": n}``, ``t`` on
   ``time.monotonic()`` (CLOCK_MONOTONIC: the same clock in every process of the host).
@@ -26,7 +27,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 FRAME_TYPE = "bench.fan"
-CONNECT_CONCURRENCY = 50
+CONNECT_CONCURRENCY = 25
+CONNECT_ATTEMPTS = 3  # what is measured is the fan-out, not the connect storm
 COMMAND_LIMIT = 64 * 1024 * 1024  # an "open" command carries thousands of URLs
 
 
@@ -39,18 +41,28 @@ class Sockets:
         self.first: dict[str, dict[int, float]] = defaultdict(dict)
         self.duplicates: dict[str, int] = defaultdict(int)
         self.changed = asyncio.Event()
+        self.errors: dict[str, int] = defaultdict(int)
 
     async def add(self, urls: list[str]) -> int:
-        """Open ``urls`` (bounded concurrency); how many failed."""
+        """Open ``urls`` (bounded concurrency, a few attempts each); how many failed
+        (why: :attr:`errors`)."""
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
         async def one(url: str) -> bool:
             async with gate:
-                try:
-                    ws = await websockets.connect(
-                        url, compression=None, max_size=None, open_timeout=60, ping_interval=None
-                    )
-                except (OSError, TimeoutError, WebSocketException):
+                for _ in range(CONNECT_ATTEMPTS):
+                    try:
+                        ws = await websockets.connect(
+                            url,
+                            compression=None,
+                            max_size=None,
+                            open_timeout=60,
+                            ping_interval=None,
+                        )
+                        break
+                    except (OSError, TimeoutError, WebSocketException) as exc:
+                        self.errors[type(exc).__name__] += 1
+                else:
                     return False
             index = len(self.open)
             self.open.append(ws)
@@ -110,7 +122,11 @@ async def serve() -> None:
             command = orjson.loads(line)
             if "open" in command:
                 failed = await sockets.add(command["open"])
-                answer: dict[str, Any] = {"open": len(sockets.open), "failed": failed}
+                answer: dict[str, Any] = {
+                    "open": len(sockets.open),
+                    "failed": failed,
+                    "errors": sockets.errors,
+                }
             else:
                 answer = await sockets.wait(command["wait"], command["timeout"])
             sys.stdout.write(orjson.dumps(answer).decode() + "\n")
