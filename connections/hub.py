@@ -56,7 +56,7 @@ REFRESH_SHARE = 0.25
 RETRY_S = 1.0
 #: Deliveries between two yields to the event loop: a fan-out to 10,000 local sockets
 #: never holds the loop (other sockets' echoes, reads) for more than one such slice.
-YIELD_EVERY = 128
+YIELD_EVERY = 16
 #: (publisher, audience) pairs whose last sequence number a reader remembers.
 MAX_TRACKED_SOURCES = 65_536
 
