@@ -82,6 +82,7 @@ class Client:
 
 
 def issue_api_key(stack: Stack, tenant: str = "fan") -> str:
+    """A new API key of ``tenant`` (``manage.py shell`` on the stack)."""
     script = (
         "from connections.models import ApiKey, Tenant; "
         f"print(ApiKey.issue(Tenant.objects.get(pk='{tenant}'))[1])"
@@ -89,10 +90,12 @@ def issue_api_key(stack: Stack, tenant: str = "fan") -> str:
     return stack.manage("shell", "-c", script).splitlines()[-1]
 
 
-def post_publish(server: Server, key: str, frame: dict[str, Any]) -> dict[str, Any]:
+def post_publish(server: Server, key: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /api/v1/publish`` on ``server`` (body: ``frame`` and an optional audience);
+    the decoded answer."""
     request = urllib.request.Request(
         f"{server.url}/api/v1/publish",
-        data=orjson.dumps({"frame": frame}),
+        data=orjson.dumps(body),
         method="POST",
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
@@ -131,7 +134,7 @@ async def one_frame(
     waits = [asyncio.ensure_future(c.ask({"wait": frame_id, "timeout": WAIT_S})) for c in clients]
     started = time.monotonic()
     answer = await asyncio.to_thread(
-        post_publish, stack.servers[0], key, {"type": "bench.fan", "id": frame_id}
+        post_publish, stack.servers[0], key, {"frame": {"type": "bench.fan", "id": frame_id}}
     )
     answered_ms = (time.monotonic() - started) * 1000
     results = await asyncio.gather(*waits)
@@ -171,7 +174,8 @@ async def measure(quick: bool, server: str = "daphne") -> dict[str, Any]:
 
 def _line(point: dict[str, Any]) -> str:
     return (
-        f"{point['open']:>6} sockets open of {point['connections']}: last delivery {point['last_delivery_ms']} ms, "
+        f"{point['open']:>6} sockets open of {point['connections']}: "
+        f"last delivery {point['last_delivery_ms']} ms, "
         f"lost {point['lost']}, duplicates {point['duplicates']} "
         f"(publish answered in {point['publish_answered_ms']} ms, delivered "
         f"{point['delivered_reported']} in the publishing process, relayed {point['relayed']})"

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from bench.fanout import issue_api_key, post_publish
 from bench.stack import Environment, Stack, running_stack
 from bench.wsclient import WSClient
 
@@ -31,23 +30,11 @@ def stack(e2e: Environment) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def api_key(stack: Stack) -> str:
-    script = (
-        "from connections.models import ApiKey, Tenant; "
-        "print(ApiKey.issue(Tenant.objects.get(pk='demo'))[1])"
-    )
-    return stack.manage("shell", "-c", script).splitlines()[-1]
+    return issue_api_key(stack, "demo")
 
 
 def publish(stack: Stack, server: int, key: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST /api/v1/publish on one server; the decoded answer."""
-    request = urllib.request.Request(
-        f"{stack.servers[server].url}/api/v1/publish",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    return post_publish(stack.servers[server], key, body)
 
 
 def notices(client: WSClient) -> list[tuple[str, int]]:
