@@ -30,6 +30,7 @@ from connections.manager import manager
 from connections.transports.channels import frame_message
 from protocol import codec
 from protocol.frames import now_ms
+from storage.errors import StoreError
 from tests.support.sockets import Client, connected, make_token
 
 WAIT_S = 10.0
@@ -399,3 +400,31 @@ async def test_a_malformed_message_does_not_stop_the_reader(
     await get_channel_layer().send(channel, good)
     await inbox.until(1)
     assert [f["n"] for f in inbox.frames] == [7]
+
+
+@pytest.mark.parametrize(
+    ("configured", "reads_storage"),
+    [(("channels",), False), (("channels", "apigw"), True)],
+)
+async def test_storage_is_read_only_for_transports_outside_the_hub(
+    layer: InMemoryChannelLayer,
+    settings: Any,
+    unreachable_storage: Callable[[], None],
+    configured: tuple[str, ...],
+    reads_storage: bool,
+) -> None:
+    """Storage is down: a fan-out that never reads it still delivers; one that must
+    (API Gateway configured) fails after the hub delivered to this process's sockets."""
+    settings.STREAMER_TRANSPORTS = {
+        name: config for name, config in settings.STREAMER_TRANSPORTS.items() if name in configured
+    }
+    unreachable_storage()
+    inbox = Inbox("a1")
+    await hub.register(inbox.member)
+    if reads_storage:
+        with pytest.raises(StoreError):
+            await manager.send_to_tenant("acme", frame(0, 1))
+    else:
+        report = await manager.send_to_tenant("acme", frame(0, 1))
+        assert (report.delivered, report.relayed) == (1, True)
+    assert [f["n"] for f in inbox.frames] == [1]
