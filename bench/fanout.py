@@ -33,6 +33,7 @@ FULL_SIZES = (1000, 2000, 5000, 10_000)
 QUICK_SIZES = (250, 500, 1000)
 CLIENT_PROCESSES = 4
 WAIT_S = 30.0
+NOT_MEASURED = "not measured in the quick run"
 
 
 class Client:
@@ -198,7 +199,7 @@ def budgets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
     name = "fan-out: 10,000 sockets, one process, last delivery < 1 s, none lost"
     at_size = [p for p in r["one_process"] if p["connections"] >= BUDGET_SOCKETS]
     if not at_size:
-        return [(name, "not measured in the quick run", False)]
+        return [(name, NOT_MEASURED, False)]
     p = at_size[0]
     ok = (
         p["open"] >= BUDGET_SOCKETS
@@ -220,7 +221,8 @@ def main() -> None:
     result = asyncio.run(measure(args.quick, args.server))
     print(report(result))
     for name, value, ok in budgets(result):
-        print(f"[{'PASS' if ok else 'FAIL'}] {name}: {value}")
+        mark = "PASS" if ok else "----" if value == NOT_MEASURED else "FAIL"
+        print(f"[{mark}] {name}: {value}")
     print(json.dumps(result))
 
 
