@@ -635,9 +635,10 @@ def local_stack(
     workers: int = 0,
     server: str | None = None,
     env: dict[str, str] | None = None,
+    servers: int = 1,
 ) -> Iterator[Stack]:
     """dynalite (on disk) + tables + tenants ``bench`` and ``fan`` (no connection limit)
-    + ``serve --server`` (serve's default when None) with its in-process worker, or Redis and
+    + ``servers`` × ``serve --server`` (serve's default when None) with its in-process worker, or Redis and
     ``workers`` worker processes; ``env`` overrides the stack's settings."""
     root = Path(tempfile.mkdtemp(prefix="streamer-bench-"))
     unlimited = ("--max-connections", "0")
@@ -654,6 +655,7 @@ def local_stack(
                 storage,
                 "bench",
                 redis=redis,
+                servers=servers,
                 server_worker=not redis,
                 workers=workers,
                 worker_args=("--concurrency", "16"),

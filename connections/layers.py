@@ -34,6 +34,9 @@ class ProcessChannelLayer(InMemoryChannelLayer):
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
+        # channels 4.3 leaves an in-memory layer's ``channel_capacity`` uncompiled (its
+        # get_capacity then fails on any channel); compile it as channels_redis does.
+        self.channel_capacity = self.compile_capacities(config.get("channel_capacity") or {})
         self.process_token = secrets.token_hex(6)
 
     async def new_channel(self, prefix: str = "specific.") -> str:

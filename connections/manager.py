@@ -7,6 +7,10 @@ Product code uses the module-level :data:`manager`::
 
 The frame is encoded once per call; fan-out runs with bounded concurrency; a socket
 that is gone (API Gateway 410) has its connection record and subscriptions removed.
+Frames to a user or a tenant reach the sockets of our own servers through the fan-out
+hub (:mod:`connections.hub`: no storage read, one layer message per server process);
+storage is read only for the sockets of other transports (API Gateway), when one is
+configured.
 """
 
 from __future__ import annotations
@@ -22,9 +26,17 @@ from django.conf import settings
 from prometheus_client import Counter
 
 from connections.caches import expiring_cache
+from connections.hub import hub
 from connections.labels import BoundedLabels
 from connections.storage_pool import run_storage
-from connections.transports import ConnectionGone, TransportError, get_transport
+from connections.transports import (
+    ConnectionGone,
+    InvalidTransportError,
+    TransportError,
+    get_transport,
+    transports,
+)
+from connections.transports.channels import frame_message
 from protocol import codec
 from storage.connection import ConnectionInfo, connection_store
 from storage.errors import NotFound, StoreError
@@ -40,6 +52,8 @@ SENDS = BoundedLabels(
     ("delivered", "gone", "failed"),
 )
 
+#: The label of hub deliveries in ``streamer_sends_total``.
+HUB_TRANSPORT = "channels"
 SUBSCRIBER_CACHE_S = 1.0
 #: Requests whose subscribers one manager caches at most (least recently used go).
 MAX_CACHED_REQUESTS = 10_000
@@ -66,6 +80,10 @@ class SendReport:
     delivered: int = 0
     gone: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: The frame also went, through the shared channel layer, to the other server
+    #: processes, which deliver it to their own sockets of the audience; those are not
+    #: counted in ``delivered`` (this process cannot see them).
+    relayed: bool = False
 
 
 class ConnectionManager:
@@ -119,18 +137,46 @@ class ConnectionManager:
         return await self.send_to_target(Target.of(record), frame) == "delivered"
 
     async def send_to_user(self, tenant_id: str, user_id: str, frame: dict[str, Any]) -> SendReport:
-        """Send to every connection of one user (one index query)."""
-        infos = await run_storage(lambda: list(connection_store.iter_by_user(tenant_id, user_id)))
-        return await self.broadcast([Target.of(i) for i in infos], frame)
+        """Send to every connection of one user: the hub for our servers' sockets, one
+        index query for those of other transports."""
+        return await self._send_to_audience(tenant_id, user_id, frame)
 
     async def send_to_tenant(self, tenant_id: str, frame: dict[str, Any]) -> SendReport:
-        """Send to every connection of a tenant (index query, paged)."""
-        infos = await run_storage(lambda: list(connection_store.iter_by_tenant(tenant_id)))
-        return await self.broadcast([Target.of(i) for i in infos], frame)
+        """Send to every connection of a tenant: the hub for our servers' sockets, an
+        index query (paged) for those of other transports."""
+        return await self._send_to_audience(tenant_id, None, frame)
 
-    async def broadcast(self, targets: Iterable[Target | str], frame: dict[str, Any]) -> SendReport:
-        """Send one frame to many sockets, at most ``concurrency`` at a time."""
+    async def _send_to_audience(
+        self, tenant_id: str, user_id: str | None, frame: dict[str, Any]
+    ) -> SendReport:
+        """Hub first (this process's sockets at once, one relay for the others), then the
+        stored sockets of transports the hub does not serve."""
         text = codec.dumps_text(frame)
+        by_hub = await hub.send(tenant_id, user_id, frame_message(frame, text))
+        SENDS.labels(HUB_TRANSPORT, "delivered").inc(by_hub.delivered)
+        elsewhere = stored_transports()
+        report = SendReport()
+        if elsewhere:
+
+            def query() -> list[ConnectionInfo]:
+                found = (
+                    connection_store.iter_by_tenant(tenant_id, elsewhere)
+                    if user_id is None
+                    else connection_store.iter_by_user(tenant_id, user_id, elsewhere)
+                )
+                return list(found)
+
+            infos = await run_storage(query)
+            report = await self.broadcast([Target.of(i) for i in infos], frame, text=text)
+        report.delivered += by_hub.delivered
+        report.relayed = by_hub.relayed
+        return report
+
+    async def broadcast(
+        self, targets: Iterable[Target | str], frame: dict[str, Any], *, text: str | None = None
+    ) -> SendReport:
+        """Send one frame to many sockets, at most ``concurrency`` at a time."""
+        text = codec.dumps_text(frame) if text is None else text
         resolved: list[Target] = []
         for target in targets:
             if isinstance(target, str):
@@ -225,6 +271,19 @@ class ConnectionManager:
             await run_storage(_forget)
         except StoreError as exc:
             log.warning("could not forget connection %s: %s", connection_id, exc)
+
+
+def stored_transports() -> list[str]:
+    """The configured transports whose sockets a fan-out finds in storage (the others
+    register with the hub)."""
+    return [name for name in transports.names() if not _through_hub(name)]
+
+
+def _through_hub(name: str) -> bool:
+    try:
+        return get_transport(name).through_hub
+    except InvalidTransportError:
+        return False  # sending to its stored sockets reports the failure, as before
 
 
 manager = ConnectionManager()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connections.layers import reaches
-from connections.manager import SendReport, Target, manager
+from connections.manager import SendReport, manager
 from connections.storage_pool import run_storage
 from connections.transports import InvalidTransportError, get_transport
 from protocol import codec
@@ -107,10 +107,16 @@ async def publish(
 
     With ``refuse_out_of_reach`` (callers outside the servers), :class:`OutOfReach` is
     raised before anything is sent when any of the sockets is out of reach.
+
+    A user or a tenant is reached through the fan-out hub: ``delivered`` counts the
+    sockets of this process and of other transports (API Gateway); ``relayed`` says the
+    frame also went to every other server process, which delivers it to its own sockets
+    of the audience (not counted here).
     """
-    infos = await audience_connections(audience)
-    if refuse_out_of_reach and (unreachable := out_of_reach(infos)):
-        raise OutOfReach(len(unreachable))
+    if audience.connection_id or refuse_out_of_reach:
+        infos = await audience_connections(audience)
+        if refuse_out_of_reach and (unreachable := out_of_reach(infos)):
+            raise OutOfReach(len(unreachable))
     if audience.connection_id:
         report = SendReport()
         for info in infos:
@@ -119,4 +125,6 @@ async def publish(
             else:
                 report.failed.append(info.connection_id)
         return report
-    return await manager.broadcast([Target.of(info) for info in infos], frame)
+    if audience.user_id:
+        return await manager.send_to_user(audience.tenant_id, audience.user_id, frame)
+    return await manager.send_to_tenant(audience.tenant_id, frame)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -481,26 +481,40 @@ class ConnectionStore:
         next_cursor = _cursor_of(rows[-1], hash_name) if more else None
         return Page(items=[_to_info(row) for row in rows], cursor=next_cursor)
 
-    def iter_by_tenant(self, tenant_id: str) -> Iterator[ConnectionInfo]:
-        """Every connection of a tenant, newest first, fetched page by page (fan-out).
+    def iter_by_tenant(
+        self, tenant_id: str, transports: Collection[str] | None = None
+    ) -> Iterator[ConnectionInfo]:
+        """Every connection of a tenant (of one of ``transports`` when given: filtered
+        by storage, so the others never travel), newest first, page by page (fan-out).
 
         Arguments are checked at call time; storage is reached when iteration starts.
         """
         require_tenant(tenant_id)
-        return self._iter(ConnectionModel.by_tenant, tenant_id, "iter_by_tenant")
+        return self._iter(ConnectionModel.by_tenant, tenant_id, "iter_by_tenant", transports)
 
-    def iter_by_user(self, tenant_id: str, user_id: str) -> Iterator[ConnectionInfo]:
-        """Every connection of a user, newest first, fetched page by page (fan-out)."""
+    def iter_by_user(
+        self, tenant_id: str, user_id: str, transports: Collection[str] | None = None
+    ) -> Iterator[ConnectionInfo]:
+        """Every connection of a user (of one of ``transports`` when given), newest
+        first, fetched page by page (fan-out)."""
         require_tenant(tenant_id)
         require_text("user_id", user_id, MAX_USER_ID)
-        return self._iter(ConnectionModel.by_user, owner_of(tenant_id, user_id), "iter_by_user")
+        owner = owner_of(tenant_id, user_id)
+        return self._iter(ConnectionModel.by_user, owner, "iter_by_user", transports)
 
     @staticmethod
     def _iter(
-        index: GlobalSecondaryIndex[ConnectionModel], hash_value: str, operation: str
+        index: GlobalSecondaryIndex[ConnectionModel],
+        hash_value: str,
+        operation: str,
+        transports: Collection[str] | None = None,
     ) -> Iterator[ConnectionInfo]:
+        only = None if transports is None else ConnectionModel.transport.is_in(*transports)
         with storage_call(f"connection.{operation}"):
-            for row in index.query(hash_value, scan_index_forward=False, page_size=_ITER_PAGE):
+            rows = index.query(
+                hash_value, scan_index_forward=False, page_size=_ITER_PAGE, filter_condition=only
+            )
+            for row in rows:
                 yield _to_info(row)
 
     def count_by_tenant(self, tenant_id: str) -> int:

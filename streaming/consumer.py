@@ -20,6 +20,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from connections.hub import Member, hub
 from protocol import codec
 from streaming.auth import (
     TOKEN_EXPIRED,
@@ -86,6 +87,15 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         self._last_activity = time.monotonic()
         self._schedule_idle_check(settings.STREAMER_IDLE_TIMEOUT_S)
         self._schedule_expiry_check()
+        identity = self.session.identity
+        await hub.register(
+            Member(
+                self.session.connection_id,
+                identity.tenant_id,
+                identity.user_id,
+                self.streamer_frame,
+            )
+        )
 
     async def disconnect(self, code: int) -> None:
         if self._idle_handle is not None:
@@ -96,6 +106,7 @@ class StreamerConsumer(AsyncWebsocketConsumer):
             self._expiry_handle.cancel()
         if self.session is not None:
             session, self.session = self.session, None
+            await hub.unregister(session.connection_id)
             await channels_edge.disconnect(session)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -109,12 +120,15 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         for frame in replies:
             await self.outbox.put(codec.dumps_text(frame))
 
-    async def streamer_frame(self, message: dict[str, Any]) -> None:
-        """A frame pushed to this socket from a worker or another process."""
+    async def streamer_frame(self, message: dict[str, Any]) -> bool:
+        """A frame pushed to this socket from a worker, another process or the hub;
+        whether anything went out for it."""
         if self.session is None or self.outbox is None:
-            return
+            return False
+        sent = False
         for text in channels_edge.admit(self.session, message):
-            await self.outbox.put(text)
+            sent = await self.outbox.put(text) or sent
+        return sent
 
     async def streamer_frames(self, message: dict[str, Any]) -> None:
         """Several frames pushed at once, in order (a batch of a request's output)."""

@@ -40,6 +40,7 @@ class PublishOut(Schema):
     delivered: int
     gone: int
     failed: int
+    relayed: bool  # also sent to the other server processes (their sockets not counted)
 
 
 class StartIn(Schema):
@@ -110,7 +111,7 @@ requests_router = Router(tags=["requests"])
 
 
 @publish_router.post("/publish", response={200: PublishOut, 400: ErrorOut, 503: ErrorOut})
-async def publish_frame(request: HttpRequest, body: PublishIn) -> dict[str, int]:
+async def publish_frame(request: HttpRequest, body: PublishIn) -> dict[str, int | bool]:
     """Send a frame to one connection, one user's connections or the whole tenant."""
     try:
         frame = build_frame(body.frame)
@@ -118,7 +119,12 @@ async def publish_frame(request: HttpRequest, body: PublishIn) -> dict[str, int]
         raise ProtocolError(ErrorCode.VALIDATION_ERROR, str(exc)) from None
     audience = Audience(caller(request).tenant_id, body.connection_id, body.user_id)
     report = await publish(audience, frame)
-    return {"delivered": report.delivered, "gone": len(report.gone), "failed": len(report.failed)}
+    return {
+        "delivered": report.delivered,
+        "gone": len(report.gone),
+        "failed": len(report.failed),
+        "relayed": report.relayed,
+    }
 
 
 @requests_router.post("", response={202: RecordOut, **ERRORS}, exclude_unset=True)

@@ -167,6 +167,9 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 
 # --- Channels -----------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+# Messages a process's fan-out hub channel holds (connections/hub.py): channels_redis
+# drops a group_send to a full channel silently, and the default capacity is 100.
+HUB_CHANNEL_CAPACITY = env_int("STREAMER_HUB_CHANNEL_CAPACITY", 100_000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -177,6 +180,8 @@ if REDIS_URL:
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
                 "capacity": 1000,
                 "expiry": 60,
+                # Hub channels: one per process, every frame to its tenants and users.
+                "channel_capacity": {"*!streamer.hub.*": HUB_CHANNEL_CAPACITY},
             },
         }
     }
@@ -186,7 +191,11 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "connections.layers.ProcessChannelLayer",
-            "CONFIG": {"capacity": 1000, "expiry": 60},
+            "CONFIG": {
+                "capacity": 1000,
+                "expiry": 60,
+                "channel_capacity": {"*!streamer.hub.*": HUB_CHANNEL_CAPACITY},
+            },
         }
     }
 

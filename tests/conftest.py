@@ -50,7 +50,9 @@ def _restore_store_config() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches() -> Iterator[None]:
-    """Per-process caches (tenant policies, tenant connection counts) start empty."""
+    """Per-process caches (tenant policies, tenant connection counts, the hub's sockets)
+    start empty."""
+    from connections.hub import hub
     from connections.tenants import forget_tenant
     from streaming.session import tenant_counts
     from streaming.user_cap import forget_full_users
@@ -58,10 +60,12 @@ def _fresh_process_caches() -> Iterator[None]:
     forget_tenant()
     tenant_counts._counts.clear()
     forget_full_users()
+    hub.reset()
     yield
     forget_tenant()
     tenant_counts._counts.clear()
     forget_full_users()
+    hub.reset()
 
 
 @pytest.fixture

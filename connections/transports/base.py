@@ -22,6 +22,10 @@ class Transport(abc.ABC):
     API Gateway transport.
     """
 
+    #: Its sockets register with this process's fan-out hub (``connections.hub``), which
+    #: delivers frames to a tenant or a user to them; storage is not read for them.
+    through_hub = False
+
     def __init__(self, name: str, **config: Any) -> None:
         self.name = name
         self.config = config

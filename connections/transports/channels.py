@@ -21,20 +21,23 @@ class ChannelsTransport(Transport):
     """Sends to the consumer's channel name; the consumer writes the frame to its socket.
 
     Besides the text, the message carries the few frame fields the consumer needs to
-    enforce the per-request ordering guarantees without decoding JSON again.
+    enforce the per-request ordering guarantees without decoding JSON again. Frames to a
+    tenant or a user reach these sockets through the fan-out hub (``connections.hub``).
     """
+
+    through_hub = True
 
     def __init__(self, name: str, *, layer_alias: str = "default", **config: Any) -> None:
         super().__init__(name, **config)
         self.layer_alias = layer_alias
 
     async def send(self, address: str, frame: dict[str, Any], text: str) -> None:
-        await self._send(address, _frame_message(frame, text))
+        await self._send(address, frame_message(frame, text))
 
     async def send_many(self, address: str, frames: list[dict[str, Any]], texts: list[str]) -> None:
         """One channel message for many frames: a burst of output takes one slot of the
         connection's channel, not one per chunk."""
-        batch = [_frame_message(f, t) for f, t in zip(frames, texts, strict=True)]
+        batch = [frame_message(f, t) for f, t in zip(frames, texts, strict=True)]
         await self._send(address, {"type": FRAMES_MESSAGE, "frames": batch})
 
     async def close(self, address: str, code: int, reason: str = "") -> None:
@@ -54,7 +57,8 @@ class ChannelsTransport(Transport):
             raise TransportError("channel layer unavailable") from exc
 
 
-def _frame_message(frame: dict[str, Any], text: str) -> dict[str, Any]:
+def frame_message(frame: dict[str, Any], text: str) -> dict[str, Any]:
+    """The channel message of one encoded frame (what the consumer's frame path takes)."""
     message = {
         "type": FRAME_MESSAGE,
         "text": text,

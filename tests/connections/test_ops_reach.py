@@ -26,6 +26,7 @@ from storage import base
 from storage.connection import ConnectionInfo
 from storage.localserver import free_port
 from tests.support.admin import new_channel, nothing_sent, receive
+from tests.support.hub import hold
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -118,6 +119,9 @@ def test_send_message_delivers_or_refuses_before_sending(
     tenant: Tenant, connect: Connect, args: list[str], sockets: list[str], output: str
 ) -> None:
     infos = [connect(f"c{i}", address=CHANNELS[kind]()) for i, kind in enumerate(sockets)]
+    for info, kind in zip(infos, sockets, strict=True):
+        if kind == "own":  # the server (this process) holds it: in its hub
+            async_to_sync(hold)(info)
     command = ["send_message", *args, "--json", '{"text": "hi"}']
     if "other process" not in sockets:
         out, _ = run(*command)

@@ -18,12 +18,16 @@ from connections.publishing import PublishError, build_frame
 from storage.connection import ConnectionInfo, connection_store
 from tests.streaming.test_apigw import connect_event
 from tests.support.apigw import token
+from tests.support.hub import hold
 
 
 async def live_socket(connection_id: str, tenant: str = "acme", user: str = "u1") -> str:
-    """A registered connection whose socket is a channel we can read."""
+    """A registered connection whose socket is a channel we can read (stored, and held
+    by this process's hub like a consumer's socket)."""
     channel = await get_channel_layer().new_channel()
-    connection_store.save(ConnectionInfo(connection_id, tenant, user, "channels", channel))
+    await hold(
+        connection_store.save(ConnectionInfo(connection_id, tenant, user, "channels", channel))
+    )
     return channel
 
 

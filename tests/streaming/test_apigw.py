@@ -26,6 +26,7 @@ from streaming.apigw import (
 from streaming.worker import Worker
 from tests.connections.transports.test_apigw import posted_frames
 from tests.support.apigw import token
+from tests.support.hub import hold
 
 DOMAIN = "abc123.execute-api.eu-west-1.amazonaws.com"
 
@@ -371,7 +372,7 @@ async def test_async_request_over_apigw_is_acknowledged_and_completed(
 async def test_send_to_user_reaches_daphne_and_apigw_sockets(moto_dynamodb, apigw_tenant) -> None:
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    connection_store.save(ConnectionInfo("daphne-1", "acme", "u1", "channels", channel))
+    await hold(connection_store.save(ConnectionInfo("daphne-1", "acme", "u1", "channels", channel)))
     await handle_websocket_event(connect_event(token()))
     report = await manager.send_to_user("acme", "u1", {"type": "message", "text": "hi"})
     assert report.delivered == 2
