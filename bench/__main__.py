@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from bench import fairness, output_stream, slow_consumers, storm
+from bench import fairness, fanout, output_stream, slow_consumers, storm
 from bench.probes import (
     calls,
     connect_rate,
@@ -146,9 +146,7 @@ async def dynamodb_calls(stack: Stack) -> dict[str, dict[str, float]]:
 #: and ``budgets(r) -> [(name, value, ok)]`` (``ok`` None: not measured at the budget's
 #: size). Each runs on stacks of its own after the core measurements.
 #: Sections measured after the ones above, each a module with measure/report/budgets.
-SECTIONS: tuple[ModuleType, ...] = (storm, output_stream)
-#: 1.1 budgets whose section is not in SECTIONS yet: (budget, module that measures it).
-PENDING_1_1 = (("fan-out: 10,000 sockets, last < 1 s, none lost", "bench.fanout"),)
+SECTIONS: tuple[ModuleType, ...] = (fanout, storm, output_stream)
 IDLE_LEVELS = {True: [500, 1000, 2000], False: [1000, 2500, 5000, 10_000]}
 IDLE_BUDGET = 5000
 SLOW_CONSUMER_SOCKETS = {True: 30, False: 100}
@@ -294,10 +292,6 @@ def budgets_1_1(r: dict[str, Any]) -> list[Verdict]:
     ]
     for module in SECTIONS:
         rows += module.budgets(r["sections"][module.__name__])
-    rows += [
-        (f"1.1 {name}", f"not measured: {module} is not wired in", None)
-        for name, module in PENDING_1_1
-    ]
     rows += [
         (f"1.1 {name}", value, sized(ok, slow_at_size))
         for name, value, ok in slow_consumers.verdict(slow)
