@@ -15,6 +15,7 @@ import channels.db
 import pytest
 
 from connections.manager import manager
+from connections.tenants import forget_tenant
 from tests.support.sockets import Client, connected, make_token
 
 pytestmark = pytest.mark.usefixtures("asgi_settings")
@@ -87,6 +88,7 @@ async def test_the_tenant_lookup_of_auth_refresh_cleans_up_around_itself(
 ) -> None:
     async with connected() as client:
         after_connect = len(cleanups)
+        forget_tenant()  # connect cached the policy: the refresh must look it up again
         answer = await client.request("auth.refresh", {"token": make_token()}, id="r1")
         assert answer["type"] == "response", answer
         # no dispatch hop; the lookup cleans up on the thread that ran it
