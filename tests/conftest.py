@@ -31,14 +31,15 @@ from moto import mock_aws
 from storage import base, localserver, tables
 
 pytest_plugins = [
+    "pytester",
     "tests.fixtures.asgi",
     "tests.fixtures.worker",
+    "tests.fixtures.summary",  # before the modules that import it
     "tests.fixtures.admin",
     "tests.fixtures.apigw",
     "tests.fixtures.live",
     "tests.fixtures.webhooks",
     "tests.fixtures.parallel",
-    "tests.fixtures.summary",
 ]
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

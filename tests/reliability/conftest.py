@@ -22,17 +22,13 @@ import pytest
 from bench.stack import JWT_SECRET, SECRET_KEY, Environment, environment
 from tests.fixtures.summary import summary_section
 
-__all__ = ["LOG_DIRS", "SECRETS", "SHARED_LOGS", "fault_env", "figures", "remember"]
+__all__ = ["LOG_DIRS", "SECRETS", "fault_env", "figures", "remember"]
 
 FIGURES = summary_section("reliability figures")  # printed by tests/fixtures/summary.py
 # Log directories of the environments built here, and every token, key and password
 # handed out: test_secrets_in_logs.py looks for the latter in the former.
 LOG_DIRS: list[str] = []
 SECRETS: set[str] = {JWT_SECRET, SECRET_KEY}
-# Under pytest -n (tests/fixtures/parallel.py) the modules marked with this run in one
-# worker, in file order as in a serial run: those whose servers log at DEBUG or crash and
-# restart, then test_secrets_in_logs.py, which searches their logs (LOG_DIRS) for SECRETS.
-SHARED_LOGS = pytest.mark.xdist_group("reliability-logs")
 
 
 def remember(secret: str) -> str:

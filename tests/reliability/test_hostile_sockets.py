@@ -49,9 +49,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from bench.stack import Environment, Stack, http_get, running_stack
 from bench.wsclient import WSClient, open_client
-from tests.reliability.conftest import SHARED_LOGS, remember, rss_kib
+from tests.reliability.conftest import remember, rss_kib
 
-pytestmark = [pytest.mark.e2e, SHARED_LOGS]
+pytestmark = pytest.mark.e2e
 
 ISSUER = "https://idp.reliability.test"
 AUDIENCE = "streamer"

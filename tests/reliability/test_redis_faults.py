@@ -18,9 +18,8 @@ from websockets.exceptions import InvalidStatus
 
 from bench.stack import Environment, Stack, running_stack
 from bench.wsclient import WSClient, check_request_stream, open_client
-from tests.reliability.conftest import SHARED_LOGS
 
-pytestmark = [pytest.mark.e2e, SHARED_LOGS]
+pytestmark = pytest.mark.e2e
 
 ENV = {"STREAMER_LEASE_S": "3", "STREAMER_POLL_INTERVAL_S": "0.2"}
 QUICK = {"duration_s": 0, "steps": 1, "max_requests": 0, "include_connections": False}

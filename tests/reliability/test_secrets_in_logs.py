@@ -26,10 +26,8 @@ from django.test import AsyncClient
 
 from bench.stack import JWT_SECRET, Environment, Stack, running_stack
 from bench.wsclient import open_client
-from tests.reliability.conftest import LOG_DIRS, SECRETS, SHARED_LOGS, remember
+from tests.reliability.conftest import LOG_DIRS, SECRETS, remember
 from tests.reliability.test_hostile_sockets import issue_api_key, post_json
-
-pytestmark = SHARED_LOGS
 
 
 def b64(raw: bytes) -> str:
