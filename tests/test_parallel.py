@@ -37,14 +37,14 @@ def test_it(built, n):
     note("test")
 """
 
-# path -> (module marks, number of tests); the last two form a group of SAME_WORKER.
+# path -> (module marks, number of tests)
 SUITE = {
     "test_a_unit_small.py": ("", 2),
     "test_b_unit_large.py": ("", 5),
     "test_c_integration.py": ("pytestmark = pytest.mark.integration", 2),
-    "test_d_e2e.py": ("pytestmark = pytest.mark.e2e", 1),
-    "tests/reliability/test_hostile_sockets.py": ("", 2),
-    "tests/reliability/test_secrets_in_logs.py": ("", 2),
+    "test_d_e2e.py": ("pytestmark = pytest.mark.e2e", 2),
+    "test_e_browser.py": ("pytestmark = pytest.mark.browser", 1),
+    "test_f_unit.py": ("", 3),
 }
 MODULES = [Path(path).stem for path in SUITE]
 TESTS = sum(count for _, count in SUITE.values())
@@ -81,7 +81,7 @@ def test_each_module_runs_in_one_process_with_its_fixture_built_once(
     assert sorted(built) == sorted(MODULES)  # once per module, never again on another worker
     pids = {m: {e["pid"] for e in events if e["module"] == m} for m in MODULES}
     assert all(len(p) == 1 for p in pids.values()), pids
-    assert pids["test_hostile_sockets"] == pids["test_secrets_in_logs"]  # one group
+    assert pids["test_d_e2e"] == pids["test_e_browser"]  # the one lane of live stacks
 
 
 def test_one_worker_runs_the_slowest_tier_first(
@@ -91,11 +91,11 @@ def test_one_worker_runs_the_slowest_tier_first(
     result, events = run_suite(pytester, monkeypatch, "-n", "1", *XDIST)
     result.assert_outcomes(passed=TESTS)
     assert list(dict.fromkeys(e["module"] for e in events)) == [
-        "test_d_e2e",
+        "test_d_e2e",  # the live lane, in the order of a serial run
+        "test_e_browser",
         "test_c_integration",
-        "test_b_unit_large",
-        "test_hostile_sockets",  # the group of 4 tests counts as one unit
-        "test_secrets_in_logs",
+        "test_b_unit_large",  # then the module with the most tests first
+        "test_f_unit",
         "test_a_unit_small",
     ]
 
