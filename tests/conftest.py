@@ -9,10 +9,13 @@
 The fixtures of one kind of test live in ``tests/fixtures/`` (loaded below for every
 test, each name meaning one thing): ``asgi`` (the application over moto and the
 in-memory layer), ``worker`` (module-wide moto tables, fake sockets, API call counts),
-``admin`` (users, permissions, connections and requests for the admin pages) and
-``apigw`` (the API Gateway tenant) and ``live`` (stacks of real processes, started by
-bench/stack.py). Fixtures that reset process state are not autouse:
-a module asks for them with ``pytestmark = pytest.mark.usefixtures(...)``.
+``admin`` (users, permissions, connections and requests for the admin pages),
+``apigw`` (the API Gateway tenant), ``live`` (stacks of real processes, started by
+bench/stack.py), ``webhooks`` (a local webhook receiver), ``parallel`` (how
+``pytest -n`` spreads the modules over worker processes) and ``summary`` (numbers
+printed at the end of the run). Fixtures that
+reset process state are not autouse: a module asks for them with
+``pytestmark = pytest.mark.usefixtures(...)``.
 Helpers that tests import live in ``tests/support/``.
 """
 
@@ -28,12 +31,15 @@ from moto import mock_aws
 from storage import base, localserver, tables
 
 pytest_plugins = [
+    "pytester",
     "tests.fixtures.asgi",
     "tests.fixtures.worker",
+    "tests.fixtures.summary",  # before the modules that import it
     "tests.fixtures.admin",
     "tests.fixtures.apigw",
     "tests.fixtures.live",
     "tests.fixtures.webhooks",
+    "tests.fixtures.parallel",
 ]
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

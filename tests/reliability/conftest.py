@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 
 from bench.stack import JWT_SECRET, SECRET_KEY, Environment, environment
+from tests.fixtures.summary import summary_section
 
 __all__ = ["LOG_DIRS", "SECRETS", "fault_env", "figures", "remember"]
 
-FIGURES: dict[str, str] = {}
+FIGURES = summary_section("reliability figures")  # printed by tests/fixtures/summary.py
 # Log directories of the environments built here, and every token, key and password
 # handed out: test_secrets_in_logs.py looks for the latter in the former.
 LOG_DIRS: list[str] = []
@@ -82,10 +83,3 @@ def rss_kib(pid: int) -> int:
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     return int(value) if value else default
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES:
-        terminalreporter.section("reliability figures")
-        for name, value in FIGURES.items():
-            terminalreporter.write_line(f"{name}: {value}")
