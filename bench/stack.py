@@ -276,14 +276,7 @@ class Dynalite:
 
     def start(self) -> Proc:
         """Start it (again) on the same port and data; returns once it answers."""
-        node = shutil.which("node")
-        if node is None or not localserver.DYNALITE.exists():
-            raise RuntimeError("dynalite is not installed (scripts/bootstrap installs it)")
-        args = [node, str(localserver.DYNALITE), "--host", "127.0.0.1", "--port", str(self.port)]
-        args += ["--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]
-        if self.path is not None:
-            self.path.mkdir(parents=True, exist_ok=True)
-            args += ["--path", str(self.path)]
+        args = localserver.dynalite_command(self.port, self.path)
         self.proc = self.e2e.start("dynalite", args, os.environ.copy())
         try:
             localserver.wait_until_up(self.endpoint, timeout_s=START_TIMEOUT_S)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DYNALITE = REPO_ROOT / "localdb" / "node_modules" / "dynalite" / "cli.js"
+#: Keeps dynalite serving when a client aborts a request mid-body (see the file).
+SURVIVE_ABORTS = REPO_ROOT / "localdb" / "survive-aborts.cjs"
 
 
 def free_port() -> int:
@@ -26,17 +28,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_dynalite(port: int, path: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start dynalite on 127.0.0.1:``port``; in memory when ``path`` is None."""
+def dynalite_command(port: int, path: Path | None = None) -> list[str]:
+    """The command line of dynalite on 127.0.0.1:``port``: in memory when ``path`` is
+    None, else kept under ``path`` (created)."""
     node = shutil.which("node")
     if node is None or not DYNALITE.exists():
         raise RuntimeError("dynalite is not installed: run scripts/bootstrap")
-    args = [node, str(DYNALITE), "--host", "127.0.0.1", "--port", str(port)]
+    args = [node, "--require", str(SURVIVE_ABORTS), str(DYNALITE)]
+    args += ["--host", "127.0.0.1", "--port", str(port)]
     args += ["--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
         args += ["--path", str(path)]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+    return args
+
+
+def start_dynalite(port: int, path: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start dynalite on 127.0.0.1:``port``; in memory when ``path`` is None."""
+    return subprocess.Popen(  # noqa: S603
+        dynalite_command(port, path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def wait_until_up(endpoint: str, timeout_s: float = 15.0) -> None:
