@@ -227,7 +227,9 @@ async def test_send_message_from_another_process(run_stack: RunStack) -> None:
         )
         if run_stack.mode == "redis":
             assert result.returncode == 0, result.stderr
-            assert result.stdout.strip() == "delivered=1 gone=0 failed=0"
+            # the frame crosses Redis to the servers' hubs (docs/hub.md): this process
+            # holds no socket, so it reports the relay, not a per-socket count
+            assert result.stdout.strip() == "delivered=0 gone=0 failed=0 relayed to the servers"
             frame = await client.wait_for(lambda f: f["type"] == "message", what="the frame")
             assert frame["text"] == "hello from ops"
         else:

@@ -20,7 +20,8 @@ LIMIT = 5
 
 
 @pytest.fixture
-def limited(monkeypatch: pytest.MonkeyPatch, moto_dynamodb: Any) -> TenantPolicy:
+def limited(monkeypatch: pytest.MonkeyPatch, moto_dynamodb: Any, db: None) -> TenantPolicy:
+    # db: the lookup runs through database_sync_to_async, which cleans up connections
     policy = TenantPolicy("burst", True, LIMIT, 100, 10)
     monkeypatch.setattr(session_module, "get_tenant_policy", lambda tenant_id: policy)
     return policy
