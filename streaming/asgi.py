@@ -16,7 +16,7 @@ from django.urls import re_path  # noqa: E402
 
 from streaming.api import GATES, REQUESTS_PATHS  # noqa: E402
 from streaming.body_guard import BodyGuard  # noqa: E402
-from streaming.consumer import StreamerConsumer  # noqa: E402
+from streaming.consumer import StreamerConsumer, UnknownPathConsumer  # noqa: E402
 from streaming.jwt_config import check_jwt_config  # noqa: E402
 from streaming.origin import browser_origin_validator  # noqa: E402
 from streaming.server_integration import install_daphne_backpressure  # noqa: E402
@@ -26,6 +26,8 @@ if settings.STREAMER_BENCH_ENDPOINTS:
     from streaming.benchmarks import BareEchoConsumer
 
     websocket_urlpatterns.append(re_path(r"^bench/echo/?$", BareEchoConsumer.as_asgi()))
+# Last: any other path is refused at the handshake, never logged (see the consumer).
+websocket_urlpatterns.append(re_path(r"", UnknownPathConsumer.as_asgi()))
 
 # Under ``manage.py serve`` (daphne) nothing else serves /static/ in development: the
 # demo page and the JS client come from Django's static files finders when DEBUG is on

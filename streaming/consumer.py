@@ -182,3 +182,12 @@ class StreamerConsumer(AsyncWebsocketConsumer):
             )
         else:
             self._schedule_expiry_check()
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """A socket to a path we do not serve (``/wsx``, ``/ws#token=...``): refused at the
+    handshake (HTTP 403), quietly. Without it Channels' router raises "No route found for
+    path ..." and the server logs that text, with whatever the path carries (a token)."""
+
+    async def connect(self) -> None:
+        await self.close()

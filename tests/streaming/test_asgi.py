@@ -23,4 +23,18 @@ def test_routing_options(settings) -> None:
         settings.DEBUG = False
         settings.STREAMER_BENCH_ENDPOINTS = False
         module = importlib.reload(streaming.asgi)
-    assert [p.pattern.regex.pattern for p in module.websocket_urlpatterns] == ["^ws/?$"]
+    assert [p.pattern.regex.pattern for p in module.websocket_urlpatterns] == ["^ws/?$", ""]
+
+
+@pytest.mark.parametrize("path", ["/wsx", "/ws/extra", "/ws/SECRET-TOKEN", "/"])
+async def test_a_socket_to_an_unknown_path_is_refused_without_logging_it(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Channels' router raised "No route found for path ..." and the server logged the
+    path, a token in it included (tests/reliability/test_secrets_in_logs.py found one)."""
+    from channels.testing import WebsocketCommunicator
+
+    comm = WebsocketCommunicator(streaming.asgi.application, path)
+    connected, code = await comm.connect(5)
+    assert (connected, code) == (False, 1000)
+    assert "SECRET-TOKEN" not in caplog.text and "No route" not in caplog.text
