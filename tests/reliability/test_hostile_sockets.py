@@ -318,10 +318,10 @@ async def test_tokens_outside_the_supported_places_are_ignored(
 
 
 async def test_bad_frames_from_many_sockets_at_once(stack: Stack, figures: dict[str, str]) -> None:
-    """Two rounds of the same barrage: every frame answered, no socket closed, and the
-    second round adds (almost) nothing to the server's memory: nothing is kept."""
+    """Three rounds of the same barrage: every frame answered, no socket closed, and the
+    repeats add (almost) nothing to the server's memory: nothing is kept."""
     server = stack.servers[0]
-    sockets, per_kind, rounds = 40, 4, 2
+    sockets, per_kind, rounds = 40, 4, 3
     bad: list[str | bytes] = [
         *(os.urandom(64) for _ in range(per_kind)),  # binary
         *("{not json" for _ in range(per_kind)),
@@ -359,9 +359,10 @@ async def test_bad_frames_from_many_sockets_at_once(stack: Stack, figures: dict[
         rss.append(rss_kib(server.proc.pid))
     status, _, body = await asyncio.to_thread(http_get, f"{server.url}/healthz")
     assert status == 200, body
-    # The first round raises the allocator's high-water mark; a repeat must not keep
-    # climbing (a leak of the frames would add ~90 MB per round).
-    assert rss[-1] - rss[1] < 40 * 1024, rss
+    # The first round raises the allocator's high-water mark (how far depends on how the
+    # rounds interleave on a busy machine); the repeats must not keep climbing: a leak of
+    # the frames would add ~90 MB per round, ~180 MB over the two repeats.
+    assert rss[-1] - rss[1] < 80 * 1024, rss
     total = rounds * sockets * len(bad)
     sent_mb = rounds * sockets * sum(len(f) for f in bad) / 1e6
     figures["bad frames"] = (
