@@ -31,6 +31,10 @@ DEFAULT_SERVER = "uvicorn"
 #: so the cap is on what a process can hold, not on requests in flight.
 MAX_CONNECTIONS = 100_000
 LISTEN_BACKLOG = 2048
+#: How long a WebSocket handshake may wait for the application's accept. The servers'
+#: defaults (daphne 5 s, uvicorn's websockets 10 s) drop the end of a reconnect storm's
+#: queue while its registrations wait their turn (docs/performance.md "Reconnect storms").
+HANDSHAKE_TIMEOUT_S = 15
 #: Largest WebSocket message a server reads: a bigger one closes the socket with 1009
 #: before any application code runs (daphne's own limit; docs/protocol.md §2.1).
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -98,6 +102,19 @@ class Launch:
             await asyncio.gather(*self.worker_tasks)
 
 
+def uvicorn_websocket_protocol() -> type:
+    """uvicorn's ``websockets`` protocol with HANDSHAKE_TIMEOUT_S for the accept (uvicorn
+    passes no ``open_timeout``: the library's 10 s applies)."""
+    from uvicorn.protocols.websockets.websockets_impl import WebSocketProtocol
+
+    class StreamerWebSocketProtocol(WebSocketProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.open_timeout = HANDSHAKE_TIMEOUT_S
+
+    return StreamerWebSocketProtocol
+
+
 def _uvicorn(launch: Launch) -> None:
     """uvicorn with its ``websockets`` protocol (which applies backpressure on send),
     uvloop and httptools."""
@@ -109,7 +126,7 @@ def _uvicorn(launch: Launch) -> None:
         application,
         host=launch.options["host"],
         port=launch.options["port"],
-        ws="websockets",
+        ws=uvicorn_websocket_protocol(),
         loop="uvloop",
         http="httptools",
         # like daphne: no compression, so bytes counted are bytes on the wire
@@ -200,7 +217,7 @@ def _daphne(launch: Launch) -> None:
         application_close_timeout=10,
         # daphne's default 5 s: in a reconnect storm the last connects of the queue
         # would be dropped while their registration waits (docs/performance.md).
-        websocket_handshake_timeout=15,
+        websocket_handshake_timeout=HANDSHAKE_TIMEOUT_S,
     ).run()
 
 
