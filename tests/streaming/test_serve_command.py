@@ -65,7 +65,7 @@ def test_an_unknown_server_is_refused_with_the_choices(
     assert started == []
 
 
-def test_a_handshake_may_wait_for_the_accept_longer_than_uvicorns_default() -> None:
+async def test_a_handshake_may_wait_for_the_accept_longer_than_uvicorns_default() -> None:
     """In a reconnect storm a handshake waits for its registration; uvicorn's websockets
     dropped it after 10 s (InvalidMessage at the client)."""
     import uvicorn
