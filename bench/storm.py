@@ -10,7 +10,7 @@ process's) and hold their sockets. A client counts as accepted when its socket a
 an ``echo`` frame: a refused handshake is accepted and closed at once with its close
 code (docs/protocol.md §1), so only the echo tells the two apart. Reported: time from the
 start signal until the last client was accepted, connects/s, failures by close code, the
-server's and dynalite's CPU seconds over the storm (where the time goes) and the
+server's, dynalite's and the client processes' CPU seconds over the storm (where the time goes) and the
 DynamoDB calls per connect (the server's ``streamer_dynamodb_calls_total``, like
 ``bench/__main__.py dynamodb_calls``). The same storm against the bare Channels echo
 consumer (``/bench/echo``) on the same server is the baseline.
@@ -88,12 +88,14 @@ async def _storm(
     loop = asyncio.get_running_loop()
     out.put("ready")
     await loop.run_in_executor(None, go.wait)
+    cpu_before = time.process_time()
     outcomes = await asyncio.gather(*(_one(url) for url in urls))
     held = [ws for _, _, ws in outcomes if ws is not None]
     out.put(
         {
             "accepted_at": [at for kind, at, _ in outcomes if kind == "accepted"],
             "failures": dict(collections.Counter(k for k, _, _ in outcomes if k != "accepted")),
+            "cpu_s": time.process_time() - cpu_before,
         }
     )
     await loop.run_in_executor(None, release.wait)  # hold until the parent has measured
@@ -161,9 +163,13 @@ async def storm(stack: Stack, urls: list[str], procs: int) -> dict[str, Any]:
         "failures": dict(failures),
         "all_accepted_s": round(all_s, 3),
         "half_accepted_s": round(accepted_at[accepted // 2] - started, 3) if accepted else None,
+        "accepted_by_second": [
+            sum(1 for at in accepted_at if at - started < s + 1) for s in range(int(all_s) + 1)
+        ],
         "connects_per_s": round(accepted / all_s, 1) if all_s else 0.0,
         "server_cpu_s": round(cpu_after[0] - cpu_before[0], 2),
         "dynalite_cpu_s": round(cpu_after[1] - cpu_before[1], 2),
+        "clients_cpu_s": round(sum(part["cpu_s"] for part in parts), 2),
         "server_rss_mib_held": held_rss_mib,
         "dynamodb_calls_per_connect": {
             op: round(n / max(1, accepted), 3) for op, n in sorted(calls_during.items())
@@ -236,7 +242,7 @@ def report(r: dict[str, Any]) -> str:
             f"  {name:24} {s['accepted']}/{s['clients']} accepted in {s['all_accepted_s']} s "
             f"(half in {s['half_accepted_s']} s), {s['connects_per_s']} connects/s, "
             f"failures {s['failures'] or 'none'}; CPU s: server {s['server_cpu_s']}, "
-            f"dynalite {s['dynalite_cpu_s']}; server RSS held {s['server_rss_mib_held']} MiB"
+            f"dynalite {s['dynalite_cpu_s']}, clients {s.get('clients_cpu_s')}; server RSS held {s['server_rss_mib_held']} MiB"
         )
     full = r["full"]
     lines.append(

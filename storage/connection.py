@@ -530,6 +530,36 @@ class ConnectionStore:
         with storage_call("connection.count_by_user"):
             return int(ConnectionModel.by_user.count(owner_of(tenant_id, user_id)))
 
+    def count_owners(self, tenant_id: str, max_rows: int) -> dict[str, int] | None:
+        """Every user's connection count of a tenant, keyed by ``owner_of(tenant, user)``
+        (users without connections are absent), read with one ``by_tenant`` query that
+        projects only ``owner``; None when the tenant has more than ``max_rows``
+        connections (the caller then counts the users it needs one by one)."""
+        require_tenant(tenant_id)
+        require_int("max_rows", max_rows, minimum=1)
+        counts: dict[str, int] = {}
+        rows = 0
+        start: dict[str, Any] | None = None
+        with storage_call("connection.count_owners"):
+            table = ConnectionModel._get_connection()
+            while True:
+                page = table.query(
+                    tenant_id,
+                    index_name=ByTenantIndex.Meta.index_name,
+                    attributes_to_get=["owner"],
+                    exclusive_start_key=start,
+                    limit=max_rows + 1 - rows,
+                )
+                for item in page.get("Items", ()):
+                    owner = item["owner"]["S"]
+                    counts[owner] = counts.get(owner, 0) + 1
+                rows += int(page.get("Count", 0))
+                if rows > max_rows:
+                    return None
+                start = page.get("LastEvaluatedKey")
+                if not start:
+                    return counts
+
     # -- cleanup ------------------------------------------------------------------------
 
     def iter_expired(self, before_ms: int | None = None) -> Iterator[tuple[str, str, str]]:

@@ -42,7 +42,17 @@ log = logging.getLogger(__name__)
 #: cProfile: docs/performance.md "Echo"); these handlers reach the database only through
 #: ``database_sync_to_async`` (:func:`streaming.session.active_policy`), which closes
 #: stale connections itself, on the thread that uses them.
-NO_DATABASE_MESSAGES = frozenset({"websocket.receive", "streamer.frame", "streamer.frames"})
+#: Connects too: in a reconnect storm the hop was 7 % of the event loop (bench.storm,
+#: py-spy, 2026-11-28).
+NO_DATABASE_MESSAGES = frozenset(
+    {
+        "websocket.connect",
+        "websocket.receive",
+        "websocket.disconnect",
+        "streamer.frame",
+        "streamer.frames",
+    }
+)
 
 
 class StreamerConsumer(AsyncWebsocketConsumer):
@@ -55,7 +65,7 @@ class StreamerConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, without its database clean-up hop for the messages of
-        :data:`NO_DATABASE_MESSAGES` (connect, disconnect and the rest keep it)."""
+        :data:`NO_DATABASE_MESSAGES` (the other messages keep it)."""
         if message["type"] in NO_DATABASE_MESSAGES:
             await getattr(self, get_handler_name(message))(message)
         else:

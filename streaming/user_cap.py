@@ -33,6 +33,7 @@ import threading
 from cachetools import TTLCache
 
 from connections.storage_pool import run_storage
+from connections.user_counts import user_counts
 from storage.connection import connection_store
 from storage.errors import StorageUnavailable
 from streaming.auth import TOO_MANY_CONNECTIONS, AuthFailure, Identity
@@ -80,9 +81,7 @@ async def confirm(identity: Identity, connection_id: str, limit: int) -> None:
     """After registering ``connection_id``: refuse (4429) and remove it when the user's
     count now passes ``limit`` (see the module docstring for why this holds)."""
     try:
-        count = await run_storage(
-            connection_store.count_by_user, identity.tenant_id, identity.user_id
-        )
+        count = await user_counts.count(identity.tenant_id, identity.user_id)
     except StorageUnavailable:
         await _forget(connection_id)  # a refused connect must not hold a slot
         raise

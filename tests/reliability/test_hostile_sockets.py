@@ -375,9 +375,11 @@ async def test_bad_frames_from_many_sockets_at_once(stack: Stack, figures: dict[
 
 async def test_a_frame_over_daphnes_message_limit_closes_only_that_socket(stack: Stack) -> None:
     """daphne refuses WebSocket messages over 1 MiB itself (close 1009) before any
-    application code runs; that socket goes, the server and everyone else stay."""
+    application code runs; that socket goes, the server and everyone else stay. (A
+    server may close it while the client is still sending: its send then fails.)"""
     async with stack.client("bystander") as bystander, stack.client("giant") as giant:
-        await giant.ws.send("z" * (2 * 1024 * 1024))
+        with contextlib.suppress(ConnectionClosed, ConnectionResetError):
+            await giant.ws.send("z" * (2 * 1024 * 1024))
         # 1009 (message too big), or the connection is just dropped (1006)
         assert await giant.wait_closed(within=10) in (1009, 1006)
         assert (await bystander.call("echo", {}))["type"] == "response"

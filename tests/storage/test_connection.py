@@ -732,3 +732,48 @@ def test_concurrent_touch_and_delete_never_leave_a_partial_item(
             store.get(connection_id)
         assert ConnectionModel.count(connection_id) == 0
     assert store.count_by_tenant("acme") == 0
+
+
+# --- count_owners: every user's count of a tenant in one index query -----------------
+
+
+@pytest.mark.parametrize(
+    ("per_user", "max_rows", "expected"),
+    [
+        ({}, 1, {}),
+        ({"alice": 1}, 1, {"alice": 1}),
+        ({"alice": 3, "bob": 1}, 4, {"alice": 3, "bob": 1}),  # exactly max_rows
+        ({"alice": 3, "bob": 1}, 3, None),  # one row too many
+        ({"alice": 30, "bob": 5}, 100, {"alice": 30, "bob": 5}),
+    ],
+)
+def test_count_owners_counts_each_user_of_the_tenant_or_none_past_max_rows(
+    dynamodb: base.StoreConfig, per_user: dict[str, int], max_rows: int, expected: Any
+) -> None:
+    for user, count in per_user.items():
+        store.save_many([info(f"{user}-{n}", user_id=user) for n in range(count)])
+    store.save(info("elsewhere", tenant_id="other", user_id="alice"))
+    owners = store.count_owners("acme", max_rows)
+    if expected is None:
+        assert owners is None
+    else:
+        assert owners == {owner_of("acme", u): n for u, n in expected.items()}
+        for user, count in expected.items():
+            assert store.count_by_user("acme", user) == count
+
+
+@pytest.mark.parametrize(
+    ("tenant_id", "max_rows"), [("", 10), ("a#b", 10), ("acme", 0), ("acme", True)]
+)
+def test_count_owners_refuses_bad_arguments(
+    dynamodb: base.StoreConfig, tenant_id: str, max_rows: Any
+) -> None:
+    with pytest.raises(ValidationError):
+        store.count_owners(tenant_id, max_rows)
+
+
+def test_count_owners_with_storage_down_raises_unavailable(
+    unreachable: base.StoreConfig,
+) -> None:
+    with pytest.raises(StorageUnavailable):
+        store.count_owners("acme", 10)

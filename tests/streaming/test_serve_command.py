@@ -63,16 +63,3 @@ def test_an_unknown_server_is_refused_with_the_choices(
     if "invalid choice" in message:
         assert "(choose from 'daphne', 'granian', 'uvicorn')" in str(refused.value)
     assert started == []
-
-
-async def test_a_handshake_may_wait_for_the_accept_longer_than_uvicorns_default() -> None:
-    """In a reconnect storm a handshake waits for its registration; uvicorn's websockets
-    dropped it after 10 s (InvalidMessage at the client)."""
-    import uvicorn
-    from uvicorn.server import ServerState
-
-    protocol = serve.uvicorn_websocket_protocol()
-    config = uvicorn.Config(lambda *a: None, ws=protocol, lifespan="off")
-    config.load()
-    made = protocol(config=config, server_state=ServerState(), app_state={})
-    assert made.open_timeout == serve.HANDSHAKE_TIMEOUT_S == 15
