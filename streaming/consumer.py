@@ -53,6 +53,11 @@ NO_DATABASE_MESSAGES = frozenset(
         "streamer.frames",
     }
 )
+#: How long an ``output`` frame waits for room in the socket's outbox (docs/protocol.md
+#: §5: 1 MiB) before the client counts as not reading (close 4408). A request's output
+#: comes as fast as its handler writes, and a replay sends up to 8 MiB at once: a client
+#: that keeps reading takes all of it; other frames never wait.
+OUTPUT_PATIENCE_S = 10.0
 
 
 class StreamerConsumer(AsyncWebsocketConsumer):
@@ -136,8 +141,9 @@ class StreamerConsumer(AsyncWebsocketConsumer):
         if self.session is None or self.outbox is None:
             return False
         sent = False
+        wait_s = OUTPUT_PATIENCE_S if message.get("seq") is not None else 0.0
         for text in channels_edge.admit(self.session, message):
-            sent = await self.outbox.put(text) or sent
+            sent = await self.outbox.put(text, wait_s) or sent
         return sent
 
     async def streamer_frames(self, message: dict[str, Any]) -> None:

@@ -15,11 +15,17 @@ bound. So each connection owns an :class:`Outbox`:
 
 Either way, when the bytes waiting (queued + buffered by the server) would pass the
 limit, the outbox stops accepting frames and calls ``on_overflow`` once.
+
+A request's output frames (as fast as its handler writes, or a replay of up to 8 MiB
+at once) are put with ``wait_s``: they wait for room, up to that long, instead of
+overflowing a reader that keeps reading; a reader that takes nothing for ``wait_s`` is
+closed 4408 like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -30,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: Scope extension: a callable returning the bytes the server holds for this socket.
 BUFFER_EXTENSION = "streamer.output_buffer"
+#: How often a frame waiting for room re-reads a server's own buffer (daphne), which
+#: says nothing when it drains.
+SERVER_BUFFER_POLL_S = 0.005
 
 
 def server_buffer_probe(scope: dict) -> Callable[[], int] | None:
@@ -57,6 +66,7 @@ class Outbox:
         self.queued_bytes = 0
         self.closed = False
         self._writer: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()  # set each time the writer hands a frame over
 
     @property
     def pending_bytes(self) -> int:
@@ -64,19 +74,20 @@ class Outbox:
         server = self._server_buffered() if self._server_buffered is not None else 0
         return self.queued_bytes + server
 
-    async def put(self, text: str) -> bool:
+    async def put(self, text: str, wait_s: float = 0.0) -> bool:
         """Send ``text`` after everything queued before it. False when the outbox is
-        closed or the frame would pass the limit (then it overflows and closes).
+        closed or the frame would pass the limit, after waiting up to ``wait_s`` for
+        room (then it overflows and closes).
 
         A frame larger than the limit still goes out when nothing else waits: the limit
         bounds a backlog, it does not cap frame sizes."""
         if self.closed:
             return False
         size = utf8_size(text)
-        pending = self.pending_bytes
-        if pending and pending + size > self.limit:
-            self.close()
-            self._on_overflow()
+        if not await self._room_for(size, wait_s):
+            if not self.closed:
+                self.close()
+                self._on_overflow()
             return False
         if self._server_buffered is not None:
             # The server never blocks on send and counts its own buffer (nothing queues).
@@ -88,6 +99,26 @@ class Outbox:
             self._writer = asyncio.ensure_future(self._drain())
         return True
 
+    def _fits(self, size: int) -> bool:
+        pending = self.pending_bytes
+        return not pending or pending + size <= self.limit
+
+    async def _room_for(self, size: int, wait_s: float) -> bool:
+        """Whether ``size`` more bytes fit, waiting up to ``wait_s`` for the client to
+        take what waits before them."""
+        if self._fits(size):
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not self.closed and (left := deadline - loop.time()) > 0:
+            self._room.clear()
+            wait = SERVER_BUFFER_POLL_S if self._server_buffered is not None else left
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), min(wait, left))
+            if self._fits(size):
+                return not self.closed
+        return False
+
     async def _drain(self) -> None:
         try:
             while self._queue and not self.closed:
@@ -97,6 +128,7 @@ class Outbox:
                 # still waiting for it.
                 self._queue.popleft()
                 self.queued_bytes -= size
+                self._room.set()
         except Exception:  # the socket went away under the send: nothing more to do
             log.debug("output writer stopped", exc_info=True)
             self.close()
@@ -109,6 +141,7 @@ class Outbox:
         self.closed = True
         self._queue.clear()
         self.queued_bytes = 0
+        self._room.set()  # a frame waiting for room gives up at once
         if self._writer is not None:
             self._writer.cancel()
             self._writer = None

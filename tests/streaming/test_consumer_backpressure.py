@@ -106,6 +106,54 @@ async def test_server_buffer_counts_against_the_limit(server_holds, frame, ok) -
     assert socket.overflows == (0 if ok else 1)
 
 
+@pytest.mark.parametrize("reads", [True, False], ids=["reader-reads", "reader-stuck"])
+async def test_a_frame_put_with_wait_s_waits_for_room_then_overflows(reads: bool) -> None:
+    """A replay's frames (put with ``wait_s``) wait for a reader that reads; one that
+    takes nothing within ``wait_s`` overflows as before."""
+    socket = Socket(reading=False)
+    box = Outbox(socket.send, limit=100, on_overflow=socket.overflow)
+    first = ["a" * 60, "b" * 40]
+    for frame in first:
+        assert await box.put(frame)
+    waiting = asyncio.ensure_future(box.put("c" * 50, wait_s=5.0 if reads else 0.05))
+    await settle()
+    assert not waiting.done()
+    if reads:
+        socket.gate.set()
+    assert await waiting is reads
+    await settle()
+    assert socket.sent == ([*first, "c" * 50] if reads else [])
+    assert socket.overflows == (0 if reads else 1)
+
+
+async def test_a_frame_waiting_for_room_gives_up_when_the_outbox_closes() -> None:
+    socket = Socket(reading=False)
+    box = Outbox(socket.send, limit=10, on_overflow=socket.overflow)
+    assert await box.put("x" * 10)
+    waiting = asyncio.ensure_future(box.put("y", wait_s=30.0))
+    await settle()
+    box.close()  # the socket went away
+    assert await waiting is False
+    assert socket.overflows == 0
+
+
+@pytest.mark.parametrize(("drains", "ok"), [(True, True), (False, False)])
+async def test_a_frame_waiting_for_room_rereads_the_servers_buffer(drains: bool, ok: bool) -> None:
+    """daphne tells nothing when its buffer drains: the waiting frame re-reads it."""
+    socket = Socket()
+    held = [900]
+    box = Outbox(
+        socket.send, limit=1000, on_overflow=socket.overflow, server_buffered=lambda: held[0]
+    )
+    waiting = asyncio.ensure_future(box.put("x" * 200, wait_s=0.5))
+    await settle()
+    if drains:
+        held[0] = 0
+    assert await waiting is ok
+    assert socket.sent == (["x" * 200] if ok else [])
+    assert socket.overflows == (0 if ok else 1)
+
+
 async def test_a_failing_send_closes_the_outbox() -> None:
     async def broken(text: str) -> None:
         raise ConnectionResetError("gone")
