@@ -11,13 +11,17 @@ processes) arrive as ``streamer.frame`` channel messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 import uuid
 from typing import Any
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from connections.hub import Member, hub
@@ -30,6 +34,7 @@ from streaming.auth import (
     extract_token,
     parse_query,
 )
+from streaming.dispatch_loop import dispatch_loop
 from streaming.edge import channels_edge
 from streaming.metrics import SLOW_CONSUMERS
 from streaming.outbox import Outbox, server_buffer_probe
@@ -67,6 +72,20 @@ class StreamerConsumer(AsyncWebsocketConsumer):
     outbox: Outbox | None = None
     _idle_handle: asyncio.TimerHandle | None = None
     _expiry_handle: asyncio.TimerHandle | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' ``AsyncConsumer.__call__`` with :func:`dispatch_loop` in place of
+        its ``await_many_dispatch`` (see there why)."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            sources.append(self.channel_receive)
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            await dispatch_loop(sources, self.dispatch)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, without its database clean-up hop for the messages of
