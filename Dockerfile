@@ -2,7 +2,7 @@
 #
 #   docker build -t streamer .
 #   web:    docker run -p 8000:8000 --env-file prod.env streamer
-#           (uvicorn — websockets, uvloop, httptools — serving streaming.asgi:application on
+#           (uvicorn — websockets-sansio, uvloop, httptools — serving streaming.asgi:application on
 #           0.0.0.0:8000; the choice is measured in docs/performance.md. The stock server:
 #           ... streamer daphne --bind 0.0.0.0 --port 8000 --proxy-headers streaming.asgi:application)
 #   worker: docker run --env-file prod.env streamer python manage.py process_requests
@@ -59,10 +59,10 @@ RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinpu
 USER streamer
 EXPOSE 8000
 ENTRYPOINT ["tini", "--"]
-# --ws websockets: its send waits while a client does not read, which the 1 MiB output limit
-# (close 4408) relies on; no compression, so bytes counted are bytes on the wire; messages
+# --ws websockets-sansio: its send waits while a client does not read, which the 1 MiB output
+# limit (close 4408) relies on, and it costs least per connection (docs/performance.md); no compression, so bytes counted are bytes on the wire; messages
 # over 1 MiB close the socket with 1009, as under daphne (docs/protocol.md §2.1).
 CMD ["uvicorn", "streaming.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
-     "--loop", "uvloop", "--http", "httptools", "--ws", "websockets", \
+     "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", \
      "--ws-per-message-deflate", "false", "--ws-max-size", "1048576", "--lifespan", "off", "--backlog", "2048", \
      "--proxy-headers", "--forwarded-allow-ips", "*", "--no-access-log"]
