@@ -10,7 +10,7 @@ run:
 test:
 	./scripts/test
 
-# Benchmark: `make bench` (full, ~11 min) or `make bench QUICK=1` (< 3 min).
+# Benchmark: `make bench` (full, ~6 min) or `make bench QUICK=1` (< 3 min).
 # Installs the optional plotting extra (matplotlib) first.
 bench: bootstrap
 	.venv/bin/pip install -q -c constraints.txt -e '.[bench]'

@@ -85,7 +85,7 @@ class Outbox:
         if self.closed:
             return False
         size = utf8_size(text)
-        if not await self._room_for(size, wait_s):
+        if not self._fits(size) and not await self._room_for(size, wait_s):
             if not self.closed:
                 self.close()
                 self._on_overflow()
@@ -105,10 +105,8 @@ class Outbox:
         return not pending or pending + size <= self.limit
 
     async def _room_for(self, size: int, wait_s: float) -> bool:
-        """Whether ``size`` more bytes fit, waiting up to ``wait_s`` for the client to
-        take what waits before them."""
-        if self._fits(size):
-            return True
+        """Whether ``size`` more bytes fit after waiting up to ``wait_s`` for the client
+        to take what waits before them."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while not self.closed and (left := deadline - loop.time()) > 0:
