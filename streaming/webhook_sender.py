@@ -102,6 +102,9 @@ class WebhookSender:
             except StoreError:
                 log.warning("webhook sender: storage unavailable, retrying")
                 claimed = 0
+            except Exception:  # a bug or an unexpected answer: one poll lost, not the loop
+                log.exception("webhook sender: poll failed, retrying")
+                claimed = 0
             if not claimed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll_interval_s)

@@ -265,6 +265,34 @@ async def test_the_same_ending_recorded_twice_is_one_delivery(tenant: Tenant) ->
     assert Attempt  # imported for the type of stored attempts
 
 
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), KeyError("due_shard")])
+async def test_an_unexpected_error_of_a_poll_loses_one_poll_not_the_sender(
+    tenant: Tenant,
+    receiver: Receiver,
+    run_sender: Callable[..., WebhookSender],
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+) -> None:
+    """(moto, not thread-safe, once raised KeyError from a query racing an update.)"""
+    from storage.webhooks import WebhookStore
+
+    delivery_id = await asyncio.to_thread(record_event, await asyncio.to_thread(ended, "completed"))
+    real = WebhookStore.due
+    raised: list[Exception] = []
+
+    def broken_once(self: WebhookStore, *args: Any, **kwargs: Any) -> Any:
+        if not raised:
+            raised.append(error)
+            raise error
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(WebhookStore, "due", broken_once)
+    run_sender()
+    await until(lambda: delivered(delivery_id))
+    assert raised == [error]
+    assert {p.headers["webhook-id"] for p in receiver.received} == {delivery_id}
+
+
 @pytest.mark.parametrize("failing", ["due", "claim", "record_attempt"])
 async def test_storage_outages_lose_nothing(
     tenant: Tenant,
