@@ -10,8 +10,8 @@ process's) and hold their sockets. A client counts as accepted when its socket a
 an ``echo`` frame: a refused handshake is accepted and closed at once with its close
 code (docs/protocol.md §1), so only the echo tells the two apart. Reported: time from the
 start signal until the last client was accepted, connects/s, failures by close code, the
-server's, dynalite's and the client processes' CPU seconds over the storm (where the time goes) and the
-DynamoDB calls per connect (the server's ``streamer_dynamodb_calls_total``, like
+server's, dynalite's and the client processes' CPU seconds over the storm (where the time
+goes) and the DynamoDB calls per connect (the server's ``streamer_dynamodb_calls_total``, like
 ``bench/__main__.py dynamodb_calls``). The same storm against the bare Channels echo
 consumer (``/bench/echo``) on the same server is the baseline.
 """
@@ -242,7 +242,8 @@ def report(r: dict[str, Any]) -> str:
             f"  {name:24} {s['accepted']}/{s['clients']} accepted in {s['all_accepted_s']} s "
             f"(half in {s['half_accepted_s']} s), {s['connects_per_s']} connects/s, "
             f"failures {s['failures'] or 'none'}; CPU s: server {s['server_cpu_s']}, "
-            f"dynalite {s['dynalite_cpu_s']}, clients {s.get('clients_cpu_s')}; server RSS held {s['server_rss_mib_held']} MiB"
+            f"dynalite {s['dynalite_cpu_s']}, clients {s['clients_cpu_s']}; "
+            f"server RSS held {s['server_rss_mib_held']} MiB"
         )
     full = r["full"]
     lines.append(

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import weakref
 from dataclasses import dataclass, field
 
+from connections.per_loop import PerLoop
 from connections.storage_pool import run_storage
 from storage.batching import BATCH_WRITE_LIMIT
 from storage.connection import ConnectionInfo, connection_store
@@ -59,10 +58,7 @@ class RegistrationBatcher:
     def __init__(self, batch_size: int = BATCH_WRITE_LIMIT, in_flight: int = MAX_IN_FLIGHT):
         self.batch_size = batch_size
         self.max_in_flight = in_flight
-        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
+        self._queues = PerLoop(_LoopQueue)
 
     async def register(self, info: ConnectionInfo) -> None:
         """Store ``info``; returns once it is stored. ``ValidationError`` for a record
@@ -70,7 +66,7 @@ class RegistrationBatcher:
         failed (nothing of that batch kept)."""
         connection_store.validate(info)
         loop = asyncio.get_running_loop()
-        queue = self._queue(loop)
+        queue = self._queues.get(loop)
         done: asyncio.Future[None] = loop.create_future()
         queue.waiting.append((info, done))
         if len(queue.waiting) >= self.batch_size:
@@ -79,13 +75,6 @@ class RegistrationBatcher:
             queue.scheduled = True
             loop.call_soon(self._on_next_turn, queue)
         await done
-
-    def _queue(self, loop: asyncio.AbstractEventLoop) -> _LoopQueue:
-        with self._lock:
-            queue = self._queues.get(loop)
-            if queue is None:
-                queue = self._queues[loop] = _LoopQueue()
-            return queue
 
     def _on_next_turn(self, queue: _LoopQueue) -> None:
         queue.scheduled = False

@@ -22,11 +22,11 @@ needs (:mod:`streaming.user_cap`).
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from connections.per_loop import PerLoop
 from connections.storage_pool import run_storage
 from storage.base import owner_of
 from storage.connection import connection_store
@@ -58,15 +58,13 @@ class UserCounts:
     ) -> None:
         self.min_users = min_users
         self.rows_per_user = rows_per_user
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._loops = PerLoop(_LoopState)
 
     async def count(self, tenant_id: str, user_id: str) -> int:
         """The user's connections, counted by a query that starts after this call;
         raises what the storage call raised (``StorageUnavailable``)."""
         loop = asyncio.get_running_loop()
-        state = self._loops.setdefault(loop, _LoopState())
+        state = self._loops.get(loop)
         future: asyncio.Future[int] = loop.create_future()
         state.waiting[tenant_id].setdefault(user_id, []).append(future)
         if tenant_id not in state.running:

@@ -541,6 +541,8 @@ class ConnectionStore:
         rows = 0
         start: dict[str, Any] | None = None
         with storage_call("connection.count_owners"):
+            # Raw rows, not models: only ``owner`` is read, and a model per row would
+            # cost more than the query during a storm (connections/user_counts.py).
             table = ConnectionModel._get_connection()
             while True:
                 page = table.query(

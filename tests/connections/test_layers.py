@@ -13,16 +13,7 @@ import pytest
 
 from connections import layers
 from connections.layers import SWEEP_INTERVAL_S, ProcessChannelLayer
-
-
-class Clock:
-    """The ``monotonic`` clock the layer module reads, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 @pytest.fixture

@@ -182,7 +182,7 @@ async def test_a_connect_cancelled_while_its_batch_is_stored_leaves_no_record(
         await asyncio.sleep(0)  # its batch leaves and is on its way to storage
     gone.cancel()
     for _ in range(200):  # until the batch was stored and the record removed again
-        if not stored("cgone") and not batcher._queue(asyncio.get_running_loop()).tasks:
+        if not stored("cgone") and not batcher._queues.get(asyncio.get_running_loop()).tasks:
             break
         await asyncio.sleep(0.05)
     assert gone.cancelled()

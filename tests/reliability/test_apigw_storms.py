@@ -25,22 +25,12 @@ from connections.manager import ConnectionManager, Target
 from connections.transports import transports
 from connections.transports.apigw import ApiGatewayTransport, apigw_address
 from protocol import frames
+from tests.support.clock import Clock
 
 ENDPOINTS = 100  # more than the client cache holds
 PER_ENDPOINT = 2
 MAX_CLIENTS = 16
 STORM_FRAMES = 6  # per connection while the storm lasts
-
-
-class Clock:
-    """time.monotonic for the breaker, standing still: no cool-down ever elapses by
-    itself, so whatever flows after the storm does so without waiting one out."""
-
-    def __init__(self) -> None:
-        self.now = 10_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class ManagementAPI:
@@ -136,7 +126,9 @@ class Harness:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
+    """time.monotonic for the breaker, standing still: no cool-down ever elapses by
+    itself, so whatever flows after the storm does so without waiting one out."""
+    fake = Clock(10_000.0)
     monkeypatch.setattr(apigw_module.time, "monotonic", fake)
     return fake
 

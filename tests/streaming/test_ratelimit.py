@@ -6,16 +6,9 @@ import pytest
 
 import streaming.ratelimit
 from streaming.ratelimit import TokenBucket
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.usefixtures("asgi_settings")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 @pytest.fixture
